@@ -1,0 +1,63 @@
+//! A private mariadbd with non-default settings, and that dropping it stops it.
+
+use sqlx::Connection;
+use sqlx::mysql::MySqlConnection;
+use vigil_testkit::mariadb::PrivateMariaDb;
+
+#[tokio::test]
+async fn private_server_runs_with_extra_args_and_stops_on_drop() {
+    let server = PrivateMariaDb::start(&["--innodb-autoinc-lock-mode=2"])
+        .await
+        .unwrap();
+    let port = server.port();
+    assert_eq!(server.url(), format!("mysql://root@127.0.0.1:{port}/test"));
+    let data_dir = server.data_dir();
+    assert!(data_dir.is_dir());
+
+    let mut connection = MySqlConnection::connect(&server.url()).await.unwrap();
+    let lock_mode: i64 = sqlx::query_scalar("SELECT @@innodb_autoinc_lock_mode")
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(lock_mode, 2);
+    let database: Option<String> = sqlx::query_scalar("SELECT DATABASE()")
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(database.as_deref(), Some("test"));
+    connection.close().await.unwrap();
+
+    drop(server);
+
+    // Drop waits for the server to exit, so its port is closed at once.
+    match std::net::TcpStream::connect(("127.0.0.1", port)) {
+        Err(error) => assert_eq!(error.kind(), std::io::ErrorKind::ConnectionRefused),
+        Ok(_) => panic!("port {port} still accepts connections after drop"),
+    }
+    assert!(!data_dir.exists(), "data directory left behind");
+}
+
+#[tokio::test]
+async fn two_private_servers_run_side_by_side() {
+    let (first, second) = tokio::join!(PrivateMariaDb::start(&[]), PrivateMariaDb::start(&[]));
+    let (first, second) = (first.unwrap(), second.unwrap());
+    assert_ne!(first.port(), second.port());
+    for server in [&first, &second] {
+        let mut connection = MySqlConnection::connect(&server.url()).await.unwrap();
+        let port: u64 = sqlx::query_scalar("SELECT @@port")
+            .fetch_one(&mut connection)
+            .await
+            .unwrap();
+        assert_eq!(port, u64::from(server.port()));
+    }
+}
+
+#[tokio::test]
+async fn bad_server_option_fails_with_the_server_log() {
+    let error = match PrivateMariaDb::start(&["--no-such-option-for-vigil"]).await {
+        Ok(_) => panic!("mariadbd started with an unknown option"),
+        Err(error) => error,
+    };
+    let message = error.to_string();
+    assert!(message.contains("no-such-option-for-vigil"), "{message}");
+}
