@@ -1,0 +1,773 @@
+//! The MySQL/MariaDB backend: a read pool, one dedicated writer connection, id blocks.
+//!
+//! Writes go through a single writer connection held behind an async mutex, not through the
+//! pool, so the server-side session that ran a batch is always known (`CONNECTION_ID()`, read
+//! when the connection opens). That is what makes an unknown outcome resolvable: if the
+//! connection fails or a timeout fires after a batch was sent, the store drops the connection
+//! and remembers its session id; [`MySqlStore::resolve`] then kills that session on a fresh
+//! connection, waits until the server no longer lists it (its transaction is then committed
+//! or rolled back, for good) and counts the batch's rows with a locking read. One writer also
+//! means ids, which the batcher takes in order, are committed in increasing order.
+//!
+//! Every connection runs with `time_zone = '+00:00'`; times are sent as exact `DATETIME(3)`
+//! literals and read back as microseconds computed by the server (see [`crate::sql`]).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::{Duration, Instant};
+
+use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions, MySqlRow};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor, Row};
+use tracing::{debug, info, warn};
+use vigil_core::Level;
+
+use crate::error::{DUPLICATE_KEY, NO_SUCH_THREAD, server_error_number, server_refused};
+use crate::ids::{self, IdBlock};
+use crate::sql;
+use crate::{EventRow, InsertError, StoreError, StoreOptions, StoredEvent};
+
+/// The embedded migrations (`migrations/mysql` at the workspace root), run at connect.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/mysql");
+
+/// A writer idle longer than this is pinged before a batch is sent on it, so that a session
+/// the server closed while idle (`wait_timeout`) fails before the batch is sent (a certain
+/// "not committed", then a reconnect) rather than after (an unknown outcome).
+const WRITER_IDLE_PING_AFTER: Duration = Duration::from_secs(30);
+
+/// Prepared INSERTs the writer keeps; one per distinct row count in recent batches.
+const WRITER_STATEMENT_CACHE: usize = 256;
+
+/// How often `resolve` looks for a killed session in the process list.
+const KILLED_SESSION_POLL: Duration = Duration::from_millis(20);
+
+/// Ids per locking count in `resolve`, well below the placeholder limit.
+const RESOLVE_IDS_PER_QUERY: usize = 8192;
+
+/// The MySQL/MariaDB store. Cheap to clone.
+#[derive(Clone)]
+pub struct MySqlStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Reads, pings and id reservations. Never used for inserts.
+    pool: MySqlPool,
+    /// How to open the writer and `resolve`'s fresh connections: the caller's URL with the
+    /// session time zone pinned to UTC.
+    connect_options: MySqlConnectOptions,
+    /// Timeouts and pool size as configured.
+    options: StoreOptions,
+    /// The one connection inserts run on, with what the store keeps beside it.
+    writer: tokio::sync::Mutex<Writer>,
+    /// Server session ids of writer connections dropped after a batch was sent without an
+    /// answer. `resolve` kills them before reading, so none of them can still commit.
+    suspect_sessions: StdMutex<Vec<u64>>,
+    /// The reserved id range not yet handed out; the lock is held across a reservation so
+    /// concurrent callers wait for one round trip instead of each reserving a block.
+    ids: tokio::sync::Mutex<IdBlock>,
+}
+
+/// The writer connection's state, behind `Inner::writer`.
+#[derive(Default)]
+struct Writer {
+    /// The open writer session; `None` after a failure, reopened by the next insert.
+    session: Option<WriterSession>,
+    /// INSERT texts by row count. The same `Arc<str>` goes to sqlx each time, which finds its
+    /// prepared statement by that text.
+    insert_sql: HashMap<usize, Arc<str>>,
+    /// Reused buffer for the `DATETIME(3)` literals of the statement being bound.
+    datetimes: String,
+}
+
+/// Most INSERT texts `Writer::insert_sql` keeps before it starts over.
+const MAX_CACHED_INSERT_SQL: usize = 512;
+
+/// An open writer connection.
+struct WriterSession {
+    connection: MySqlConnection,
+    /// The server's `CONNECTION_ID()` for this session: what `resolve` kills.
+    connection_id: u64,
+    /// Parameter bytes one INSERT may carry, from this session's `max_allowed_packet`.
+    statement_budget: usize,
+    /// When the session last finished a statement.
+    last_used: Instant,
+}
+
+impl MySqlStore {
+    /// Connects, runs migrations and opens the writer.
+    pub async fn connect(database_url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
+        validate_options(options)?;
+        let connect_options = MySqlConnectOptions::from_str(database_url)
+            .map_err(|cause| StoreError::InvalidUrl { cause })?
+            .timezone(Some(String::from("+00:00")))
+            .charset("utf8mb4")
+            .statement_cache_capacity(WRITER_STATEMENT_CACHE);
+
+        let pool = MySqlPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.connect_timeout)
+            .connect_lazy_with(connect_options.clone());
+        let store = MySqlStore {
+            inner: Arc::new(Inner {
+                pool,
+                connect_options,
+                options: options.clone(),
+                writer: tokio::sync::Mutex::new(Writer::default()),
+                suspect_sessions: StdMutex::new(Vec::new()),
+                ids: tokio::sync::Mutex::new(IdBlock::default()),
+            }),
+        };
+
+        let mut connection = store.open_connection().await?;
+        bounded(
+            "migrate",
+            options.statement_timeout.max(Duration::from_secs(60)),
+            async {
+                MIGRATOR
+                    .run(&mut connection)
+                    .await
+                    .map_err(|cause| StoreError::Migrate { cause })
+            },
+        )
+        .await?;
+        let _ = connection.close().await;
+
+        let session = store.open_writer().await?;
+        info!(
+            writer_connection_id = session.connection_id,
+            statement_budget = session.statement_budget,
+            "mysql store connected"
+        );
+        store.inner.writer.lock().await.session = Some(session);
+        Ok(store)
+    }
+
+    /// `count` fresh ids, increasing, from the cached block; reserves a new block of
+    /// `max(missing, 4096)` ids when the cached one runs out.
+    pub async fn allocate_ids(&self, count: usize) -> Result<Vec<u64>, StoreError> {
+        let mut ids = Vec::with_capacity(count);
+        let mut block = self.inner.ids.lock().await;
+        let mut missing = count as u64 - block.take_into(count as u64, &mut ids);
+        if missing == 0 {
+            return Ok(ids);
+        }
+        let size = ids::block_size_for(missing);
+        let new_next_id = self.reserve_block(size).await?;
+        let range = ids::reserved_range(new_next_id, size).ok_or(StoreError::IdCounterMissing)?;
+        block
+            .refill(range.clone())
+            .map_err(|problem| match problem {
+                ids::BlockProblem::Empty => StoreError::IdCounterMissing,
+                ids::BlockProblem::Exhausted { next_id } => StoreError::IdsExhausted { next_id },
+                ids::BlockProblem::WentBackwards {
+                    reserved_start,
+                    previous_end,
+                } => StoreError::IdCounterWentBackwards {
+                    reserved_start,
+                    previous_end,
+                },
+            })?;
+        debug!(
+            start = range.start,
+            end = range.end,
+            "reserved event id block"
+        );
+        missing -= block.take_into(missing, &mut ids);
+        debug_assert_eq!(missing, 0);
+        debug_assert!(ids.windows(2).all(|pair| pair[0] < pair[1]));
+        Ok(ids)
+    }
+
+    /// Moves the database counter forward by `size` in one autocommit statement and returns
+    /// the new `next_id`, which the server reports as this statement's `LAST_INSERT_ID`.
+    async fn reserve_block(&self, size: u64) -> Result<u64, StoreError> {
+        let result = self
+            .bounded_query(
+                "reserve ids",
+                sqlx::query(ids::RESERVE_SQL)
+                    .bind(size)
+                    .execute(&self.inner.pool),
+            )
+            .await?;
+        if result.rows_affected() == 0 {
+            return Err(StoreError::IdCounterMissing);
+        }
+        Ok(result.last_insert_id())
+    }
+
+    /// Stores the batch with one INSERT (or, when limits force a split, several in one
+    /// transaction) on the writer connection.
+    pub async fn insert(&self, rows: &[EventRow<'_>]) -> Result<(), InsertError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        if let Some((index, reason)) = rows
+            .iter()
+            .enumerate()
+            .find_map(|(index, row)| sql::row_problem(row).map(|reason| (index, reason)))
+        {
+            return Err(InsertError::NotCommitted(StoreError::InvalidRow {
+                index,
+                reason,
+            }));
+        }
+
+        let mut writer = self.inner.writer.lock().await;
+        let mut session = self
+            .ready_writer(&mut writer)
+            .await
+            .map_err(InsertError::NotCommitted)?;
+        let plan = sql::plan_statements(
+            rows.iter().map(sql::estimated_row_bytes),
+            sql::MAX_ROWS_PER_STATEMENT,
+            session.statement_budget,
+        );
+        let timeout = self.inner.options.statement_timeout;
+        let result = if plan.len() == 1 {
+            self.insert_autocommit(&mut writer, &mut session, rows, timeout)
+                .await
+        } else {
+            self.insert_transaction(&mut writer, &mut session, rows, &plan, timeout)
+                .await
+        };
+        match result {
+            Ok(()) => {
+                session.last_used = Instant::now();
+                writer.session = Some(session);
+                Ok(())
+            }
+            Err(Failure {
+                error,
+                session_usable,
+            }) => {
+                if session_usable {
+                    session.last_used = Instant::now();
+                    writer.session = Some(session);
+                } else {
+                    self.discard_writer(session, &error);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// One statement, autocommit: one round trip.
+    async fn insert_autocommit(
+        &self,
+        writer: &mut Writer,
+        session: &mut WriterSession,
+        rows: &[EventRow<'_>],
+        timeout: Duration,
+    ) -> Result<(), Failure> {
+        match run_insert(writer, &mut session.connection, rows, timeout).await {
+            Ok(()) => Ok(()),
+            Err(StatementFailure::TimedOut) => Err(Failure::unknown(insert_timeout(timeout))),
+            Err(StatementFailure::Driver(cause)) => Err(classify_sent_statement(cause)),
+        }
+    }
+
+    /// Several statements in one transaction: anything that fails before COMMIT is sent is
+    /// certainly not committed; only COMMIT itself can leave the outcome unknown.
+    async fn insert_transaction(
+        &self,
+        writer: &mut Writer,
+        session: &mut WriterSession,
+        rows: &[EventRow<'_>],
+        plan: &[std::ops::Range<usize>],
+        timeout: Duration,
+    ) -> Result<(), Failure> {
+        let connection = &mut session.connection;
+        match tokio::time::timeout(timeout, connection.execute("START TRANSACTION")).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(cause)) => {
+                let session_usable = server_refused(&cause);
+                return Err(Failure::not_committed(
+                    query_error("begin insert", cause),
+                    session_usable,
+                ));
+            }
+            Err(_) => return Err(Failure::not_committed(insert_timeout(timeout), false)),
+        }
+        for range in plan {
+            let failure = match run_insert(writer, connection, &rows[range.clone()], timeout).await
+            {
+                Ok(()) => continue,
+                // No COMMIT was sent: when the server sees the connection close it rolls back.
+                Err(StatementFailure::TimedOut) => {
+                    return Err(Failure::not_committed(insert_timeout(timeout), false));
+                }
+                Err(StatementFailure::Driver(cause)) => cause,
+            };
+            if !server_refused(&failure) {
+                return Err(Failure::not_committed(
+                    query_error("insert", failure),
+                    false,
+                ));
+            }
+            let rolled_back = matches!(
+                tokio::time::timeout(timeout, connection.execute("ROLLBACK")).await,
+                Ok(Ok(_))
+            );
+            let error = if server_error_number(&failure) == Some(DUPLICATE_KEY) {
+                InsertError::DuplicateIds(StoreError::DuplicateIds { cause: failure })
+            } else {
+                InsertError::NotCommitted(query_error("insert", failure))
+            };
+            return Err(Failure {
+                error,
+                session_usable: rolled_back,
+            });
+        }
+        match tokio::time::timeout(timeout, connection.execute("COMMIT")).await {
+            Ok(Ok(_)) => Ok(()),
+            // A refused COMMIT normally means a rollback, but "normally" is not certain enough
+            // to answer 503: let resolve decide.
+            Ok(Err(cause)) => Err(Failure::unknown(query_error("commit insert", cause))),
+            Err(_) => Err(Failure::unknown(StoreError::Timeout {
+                operation: "commit insert",
+                after: timeout,
+            })),
+        }
+    }
+
+    /// Returns the writer session, opening one if there is none and pinging one that sat idle.
+    async fn ready_writer(&self, writer: &mut Writer) -> Result<WriterSession, StoreError> {
+        if let Some(mut session) = writer.session.take() {
+            if session.last_used.elapsed() < WRITER_IDLE_PING_AFTER {
+                return Ok(session);
+            }
+            let timeout = self.inner.options.statement_timeout;
+            match tokio::time::timeout(timeout, session.connection.ping()).await {
+                Ok(Ok(())) => return Ok(session),
+                _ => debug!(
+                    connection_id = session.connection_id,
+                    "idle mysql writer did not answer a ping, reconnecting"
+                ),
+            }
+        }
+        self.open_writer().await
+    }
+
+    /// Opens the writer connection and learns its session id and packet limit.
+    async fn open_writer(&self) -> Result<WriterSession, StoreError> {
+        let mut connection = self.open_connection().await?;
+        let row = self
+            .bounded_query(
+                "open writer",
+                sqlx::query("SELECT CONNECTION_ID(), CAST(@@max_allowed_packet AS UNSIGNED)")
+                    .fetch_one(&mut connection),
+            )
+            .await?;
+        let connection_id: u64 = decode(&row, 0, "open writer")?;
+        let max_allowed_packet: u64 = decode(&row, 1, "open writer")?;
+        Ok(WriterSession {
+            connection,
+            connection_id,
+            statement_budget: sql::statement_budget(max_allowed_packet),
+            last_used: Instant::now(),
+        })
+    }
+
+    /// Drops a writer connection after a failure. When the batch's outcome is unknown, its
+    /// session id is remembered for `resolve` to kill.
+    fn discard_writer(&self, session: WriterSession, error: &InsertError) {
+        match error {
+            InsertError::OutcomeUnknown(cause) => warn!(
+                connection_id = session.connection_id,
+                error = %cause,
+                "mysql insert outcome unknown, writer connection dropped"
+            ),
+            // Certainly not committed, but the server may keep the session (and the batch's
+            // row locks) until it notices the close; resolve kills it too.
+            _ => warn!(
+                connection_id = session.connection_id,
+                error = %error,
+                "mysql insert failed, writer connection dropped"
+            ),
+        }
+        self.remember_suspect(session.connection_id);
+        drop(session);
+    }
+
+    fn remember_suspect(&self, connection_id: u64) {
+        let mut suspects = self
+            .inner
+            .suspect_sessions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !suspects.contains(&connection_id) {
+            suspects.push(connection_id);
+        }
+    }
+
+    /// Decides for certain whether the batch with these ids is in the table.
+    ///
+    /// On a fresh connection: kills every writer session dropped with an unknown outcome,
+    /// waits until the server no longer lists it (so its transaction has ended, one way or
+    /// the other, and nothing more can run in it), then counts the ids with a locking read,
+    /// which also waits for any other transaction still holding those rows.
+    pub async fn resolve(&self, ids: &[u64]) -> Result<bool, StoreError> {
+        let mut wanted = ids.to_vec();
+        wanted.sort_unstable();
+        wanted.dedup();
+        if wanted.is_empty() {
+            return Ok(true);
+        }
+        let mut connection = self.open_connection().await?;
+        let suspects = self
+            .inner
+            .suspect_sessions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        for &connection_id in &suspects {
+            self.end_session(&mut connection, connection_id).await?;
+            self.inner
+                .suspect_sessions
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .retain(|&id| id != connection_id);
+        }
+
+        let mut present = 0u64;
+        for chunk in wanted.chunks(RESOLVE_IDS_PER_QUERY) {
+            let sql = sql::locking_count_sql(chunk.len());
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for &id in chunk {
+                query = query.bind(id);
+            }
+            let row = self
+                .bounded_query("resolve batch", query.fetch_one(&mut connection))
+                .await?;
+            let count: i64 = decode(&row, 0, "resolve batch")?;
+            present += u64::try_from(count).unwrap_or(0);
+        }
+        let _ = connection.close().await;
+
+        let expected = wanted.len() as u64;
+        match present {
+            0 => Ok(false),
+            _ if present == expected => Ok(true),
+            _ => Err(StoreError::PartiallyPresent { present, expected }),
+        }
+    }
+
+    /// `KILL`s a session and waits until the server no longer lists it.
+    async fn end_session(
+        &self,
+        connection: &mut MySqlConnection,
+        connection_id: u64,
+    ) -> Result<(), StoreError> {
+        // An integer we formatted ourselves: nothing to inject.
+        let kill = format!("KILL CONNECTION {connection_id}");
+        match self
+            .bounded_query(
+                "kill writer session",
+                connection.execute(AssertSqlSafe(kill)),
+            )
+            .await
+        {
+            Ok(_) => debug!(connection_id, "killed mysql writer session"),
+            Err(StoreError::Query { cause, .. })
+                if server_error_number(&cause) == Some(NO_SUCH_THREAD) => {}
+            Err(error) => return Err(error),
+        }
+        let deadline = Instant::now() + self.inner.options.statement_timeout;
+        loop {
+            let row = self
+                .bounded_query(
+                    "wait for killed session",
+                    sqlx::query("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = ?")
+                        .bind(connection_id)
+                        .fetch_one(&mut *connection),
+                )
+                .await?;
+            let listed: i64 = decode(&row, 0, "wait for killed session")?;
+            if listed == 0 {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(StoreError::WriterStillRunning { connection_id });
+            }
+            tokio::time::sleep(KILLED_SESSION_POLL).await;
+        }
+    }
+
+    /// The event with this id.
+    pub async fn get(&self, id: u64) -> Result<Option<StoredEvent>, StoreError> {
+        let row = self
+            .bounded_query(
+                "get event",
+                sqlx::query(sql::SELECT_BY_ID)
+                    .bind(id)
+                    .fetch_optional(&self.inner.pool),
+            )
+            .await?;
+        row.as_ref().map(stored_event_from_row).transpose()
+    }
+
+    /// The `limit` newest events, newest first.
+    pub async fn latest(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let rows = self
+            .bounded_query(
+                "list latest events",
+                sqlx::query(sql::SELECT_LATEST)
+                    .bind(limit as u64)
+                    .fetch_all(&self.inner.pool),
+            )
+            .await?;
+        rows.iter().map(stored_event_from_row).collect()
+    }
+
+    /// Whether the database answers a trivial query.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.bounded_query("ping", sqlx::query("SELECT 1").execute(&self.inner.pool))
+            .await?;
+        Ok(())
+    }
+
+    /// Closes the writer and the pool.
+    pub async fn close(&self) {
+        let session = self.inner.writer.lock().await.session.take();
+        if let Some(session) = session {
+            let _ = tokio::time::timeout(
+                self.inner.options.connect_timeout,
+                session.connection.close(),
+            )
+            .await;
+        }
+        self.inner.pool.close().await;
+    }
+
+    /// A new connection outside the pool, bounded by the connect timeout.
+    async fn open_connection(&self) -> Result<MySqlConnection, StoreError> {
+        let timeout = self.inner.options.connect_timeout;
+        match tokio::time::timeout(timeout, self.inner.connect_options.connect()).await {
+            Ok(Ok(connection)) => Ok(connection),
+            Ok(Err(cause)) => Err(StoreError::Connect { cause }),
+            Err(_) => Err(StoreError::Timeout {
+                operation: "connect",
+                after: timeout,
+            }),
+        }
+    }
+
+    /// Runs a statement under the statement timeout, naming `operation` in any error.
+    async fn bounded_query<T>(
+        &self,
+        operation: &'static str,
+        query: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, StoreError> {
+        bounded(operation, self.inner.options.statement_timeout, async {
+            query.await.map_err(|cause| query_error(operation, cause))
+        })
+        .await
+    }
+}
+
+/// Why an insert failed, and whether its session can be kept.
+struct Failure {
+    error: InsertError,
+    /// The session answered and holds no transaction: keep it.
+    session_usable: bool,
+}
+
+impl Failure {
+    fn unknown(error: StoreError) -> Self {
+        Failure {
+            error: InsertError::OutcomeUnknown(error),
+            session_usable: false,
+        }
+    }
+
+    fn not_committed(error: StoreError, session_usable: bool) -> Self {
+        Failure {
+            error: InsertError::NotCommitted(error),
+            session_usable,
+        }
+    }
+}
+
+/// How one INSERT statement failed.
+enum StatementFailure {
+    /// The statement timeout fired; the statement may have been sent.
+    TimedOut,
+    Driver(sqlx::Error),
+}
+
+/// What a failed autocommit INSERT means: a server refusal on an intact session committed
+/// nothing; anything else (I/O, protocol, a cut session) may have committed.
+fn classify_sent_statement(cause: sqlx::Error) -> Failure {
+    if !server_refused(&cause) {
+        return Failure::unknown(query_error("insert", cause));
+    }
+    if server_error_number(&cause) == Some(DUPLICATE_KEY) {
+        return Failure {
+            error: InsertError::DuplicateIds(StoreError::DuplicateIds { cause }),
+            session_usable: true,
+        };
+    }
+    Failure::not_committed(query_error("insert", cause), true)
+}
+
+/// Binds `rows` into one INSERT and runs it on `connection`.
+async fn run_insert(
+    writer: &mut Writer,
+    connection: &mut MySqlConnection,
+    rows: &[EventRow<'_>],
+    timeout: Duration,
+) -> Result<(), StatementFailure> {
+    debug_assert!((1..=sql::MAX_ROWS_PER_STATEMENT).contains(&rows.len()));
+    if writer.insert_sql.len() >= MAX_CACHED_INSERT_SQL
+        && !writer.insert_sql.contains_key(&rows.len())
+    {
+        writer.insert_sql.clear();
+    }
+    let statement = Arc::clone(
+        writer
+            .insert_sql
+            .entry(rows.len())
+            .or_insert_with(|| Arc::from(sql::insert_sql(rows.len()))),
+    );
+
+    // Each row's two times side by side: created_at, then occurred_at (or filler when absent).
+    let datetimes = &mut writer.datetimes;
+    datetimes.clear();
+    for row in rows {
+        let created_ok = sql::push_datetime(datetimes, row.created_at);
+        let occurred_ok = match row.event.occurred_at {
+            Some(at) => sql::push_datetime(datetimes, at),
+            None => {
+                datetimes.push_str(sql::DATETIME_FILLER);
+                true
+            }
+        };
+        debug_assert!(
+            created_ok && occurred_ok,
+            "row_problem checks the time range first"
+        );
+    }
+
+    let mut query = sqlx::query(AssertSqlSafe(statement));
+    for (index, row) in rows.iter().enumerate() {
+        let created_at = &datetimes[index * 2 * sql::DATETIME_LEN..][..sql::DATETIME_LEN];
+        let occurred_at = row
+            .event
+            .occurred_at
+            .map(|_| &datetimes[(index * 2 + 1) * sql::DATETIME_LEN..][..sql::DATETIME_LEN]);
+        query = query
+            .bind(row.id)
+            .bind(row.event.source.as_str())
+            .bind(row.event.event_type.as_str())
+            .bind(row.event.level.as_str())
+            .bind(row.event.payload.as_deref())
+            .bind(occurred_at)
+            .bind(created_at)
+            .bind(row.request_id);
+    }
+    match tokio::time::timeout(timeout, query.execute(&mut *connection)).await {
+        Ok(Ok(result)) => {
+            debug_assert_eq!(result.rows_affected(), rows.len() as u64);
+            Ok(())
+        }
+        Ok(Err(cause)) => Err(StatementFailure::Driver(cause)),
+        Err(_) => Err(StatementFailure::TimedOut),
+    }
+}
+
+fn insert_timeout(after: Duration) -> StoreError {
+    StoreError::Timeout {
+        operation: "insert",
+        after,
+    }
+}
+
+fn query_error(operation: &'static str, cause: sqlx::Error) -> StoreError {
+    StoreError::Query { operation, cause }
+}
+
+/// Runs `work` under `timeout`, turning expiry into [`StoreError::Timeout`].
+async fn bounded<T>(
+    operation: &'static str,
+    timeout: Duration,
+    work: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(timeout, work)
+        .await
+        .unwrap_or(Err(StoreError::Timeout {
+            operation,
+            after: timeout,
+        }))
+}
+
+fn validate_options(options: &StoreOptions) -> Result<(), StoreError> {
+    let reason = if options.max_connections == 0 {
+        "max_connections must be at least 1"
+    } else if options.statement_timeout.is_zero() {
+        "statement_timeout must be positive"
+    } else if options.connect_timeout.is_zero() {
+        "connect_timeout must be positive"
+    } else {
+        return Ok(());
+    };
+    Err(StoreError::InvalidOptions { reason })
+}
+
+fn decode<'r, T>(row: &'r MySqlRow, index: usize, operation: &'static str) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, sqlx::MySql> + sqlx::Type<sqlx::MySql>,
+{
+    row.try_get(index)
+        .map_err(|cause| query_error(operation, cause))
+}
+
+/// Decodes a row selected by [`sql::SELECT_BY_ID`] or [`sql::SELECT_LATEST`].
+fn stored_event_from_row(row: &MySqlRow) -> Result<StoredEvent, StoreError> {
+    const OPERATION: &str = "read event";
+    let id: u64 = decode(row, 0, OPERATION)?;
+    let level_text: &str = decode(row, 3, OPERATION)?;
+    let level: Level = level_text.parse().map_err(|()| StoreError::CorruptRow {
+        id,
+        reason: "unknown level",
+    })?;
+    let occurred_micros: Option<i64> = decode(row, 5, OPERATION)?;
+    let created_micros: i64 = decode(row, 6, OPERATION)?;
+    Ok(StoredEvent {
+        id,
+        source: decode(row, 1, OPERATION)?,
+        event_type: decode(row, 2, OPERATION)?,
+        level,
+        payload: decode(row, 4, OPERATION)?,
+        occurred_at: occurred_micros.map(sql::millis_from_micros),
+        created_at: sql::millis_from_micros(created_micros),
+        request_id: decode(row, 7, OPERATION)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_are_validated() {
+        assert!(validate_options(&StoreOptions::default()).is_ok());
+        let zero_pool = StoreOptions {
+            max_connections: 0,
+            ..StoreOptions::default()
+        };
+        assert!(matches!(
+            validate_options(&zero_pool),
+            Err(StoreError::InvalidOptions { .. })
+        ));
+        let zero_timeout = StoreOptions {
+            statement_timeout: Duration::ZERO,
+            ..StoreOptions::default()
+        };
+        assert!(validate_options(&zero_timeout).is_err());
+    }
+}

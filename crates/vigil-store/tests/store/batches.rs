@@ -1,0 +1,88 @@
+//! Batches are all-or-nothing, also when the protocol forces them into several statements.
+
+use vigil_store::{InsertError, StoreError};
+
+use crate::helpers::{Batch, assert_is_row_for, count_rows, store_on_fresh_database};
+
+/// More rows than two statements can carry (8191 rows each).
+const SPLIT_BATCH_ROWS: usize = 2 * 8191 + 100;
+
+#[tokio::test]
+async fn a_batch_larger_than_one_statement_is_stored_whole() {
+    let (database, store) = store_on_fresh_database().await;
+    let batch = Batch::for_ids(store.allocate_ids(SPLIT_BATCH_ROWS).await.unwrap());
+    store.insert(&batch.rows()).await.expect("insert");
+    assert_eq!(count_rows(database.url()).await, SPLIT_BATCH_ROWS as i64);
+    let stored = store.latest(SPLIT_BATCH_ROWS).await.unwrap();
+    assert_eq!(stored.len(), SPLIT_BATCH_ROWS);
+    for (stored, &id) in stored.iter().zip(batch.ids.iter().rev()) {
+        assert_eq!(stored.id, id);
+        assert_is_row_for(stored, id);
+    }
+    store.close().await;
+    database.drop_database().await;
+}
+
+#[tokio::test]
+async fn a_split_batch_with_one_refused_row_stores_nothing() {
+    let (database, store) = store_on_fresh_database().await;
+    let existing = Batch::for_ids(store.allocate_ids(1).await.unwrap());
+    store.insert(&existing.rows()).await.unwrap();
+
+    // The last row, in the batch's second statement, repeats an id that is already stored.
+    let mut ids = store.allocate_ids(8191 + 50).await.unwrap();
+    *ids.last_mut().unwrap() = existing.ids[0];
+    let batch = Batch::for_ids(ids);
+    let error = store.insert(&batch.rows()).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            InsertError::DuplicateIds(StoreError::DuplicateIds { .. })
+        ),
+        "{error:?}"
+    );
+    assert_eq!(
+        count_rows(database.url()).await,
+        1,
+        "nothing of the batch is in the table"
+    );
+    assert!(
+        !store
+            .resolve(&batch.ids[..batch.ids.len() - 1])
+            .await
+            .unwrap()
+    );
+
+    // The writer recovered: the same batch without the bad row goes in.
+    let fixed = Batch::for_ids(batch.ids[..batch.ids.len() - 1].to_vec());
+    store.insert(&fixed.rows()).await.unwrap();
+    assert_eq!(count_rows(database.url()).await, 1 + 8191 + 49);
+    store.close().await;
+    database.drop_database().await;
+}
+
+#[tokio::test]
+async fn a_single_statement_batch_with_a_duplicate_id_stores_nothing() {
+    let (database, store) = store_on_fresh_database().await;
+    let mut ids = store.allocate_ids(10).await.unwrap();
+    ids[7] = ids[2];
+    let batch = Batch::for_ids(ids);
+    let error = store.insert(&batch.rows()).await.unwrap_err();
+    assert!(matches!(error, InsertError::DuplicateIds(_)), "{error:?}");
+    assert_eq!(count_rows(database.url()).await, 0);
+    store.close().await;
+    database.drop_database().await;
+}
+
+#[tokio::test]
+async fn retrying_a_committed_batch_is_refused_as_duplicate_and_resolves_committed() {
+    let (database, store) = store_on_fresh_database().await;
+    let batch = Batch::for_ids(store.allocate_ids(25).await.unwrap());
+    store.insert(&batch.rows()).await.unwrap();
+    let error = store.insert(&batch.rows()).await.unwrap_err();
+    assert!(matches!(error, InsertError::DuplicateIds(_)), "{error:?}");
+    assert!(store.resolve(&batch.ids).await.unwrap());
+    assert_eq!(count_rows(database.url()).await, 25);
+    store.close().await;
+    database.drop_database().await;
+}
