@@ -171,7 +171,15 @@ mod tests {
 
     #[test]
     fn string_escaping_matches_a_reference_decoder() {
-        for text in ["", "plain", "tab\there", "nul\0", "\u{1f}x", "quote\"back\\", "ünï\u{2028}"] {
+        for text in [
+            "",
+            "plain",
+            "tab\there",
+            "nul\0",
+            "\u{1f}x",
+            "quote\"back\\",
+            "ünï\u{2028}",
+        ] {
             let mut out = Vec::new();
             write_json_string(&mut out, text);
             let decoded: String = serde_json::from_slice(&out).unwrap();

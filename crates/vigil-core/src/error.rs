@@ -16,7 +16,11 @@ pub struct FieldError {
 
 impl FieldError {
     pub(crate) fn new(index: Option<usize>, field: &str, message: impl Into<String>) -> Self {
-        FieldError { index, field: field.to_owned(), message: message.into() }
+        FieldError {
+            index,
+            field: field.to_owned(),
+            message: message.into(),
+        }
     }
 }
 

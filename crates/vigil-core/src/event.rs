@@ -71,7 +71,10 @@ pub struct NewEvent {
 impl NewEvent {
     /// Bytes this event adds to a batch (strings and payload), for the batcher's byte bound.
     pub fn approximate_size(&self) -> usize {
-        self.source.len() + self.event_type.len() + self.payload.as_ref().map_or(0, String::len) + 48
+        self.source.len()
+            + self.event_type.len()
+            + self.payload.as_ref().map_or(0, String::len)
+            + 48
     }
 }
 

@@ -100,13 +100,17 @@ impl EventParser {
                 continue;
             }
             if items == self.limits.max_bulk_events {
-                return Err(ParseError::TooManyEvents { max: self.limits.max_bulk_events });
+                return Err(ParseError::TooManyEvents {
+                    max: self.limits.max_bulk_events,
+                });
             }
             let index = items;
             items += 1;
             let item = self.parse_document(line, Some(index), &mut events, &mut errors);
             if let Err(ParseError::InvalidJson { message }) = item {
-                return Err(ParseError::InvalidJson { message: format!("line {line_number}: {message}") });
+                return Err(ParseError::InvalidJson {
+                    message: format!("line {line_number}: {message}"),
+                });
             }
             item?;
             if errors.len() >= MAX_DETAILS {
@@ -131,7 +135,8 @@ impl EventParser {
     ) -> Result<bool, ParseError> {
         self.scratch.clear();
         self.scratch.extend_from_slice(document);
-        self.scratch.resize(document.len() + simd_json::INPUT_PADDING, b' ');
+        self.scratch
+            .resize(document.len() + simd_json::INPUT_PADDING, b' ');
 
         let mut tape: Tape<'_> = std::mem::replace(&mut self.tape, Tape::null()).reset();
         let parsed = simd_json::fill_tape_padded(
@@ -189,12 +194,20 @@ struct StructuralCursor<'a> {
 
 impl<'a> StructuralCursor<'a> {
     fn new(structurals: &'a [u32], original: &'a [u8]) -> Self {
-        StructuralCursor { structurals, original, next_structural: 0, next_node: 0 }
+        StructuralCursor {
+            structurals,
+            original,
+            next_structural: 0,
+            next_node: 0,
+        }
     }
 
     /// The position in `structurals` where tape node `node` begins.
     fn structural_of(&mut self, node: usize) -> Option<usize> {
-        debug_assert!(node >= self.next_node, "structural lookups must move forward");
+        debug_assert!(
+            node >= self.next_node,
+            "structural lookups must move forward"
+        );
         while self.next_structural < self.structurals.len() {
             let position = self.next_structural;
             self.next_structural += 1;
@@ -263,7 +276,9 @@ impl Walker<'_, '_> {
                     return Err(ParseError::Empty);
                 }
                 if *len > self.limits.max_bulk_events {
-                    return Err(ParseError::TooManyEvents { max: self.limits.max_bulk_events });
+                    return Err(ParseError::TooManyEvents {
+                        max: self.limits.max_bulk_events,
+                    });
                 }
                 let mut node = 1;
                 for index in 0..*len {
@@ -355,7 +370,13 @@ impl Walker<'_, '_> {
             return;
         }
         if let (Some(source), Some(event_type), Some(level)) = (source, event_type, level) {
-            events.push(NewEvent { source, event_type, level, payload, occurred_at });
+            events.push(NewEvent {
+                source,
+                event_type,
+                level,
+                payload,
+                occurred_at,
+            });
         }
     }
 
@@ -365,16 +386,19 @@ impl Walker<'_, '_> {
         };
         match source_problem(text, self.limits.max_source_chars) {
             None => Ok(text.to_owned()),
-            Some("is too long") => {
-                Err(format!("must be at most {} characters", self.limits.max_source_chars))
-            }
+            Some("is too long") => Err(format!(
+                "must be at most {} characters",
+                self.limits.max_source_chars
+            )),
             Some(problem) => Err(problem.into()),
         }
     }
 
     fn check_type(&self, value: Node<'_>) -> Result<String, String> {
         match value {
-            Node::String(text) if is_valid_type(text, self.limits.max_type_len) => Ok(text.to_owned()),
+            Node::String(text) if is_valid_type(text, self.limits.max_type_len) => {
+                Ok(text.to_owned())
+            }
             Node::String(_) => Err(format!(
                 "must be 1-{} ASCII letters, digits or _ - . :",
                 self.limits.max_type_len
@@ -401,7 +425,10 @@ impl Walker<'_, '_> {
         debug_assert_eq!(span.first(), Some(&b'{'));
         let minified = minify(span);
         if minified.len() > self.limits.max_payload_bytes {
-            return Err(format!("must be at most {} bytes", self.limits.max_payload_bytes));
+            return Err(format!(
+                "must be at most {} bytes",
+                self.limits.max_payload_bytes
+            ));
         }
         String::from_utf8(minified)
             .map(Some)
@@ -420,7 +447,9 @@ fn check_level(value: Node<'_>) -> Result<Level, String> {
 fn check_occurred_at(value: Node<'_>) -> Result<Option<UnixMillis>, String> {
     match value {
         Node::Static(StaticNode::Null) => Ok(None),
-        Node::String(text) => UnixMillis::parse_rfc3339(text).map(Some).map_err(|e| e.to_string()),
+        Node::String(text) => UnixMillis::parse_rfc3339(text)
+            .map(Some)
+            .map_err(|e| e.to_string()),
         _ => Err("must be an RFC 3339 date-time string".into()),
     }
 }

@@ -166,7 +166,11 @@ fn digits(b: &[u8], at: usize, count: usize) -> Result<i64, TimestampError> {
 }
 
 fn expect(b: &[u8], at: usize, want: u8) -> Result<(), TimestampError> {
-    if b.get(at) == Some(&want) { Ok(()) } else { Err(TimestampError::Syntax) }
+    if b.get(at) == Some(&want) {
+        Ok(())
+    } else {
+        Err(TimestampError::Syntax)
+    }
 }
 
 fn put_digits(dst: &mut [u8], mut value: i64) {
@@ -211,7 +215,11 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let shifted_month = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
-    let month = if shifted_month < 10 { shifted_month + 3 } else { shifted_month - 9 };
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month, day)
 }
@@ -241,7 +249,8 @@ mod tests {
             ("9999-12-31T23:59:59.999Z", "9999-12-31T23:59:59.999Z"),
         ];
         for (input, expected) in cases {
-            let parsed = UnixMillis::parse_rfc3339(input).unwrap_or_else(|e| panic!("{input}: {e}"));
+            let parsed =
+                UnixMillis::parse_rfc3339(input).unwrap_or_else(|e| panic!("{input}: {e}"));
             assert_eq!(print(parsed), expected, "{input}");
         }
     }

@@ -1,1 +1,48 @@
-fn main(){}
+//! The `vigil` binary: read the configuration, start logging, run until SIGINT/SIGTERM.
+
+use std::process::ExitCode;
+
+use vigil_server::config::Config;
+use vigil_server::{Application, shutdown, telemetry};
+
+/// Exit code for a configuration problem (clap uses the same for bad flags).
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let config = Config::from_env_and_args();
+    telemetry::init(config.log_format);
+    if config.database_url.is_none() {
+        tracing::error!(
+            "DATABASE_URL is not set; set it to mysql://user:password@host:3306/database \
+             (the embedded mode that needs no database is not built yet)"
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    match telemetry::raise_open_files_limit() {
+        Ok(limit) => tracing::debug!(limit, "open files limit"),
+        Err(error) => tracing::warn!(%error, "could not raise the open files limit"),
+    }
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %config, "starting vigil");
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "could not start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        let application = Application::build(config).await?;
+        application.run_until_stopped(shutdown::signal()).await
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -28,7 +28,8 @@ fn problems(body: &str, format: BodyFormat) -> Vec<(Option<usize>, String)> {
 
 #[test]
 fn accepts_good_events() {
-    let event = single(r#"{"source":"sensor-1","type":"GAS","level":"WARN","payload":{"ppm":120}}"#);
+    let event =
+        single(r#"{"source":"sensor-1","type":"GAS","level":"WARN","payload":{"ppm":120}}"#);
     assert_eq!(event.source, "sensor-1");
     assert_eq!(event.event_type, "GAS");
     assert_eq!(event.level, Level::Warn);
@@ -52,13 +53,26 @@ fn accepts_good_events() {
 fn keeps_the_payload_text_minus_insignificant_whitespace() {
     let cases = [
         (r#"{"ppm":120}"#, r#"{"ppm":120}"#),
-        ("{ \"a\" : [ 1 , 2.50 , 1e3 ] ,\n\t\"b\" : { } }", r#"{"a":[1,2.50,1e3],"b":{}}"#),
-        (r#"{"s":"keep  these \" spaces \\ \u00e9 ]}"}"#, r#"{"s":"keep  these \" spaces \\ \u00e9 ]}"}"#),
-        (r#"{"deep":{"x":[{"y":null},true,false,-0.0]}}"#, r#"{"deep":{"x":[{"y":null},true,false,-0.0]}}"#),
+        (
+            "{ \"a\" : [ 1 , 2.50 , 1e3 ] ,\n\t\"b\" : { } }",
+            r#"{"a":[1,2.50,1e3],"b":{}}"#,
+        ),
+        (
+            r#"{"s":"keep  these \" spaces \\ \u00e9 ]}"}"#,
+            r#"{"s":"keep  these \" spaces \\ \u00e9 ]}"}"#,
+        ),
+        (
+            r#"{"deep":{"x":[{"y":null},true,false,-0.0]}}"#,
+            r#"{"deep":{"x":[{"y":null},true,false,-0.0]}}"#,
+        ),
     ];
     for (payload, expected) in cases {
         let body = format!(r#"{{"source":"s","type":"T","payload":{payload},"level":"INFO"}}"#);
-        assert_eq!(single(&body).payload.as_deref(), Some(expected), "{payload}");
+        assert_eq!(
+            single(&body).payload.as_deref(),
+            Some(expected),
+            "{payload}"
+        );
     }
 }
 
@@ -67,13 +81,22 @@ fn normalises_occurred_at_to_utc() {
     let event = single(
         r#"{"source":"s","type":"T","level":"INFO","occurredAt":"2026-11-24T07:12:09.1234+02:00"}"#,
     );
-    assert_eq!(event.occurred_at.unwrap().to_string(), "2026-11-24T05:12:09.123Z");
+    assert_eq!(
+        event.occurred_at.unwrap().to_string(),
+        "2026-11-24T05:12:09.123Z"
+    );
 }
 
 #[test]
 fn refuses_bad_events_naming_the_field() {
-    let long_source = format!(r#"{{"source":"{}","type":"T","level":"INFO"}}"#, "x".repeat(129));
-    let long_type = format!(r#"{{"source":"s","type":"{}","level":"INFO"}}"#, "T".repeat(65));
+    let long_source = format!(
+        r#"{{"source":"{}","type":"T","level":"INFO"}}"#,
+        "x".repeat(129)
+    );
+    let long_type = format!(
+        r#"{{"source":"s","type":"{}","level":"INFO"}}"#,
+        "T".repeat(65)
+    );
     let big_payload = format!(
         r#"{{"source":"s","type":"T","level":"INFO","payload":{{"b":"{}"}}}}"#,
         "x".repeat(16 * 1024)
@@ -89,7 +112,10 @@ fn refuses_bad_events_naming_the_field() {
         (r#"{"source":"s","type":"T"}"#, "level"),
         (r#"{"source":"","type":"T","level":"INFO"}"#, "source"),
         (r#"{"source":"a\nb","type":"T","level":"INFO"}"#, "source"),
-        (r#"{"source":"a\u0000b","type":"T","level":"INFO"}"#, "source"),
+        (
+            r#"{"source":"a\u0000b","type":"T","level":"INFO"}"#,
+            "source",
+        ),
         (r#"{"source":7,"type":"T","level":"INFO"}"#, "source"),
         (&long_source, "source"),
         (r#"{"source":"s","type":"","level":"INFO"}"#, "type"),
@@ -100,20 +126,51 @@ fn refuses_bad_events_naming_the_field() {
         (r#"{"source":"s","type":"T","level":"warn"}"#, "level"),
         (r#"{"source":"s","type":"T","level":"LOUD"}"#, "level"),
         (r#"{"source":"s","type":"T","level":1}"#, "level"),
-        (r#"{"source":"s","type":"T","level":"INFO","payload":[1]}"#, "payload"),
-        (r#"{"source":"s","type":"T","level":"INFO","payload":"{}"}"#, "payload"),
-        (r#"{"source":"s","type":"T","level":"INFO","payload":{"a":1,"a":2}}"#, "payload"),
-        (r#"{"source":"s","type":"T","level":"INFO","payload":{"x":{"b":1,"c":2,"b":3}}}"#, "payload"),
+        (
+            r#"{"source":"s","type":"T","level":"INFO","payload":[1]}"#,
+            "payload",
+        ),
+        (
+            r#"{"source":"s","type":"T","level":"INFO","payload":"{}"}"#,
+            "payload",
+        ),
+        (
+            r#"{"source":"s","type":"T","level":"INFO","payload":{"a":1,"a":2}}"#,
+            "payload",
+        ),
+        (
+            r#"{"source":"s","type":"T","level":"INFO","payload":{"x":{"b":1,"c":2,"b":3}}}"#,
+            "payload",
+        ),
         (&big_payload, "payload"),
         (&deep_payload, "payload"),
-        (r#"{"source":"s","type":"T","level":"INFO","occurredAt":"yesterday"}"#, "occurredAt"),
-        (r#"{"source":"s","type":"T","level":"INFO","occurredAt":1732425129}"#, "occurredAt"),
-        (r#"{"source":"s","type":"T","level":"INFO","occurredAt":"2026-02-30T00:00:00Z"}"#, "occurredAt"),
-        (r#"{"source":"s","type":"T","level":"INFO","extra":1}"#, "extra"),
-        (r#"{"source":"s","source":"t","type":"T","level":"INFO"}"#, "source"),
+        (
+            r#"{"source":"s","type":"T","level":"INFO","occurredAt":"yesterday"}"#,
+            "occurredAt",
+        ),
+        (
+            r#"{"source":"s","type":"T","level":"INFO","occurredAt":1732425129}"#,
+            "occurredAt",
+        ),
+        (
+            r#"{"source":"s","type":"T","level":"INFO","occurredAt":"2026-02-30T00:00:00Z"}"#,
+            "occurredAt",
+        ),
+        (
+            r#"{"source":"s","type":"T","level":"INFO","extra":1}"#,
+            "extra",
+        ),
+        (
+            r#"{"source":"s","source":"t","type":"T","level":"INFO"}"#,
+            "source",
+        ),
     ];
     for (body, field) in cases {
-        assert_eq!(problems(body, BodyFormat::Json), vec![(None, field.to_owned())], "{body}");
+        assert_eq!(
+            problems(body, BodyFormat::Json),
+            vec![(None, field.to_owned())],
+            "{body}"
+        );
     }
 }
 
@@ -168,18 +225,34 @@ fn malformed_json_is_invalid_json() {
 #[test]
 fn deep_nesting_is_refused_without_recursion() {
     let brackets = "[".repeat(1_000_000);
-    assert!(matches!(parse_json(&brackets), Err(ParseError::InvalidJson { .. })));
+    assert!(matches!(
+        parse_json(&brackets),
+        Err(ParseError::InvalidJson { .. })
+    ));
     let objects = format!("{}{}", r#"{"a":"#.repeat(100_000), "}".repeat(100_000));
-    assert!(matches!(parse_json(&objects), Err(ParseError::InvalidJson { .. })));
+    assert!(matches!(
+        parse_json(&objects),
+        Err(ParseError::InvalidJson { .. })
+    ));
 }
 
 #[test]
 fn non_objects_are_refused() {
     for body in ["1", "\"event\"", "null", "true"] {
-        assert_eq!(problems(body, BodyFormat::Json), vec![(None, "$".to_owned())], "{body}");
+        assert_eq!(
+            problems(body, BodyFormat::Json),
+            vec![(None, "$".to_owned())],
+            "{body}"
+        );
     }
-    let found = problems(r#"[{"source":"s","type":"T","level":"INFO"},7,[]]"#, BodyFormat::Json);
-    assert_eq!(found, vec![(Some(1), "$".to_owned()), (Some(2), "$".to_owned())]);
+    let found = problems(
+        r#"[{"source":"s","type":"T","level":"INFO"},7,[]]"#,
+        BodyFormat::Json,
+    );
+    assert_eq!(
+        found,
+        vec![(Some(1), "$".to_owned()), (Some(2), "$".to_owned())]
+    );
 }
 
 #[test]
@@ -188,7 +261,10 @@ fn empty_bodies_are_refused() {
         assert_eq!(parse_json(body), Err(ParseError::Empty), "{body:?}");
     }
     for body in ["", "\n\n", "\r\n  \r\n"] {
-        assert_eq!(parser().parse(body.as_bytes(), BodyFormat::NdJson), Err(ParseError::Empty));
+        assert_eq!(
+            parser().parse(body.as_bytes(), BodyFormat::NdJson),
+            Err(ParseError::Empty)
+        );
     }
 }
 
@@ -223,7 +299,12 @@ fn bulk_payloads_map_to_their_own_events() {
     let payloads: Vec<Option<&str>> = parsed.events.iter().map(|e| e.payload.as_deref()).collect();
     assert_eq!(
         payloads,
-        [Some(r#"{"n":[1,{"k":"}"}]}"#), Some(r#"{"n":2}"#), None, Some(r#"{"n":4}"#)]
+        [
+            Some(r#"{"n":[1,{"k":"}"}]}"#),
+            Some(r#"{"n":2}"#),
+            None,
+            Some(r#"{"n":4}"#)
+        ]
     );
 }
 
@@ -244,18 +325,27 @@ fn ndjson_names_the_bad_item_and_line() {
     let found = problems(body, BodyFormat::NdJson);
     assert_eq!(
         found,
-        vec![(Some(1), "$".to_owned()), (Some(2), "type".to_owned()), (Some(2), "level".to_owned())]
+        vec![
+            (Some(1), "$".to_owned()),
+            (Some(2), "type".to_owned()),
+            (Some(2), "level".to_owned())
+        ]
     );
     let broken = "{\"source\":\"a\",\"type\":\"T\",\"level\":\"INFO\"}\n{\"source\":\n";
     match parser().parse(broken.as_bytes(), BodyFormat::NdJson) {
-        Err(ParseError::InvalidJson { message }) => assert!(message.starts_with("line 2:"), "{message}"),
+        Err(ParseError::InvalidJson { message }) => {
+            assert!(message.starts_with("line 2:"), "{message}")
+        }
         other => panic!("{other:?}"),
     }
 }
 
 #[test]
 fn bulk_over_the_event_limit_is_refused() {
-    let limits = Limits { max_bulk_events: 3, ..Limits::default() };
+    let limits = Limits {
+        max_bulk_events: 3,
+        ..Limits::default()
+    };
     let event = r#"{"source":"s","type":"T","level":"INFO"}"#;
     let array = format!("[{}]", [event; 4].join(","));
     let ndjson = [event; 4].join("\n");
@@ -269,7 +359,14 @@ fn bulk_over_the_event_limit_is_refused() {
         Err(ParseError::TooManyEvents { max: 3 })
     );
     let three = format!("[{}]", [event; 3].join(","));
-    assert_eq!(parser.parse(three.as_bytes(), BodyFormat::Json).unwrap().events.len(), 3);
+    assert_eq!(
+        parser
+            .parse(three.as_bytes(), BodyFormat::Json)
+            .unwrap()
+            .events
+            .len(),
+        3
+    );
 }
 
 #[test]
@@ -282,8 +379,19 @@ fn a_reused_parser_gives_the_same_answers() {
     );
     let small = r#"{"source":"x","type":"T","level":"INFO","payload":{"b":2}}"#;
     for _ in 0..3 {
-        assert_eq!(parser.parse(big.as_bytes(), BodyFormat::Json).unwrap().events.len(), 200);
-        let event = parser.parse(small.as_bytes(), BodyFormat::Json).unwrap().events.remove(0);
+        assert_eq!(
+            parser
+                .parse(big.as_bytes(), BodyFormat::Json)
+                .unwrap()
+                .events
+                .len(),
+            200
+        );
+        let event = parser
+            .parse(small.as_bytes(), BodyFormat::Json)
+            .unwrap()
+            .events
+            .remove(0);
         assert_eq!(event.payload.as_deref(), Some(r#"{"b":2}"#));
         assert!(parser.parse(b"{", BodyFormat::Json).is_err());
     }

@@ -1,0 +1,336 @@
+//! The back half of the pipeline: one thread that turns queued requests into multi-row
+//! INSERTs and answers each request after COMMIT.
+//!
+//! Group commit without a timer: the batcher blocks until a request arrives, then takes
+//! everything else already queued (up to the row and byte bounds) and writes it as one
+//! batch. While that write runs, new requests queue up and form the next batch, so batch
+//! size follows load: a trickle is written one request at a time with no added wait, a
+//! crowd of concurrent producers in batches of hundreds. A request is never split: the
+//! first request of a batch always fits, however large.
+//!
+//! Answers are truthful. Ids are allocated before the write and named in the INSERT, so a
+//! write whose fate is unknown (the connection died after sending) can be settled by asking
+//! the database whether those ids exist; the batcher keeps asking until it knows, and only
+//! then answers. A retry reuses the same ids, so the primary key makes a duplicate row
+//! impossible.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, select};
+use tokio_util::sync::CancellationToken;
+use vigil_core::UnixMillis;
+use vigil_store::{EventRow, InsertError, Store};
+
+use crate::error::IngestError;
+use crate::queue::{IngestConfig, Shared, Submission};
+
+/// First pause between attempts against a failing database; doubles up to the cap.
+const BACKOFF_START: Duration = Duration::from_millis(20);
+const BACKOFF_CAP: Duration = Duration::from_secs(1);
+/// How often the batcher logs its batch sizes while busy.
+const STATS_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Counters of the batcher's work, readable from any thread.
+#[derive(Debug, Default)]
+pub struct BatchStats {
+    /// Batches committed.
+    pub batches: AtomicU64,
+    /// Rows committed.
+    pub rows: AtomicU64,
+    /// Largest batch committed, in rows.
+    pub max_batch_rows: AtomicU64,
+    /// Requests answered with an error.
+    pub failed_requests: AtomicU64,
+}
+
+pub(crate) struct Batcher {
+    receiver: Receiver<Submission>,
+    /// Disconnected when the pipeline shuts down.
+    stop: Receiver<()>,
+    stopping: bool,
+    store: Store,
+    runtime: tokio::runtime::Handle,
+    config: IngestConfig,
+    shared: Arc<Shared>,
+    force: CancellationToken,
+    /// A request taken from the queue that did not fit the previous batch.
+    carry: Option<Submission>,
+    /// Set when a batch used its whole retry window; cleared by the next successful write.
+    store_down: bool,
+    last_stats_log: Instant,
+    rows_since_log: u64,
+    batches_since_log: u64,
+    max_rows_since_log: usize,
+}
+
+impl Batcher {
+    pub(crate) fn new(
+        receiver: Receiver<Submission>,
+        stop: Receiver<()>,
+        store: Store,
+        runtime: tokio::runtime::Handle,
+        config: IngestConfig,
+        shared: Arc<Shared>,
+        force: CancellationToken,
+    ) -> Self {
+        Batcher {
+            receiver,
+            stop,
+            stopping: false,
+            store,
+            runtime,
+            config,
+            shared,
+            force,
+            carry: None,
+            store_down: false,
+            last_stats_log: Instant::now(),
+            rows_since_log: 0,
+            batches_since_log: 0,
+            max_rows_since_log: 0,
+        }
+    }
+
+    pub(crate) fn run(mut self) {
+        while let Some(first) = self.next_request() {
+            let batch = self.fill_batch(first);
+            self.write_and_answer(batch);
+            self.log_stats_now_and_then();
+        }
+        self.log_stats();
+        tracing::debug!("batcher stopped");
+    }
+
+    /// Blocks for the next request; `None` once stopping and the queue is empty.
+    fn next_request(&mut self) -> Option<Submission> {
+        if let Some(carried) = self.carry.take() {
+            return Some(carried);
+        }
+        if self.stopping {
+            return self.receiver.try_recv().ok();
+        }
+        select! {
+            recv(self.receiver) -> request => request.ok(),
+            recv(self.stop) -> _ => {
+                self.stopping = true;
+                self.receiver.try_recv().ok()
+            }
+        }
+    }
+
+    /// Adds everything already queued that fits the bounds.
+    fn fill_batch(&mut self, first: Submission) -> Vec<Submission> {
+        let mut rows = first.events.len();
+        let mut bytes = first.bytes;
+        let mut batch = vec![first];
+        while rows < self.config.batch_max_rows && bytes < self.config.batch_max_bytes {
+            let Ok(next) = self.receiver.try_recv() else {
+                break;
+            };
+            if rows + next.events.len() > self.config.batch_max_rows
+                || bytes + next.bytes > self.config.batch_max_bytes
+            {
+                self.carry = Some(next);
+                break;
+            }
+            rows += next.events.len();
+            bytes += next.bytes;
+            batch.push(next);
+        }
+        batch
+    }
+
+    fn write_and_answer(&mut self, batch: Vec<Submission>) {
+        let rows: usize = batch.iter().map(|request| request.events.len()).sum();
+        let written = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let runtime = self.runtime.clone();
+            runtime.block_on(self.write(&batch, rows))
+        }));
+        let outcome = written.unwrap_or_else(|_| {
+            tracing::error!(rows, "batch write panicked; its outcome is unknown");
+            Err(IngestError::OutcomeUnknown)
+        });
+        match outcome {
+            Ok(ids) => {
+                self.record_commit(rows);
+                let mut remaining = &ids[..];
+                for request in batch {
+                    let (own, rest) = remaining.split_at(request.events.len());
+                    remaining = rest;
+                    let _ = request.ack.send(Ok(own.to_vec()));
+                    self.shared.release(request.events.len());
+                }
+            }
+            Err(error) => {
+                self.shared
+                    .stats
+                    .failed_requests
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                for request in batch {
+                    let _ = request.ack.send(Err(error.clone()));
+                    self.shared.release(request.events.len());
+                }
+            }
+        }
+    }
+
+    /// Writes the batch, retrying within the window; the ids in request order on COMMIT.
+    async fn write(
+        &mut self,
+        batch: &[Submission],
+        row_count: usize,
+    ) -> Result<Vec<u64>, IngestError> {
+        let started = Instant::now();
+        let window = if self.store_down {
+            Duration::ZERO
+        } else {
+            self.config.retry_window
+        };
+        let mut backoff = BACKOFF_START;
+
+        let ids = loop {
+            match self.store.allocate_ids(row_count).await {
+                Ok(ids) => break ids,
+                Err(error) if error.is_retriable() && self.may_retry(started, window) => {
+                    tracing::warn!(%error, "id allocation failed; retrying");
+                    self.pause(&mut backoff).await;
+                }
+                Err(error) => return Err(self.gave_up(&error, row_count)),
+            }
+        };
+        debug_assert_eq!(ids.len(), row_count);
+
+        let created_at = UnixMillis::now();
+        let rows: Vec<EventRow<'_>> = batch
+            .iter()
+            .flat_map(|request| {
+                request
+                    .events
+                    .iter()
+                    .map(move |event| (event, request.request_id.as_str()))
+            })
+            .zip(&ids)
+            .map(|((event, request_id), &id)| EventRow {
+                id,
+                event,
+                created_at,
+                request_id,
+            })
+            .collect();
+
+        loop {
+            let failure = match self.store.insert(&rows).await {
+                Ok(()) => {
+                    self.store_down = false;
+                    return Ok(ids);
+                }
+                Err(InsertError::NotCommitted(error)) => error,
+                // A duplicate id on a retry means an earlier attempt of this batch committed.
+                Err(InsertError::OutcomeUnknown(error) | InsertError::DuplicateIds(error)) => {
+                    tracing::warn!(%error, rows = row_count, "batch outcome unknown; asking the database");
+                    match self.settle(&ids).await {
+                        Some(true) => {
+                            self.store_down = false;
+                            return Ok(ids);
+                        }
+                        Some(false) => error,
+                        None => return Err(IngestError::OutcomeUnknown),
+                    }
+                }
+            };
+            if !(failure.is_retriable() && self.may_retry(started, window)) {
+                return Err(self.gave_up(&failure, row_count));
+            }
+            tracing::warn!(error = %failure, rows = row_count, "batch insert failed; retrying");
+            self.pause(&mut backoff).await;
+        }
+    }
+
+    /// Asks the database whether `ids` committed until it answers. `None` if the shutdown
+    /// deadline came first.
+    async fn settle(&self, ids: &[u64]) -> Option<bool> {
+        let mut backoff = BACKOFF_START;
+        loop {
+            match self.store.resolve(ids).await {
+                Ok(committed) => {
+                    tracing::info!(committed, rows = ids.len(), "batch outcome settled");
+                    return Some(committed);
+                }
+                Err(error) => tracing::warn!(%error, "could not settle the batch outcome yet"),
+            }
+            if self.force.is_cancelled() {
+                tracing::error!(
+                    rows = ids.len(),
+                    "shutdown deadline came before the batch outcome was known"
+                );
+                return None;
+            }
+            self.pause(&mut backoff).await;
+        }
+    }
+
+    fn may_retry(&self, started: Instant, window: Duration) -> bool {
+        !self.force.is_cancelled() && started.elapsed() < window
+    }
+
+    fn gave_up(&mut self, error: &vigil_store::StoreError, rows: usize) -> IngestError {
+        if error.is_retriable() {
+            if !self.store_down {
+                tracing::error!(%error, rows, "database unavailable; answering 503 until a write succeeds");
+            }
+            self.store_down = true;
+            IngestError::StoreUnavailable
+        } else {
+            tracing::error!(%error, rows, "database rejected a batch");
+            IngestError::Rejected
+        }
+    }
+
+    async fn pause(&self, backoff: &mut Duration) {
+        tokio::select! {
+            () = tokio::time::sleep(*backoff) => {}
+            () = self.force.cancelled() => {}
+        }
+        *backoff = (*backoff * 2).min(BACKOFF_CAP);
+    }
+
+    fn record_commit(&mut self, rows: usize) {
+        let stats = &self.shared.stats;
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats.rows.fetch_add(rows as u64, Ordering::Relaxed);
+        stats
+            .max_batch_rows
+            .fetch_max(rows as u64, Ordering::Relaxed);
+        self.batches_since_log += 1;
+        self.rows_since_log += rows as u64;
+        self.max_rows_since_log = self.max_rows_since_log.max(rows);
+        tracing::trace!(rows, "batch committed");
+    }
+
+    fn log_stats_now_and_then(&mut self) {
+        if self.last_stats_log.elapsed() >= STATS_LOG_INTERVAL {
+            self.log_stats();
+        }
+    }
+
+    /// One line showing how batch sizes follow load.
+    fn log_stats(&mut self) {
+        if self.batches_since_log > 0 {
+            tracing::info!(
+                batches = self.batches_since_log,
+                rows = self.rows_since_log,
+                mean_rows = self.rows_since_log / self.batches_since_log,
+                max_rows = self.max_rows_since_log,
+                seconds = self.last_stats_log.elapsed().as_secs(),
+                "ingest batches"
+            );
+        }
+        self.last_stats_log = Instant::now();
+        self.batches_since_log = 0;
+        self.rows_since_log = 0;
+        self.max_rows_since_log = 0;
+    }
+}

@@ -1,0 +1,24 @@
+//! Why an ingest request was not acknowledged. Every variant means the events are certainly
+//! not stored, except [`IngestError::OutcomeUnknown`].
+
+/// The answer to a request that did not commit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IngestError {
+    /// The queue budget (`VIGIL_QUEUE_EVENTS`) is spent: retry shortly.
+    #[error("the ingest queue is full")]
+    Overloaded,
+    /// Vigil is shutting down and takes no new events.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    /// The database refused or could not be reached for the whole retry window; nothing of
+    /// the request was stored.
+    #[error("the database is unavailable")]
+    StoreUnavailable,
+    /// The database rejected the rows for a reason retrying cannot fix; nothing was stored.
+    #[error("the database rejected the events")]
+    Rejected,
+    /// The shutdown deadline came while the database had not confirmed whether the batch
+    /// committed. Vigil could not find out; the producer must treat it as unknown.
+    #[error("the outcome of the write is unknown")]
+    OutcomeUnknown,
+}

@@ -1,0 +1,22 @@
+//! The ingest pipeline, testable without HTTP.
+//!
+//! ```text
+//! handler ── IngestQueue::submit ──▶ bounded crossbeam channel ──▶ batcher thread
+//!   (reserve budget, try_send)                                     │ takes all that is queued
+//!                                                                  │ allocate ids, one INSERT
+//!   ◀──────────── oneshot ack: ids (201) or IngestError (503) ─────┘ after COMMIT
+//! ```
+//!
+//! Handlers never block: a request reserves its event count from an atomic budget and is
+//! `try_send`-ed as one entry; over budget is an immediate [`IngestError::Overloaded`]. The
+//! batcher, on its own thread, writes as soon as it is free, taking everything queued up to
+//! the row and byte bounds: batches grow with the requests in flight (group commit), with no
+//! timer and no added latency for a trickle. One writer keeps ids in commit order.
+
+mod batcher;
+mod error;
+mod queue;
+
+pub use batcher::BatchStats;
+pub use error::IngestError;
+pub use queue::{Ack, Ingest, IngestConfig, IngestQueue};

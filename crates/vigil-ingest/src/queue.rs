@@ -1,0 +1,240 @@
+//! The front half of the pipeline: the event budget, the bounded channel and the handle that
+//! starts and stops the batcher.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use vigil_core::NewEvent;
+use vigil_store::Store;
+
+use crate::batcher::{BatchStats, Batcher};
+use crate::error::IngestError;
+
+/// Bounds of the pipeline (DESIGN.md's `VIGIL_QUEUE_EVENTS`, `VIGIL_BATCH_MAX_*`).
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// Events that may wait in the queue or the batch being written, all requests together.
+    pub queue_events: usize,
+    /// Most rows per batch; a single request larger than this still goes whole, alone.
+    pub batch_max_rows: usize,
+    /// Most event bytes per batch (same rule for an oversized single request).
+    pub batch_max_bytes: usize,
+    /// How long one batch is retried against a failing database before it is answered
+    /// `StoreUnavailable`. Once a batch has used it all, later batches get one attempt each
+    /// until a write succeeds, so producers hear 503 quickly while the database is down.
+    pub retry_window: Duration,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            queue_events: 50_000,
+            batch_max_rows: 1_000,
+            batch_max_bytes: 4 * 1024 * 1024,
+            retry_window: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What the batcher answers each request: its ids, in the order of its events.
+pub(crate) type AckResult = Result<Vec<u64>, IngestError>;
+
+/// One request's events on their way to the batcher.
+pub(crate) struct Submission {
+    pub events: Vec<NewEvent>,
+    pub request_id: String,
+    /// Sum of the events' approximate sizes, for the batch byte bound.
+    pub bytes: usize,
+    pub ack: oneshot::Sender<AckResult>,
+}
+
+/// State shared by every queue handle and the batcher.
+pub(crate) struct Shared {
+    /// Events admitted and not yet answered.
+    pub reserved_events: AtomicUsize,
+    pub budget: usize,
+    /// Set at shutdown: no new submissions.
+    pub closed: AtomicBool,
+    pub stats: BatchStats,
+}
+
+impl Shared {
+    pub fn release(&self, events: usize) {
+        self.reserved_events.fetch_sub(events, Ordering::AcqRel);
+    }
+}
+
+/// The handlers' side of the pipeline. Cheap to clone; never blocks.
+#[derive(Clone)]
+pub struct IngestQueue {
+    sender: Sender<Submission>,
+    shared: Arc<Shared>,
+}
+
+/// A submitted request's pending answer.
+#[must_use = "an ack must be awaited to learn whether the events were stored"]
+pub struct Ack {
+    receiver: oneshot::Receiver<AckResult>,
+}
+
+impl Ack {
+    /// Waits for the batcher's answer: the ids after COMMIT, or why nothing was stored.
+    pub async fn wait(self) -> Result<Vec<u64>, IngestError> {
+        // The batcher answers every submission it takes. A submission dropped unanswered was
+        // still in the channel when the batcher stopped, so it was never written.
+        self.receiver
+            .await
+            .unwrap_or(Err(IngestError::ShuttingDown))
+    }
+}
+
+impl IngestQueue {
+    /// Admits a request's events whole or not at all. Over budget or shutting down → an
+    /// immediate error; otherwise an [`Ack`] to await.
+    pub fn submit(&self, events: Vec<NewEvent>, request_id: String) -> Result<Ack, IngestError> {
+        debug_assert!(!events.is_empty());
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(IngestError::ShuttingDown);
+        }
+        let count = events.len();
+        let admitted = self.shared.reserved_events.fetch_update(
+            Ordering::AcqRel,
+            Ordering::Acquire,
+            |reserved| (reserved + count <= self.shared.budget).then_some(reserved + count),
+        );
+        if admitted.is_err() {
+            return Err(IngestError::Overloaded);
+        }
+        let bytes = events.iter().map(NewEvent::approximate_size).sum();
+        let (ack, receiver) = oneshot::channel();
+        let submission = Submission {
+            events,
+            request_id,
+            bytes,
+            ack,
+        };
+        match self.sender.try_send(submission) {
+            Ok(()) => Ok(Ack { receiver }),
+            Err(TrySendError::Full(_)) => {
+                self.shared.release(count);
+                Err(IngestError::Overloaded)
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.shared.release(count);
+                Err(IngestError::ShuttingDown)
+            }
+        }
+    }
+
+    /// Events admitted and not yet answered (queued or being written).
+    pub fn depth(&self) -> usize {
+        self.shared.reserved_events.load(Ordering::Acquire)
+    }
+
+    /// Whether the queue still takes events.
+    pub fn is_open(&self) -> bool {
+        !self.shared.closed.load(Ordering::Acquire)
+    }
+
+    /// Batch counters since start.
+    pub fn stats(&self) -> &BatchStats {
+        &self.shared.stats
+    }
+}
+
+/// The running pipeline: its queue and its batcher thread.
+pub struct Ingest {
+    queue: IngestQueue,
+    /// Dropped to tell the batcher to drain and stop.
+    stop: Option<Sender<()>>,
+    /// Cancelled at the shutdown deadline: stop retrying, answer what is left.
+    force: CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Ingest {
+    /// Starts the batcher thread writing to `store`. `runtime` drives the store's async I/O.
+    pub fn start(
+        store: Store,
+        config: IngestConfig,
+        runtime: tokio::runtime::Handle,
+    ) -> std::io::Result<Ingest> {
+        assert!(config.queue_events > 0 && config.batch_max_rows > 0);
+        let (sender, receiver): (Sender<Submission>, Receiver<Submission>) =
+            crossbeam_channel::bounded(config.queue_events);
+        let (stop, stop_receiver) = crossbeam_channel::bounded(1);
+        let shared = Arc::new(Shared {
+            reserved_events: AtomicUsize::new(0),
+            budget: config.queue_events,
+            closed: AtomicBool::new(false),
+            stats: BatchStats::default(),
+        });
+        let force = CancellationToken::new();
+        let batcher = Batcher::new(
+            receiver,
+            stop_receiver,
+            store,
+            runtime,
+            config,
+            Arc::clone(&shared),
+            force.clone(),
+        );
+        let thread = std::thread::Builder::new()
+            .name("vigil-batcher".into())
+            .spawn(move || batcher.run())?;
+        Ok(Ingest {
+            queue: IngestQueue { sender, shared },
+            stop: Some(stop),
+            force,
+            thread: Some(thread),
+        })
+    }
+
+    /// A handle for request handlers.
+    pub fn queue(&self) -> IngestQueue {
+        self.queue.clone()
+    }
+
+    /// Closes the queue to new events, lets the batcher commit and acknowledge everything
+    /// already queued, and returns when it has stopped. At `deadline` the batcher stops
+    /// retrying and answers whatever is left as not stored.
+    pub async fn shutdown(mut self, deadline: Duration) {
+        self.queue.shared.closed.store(true, Ordering::Release);
+        drop(self.stop.take());
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        let (finished, mut finished_receiver) = oneshot::channel::<()>();
+        let join = tokio::task::spawn_blocking(move || {
+            let outcome = thread.join();
+            let _ = finished.send(());
+            outcome
+        });
+        if tokio::time::timeout(deadline, &mut finished_receiver)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                deadline_s = deadline.as_secs_f64(),
+                "shutdown deadline reached with events still queued; answering the rest"
+            );
+            self.force.cancel();
+        }
+        if let Ok(Err(_panic)) = join.await {
+            tracing::error!("the batcher thread panicked");
+        }
+    }
+}
+
+impl Drop for Ingest {
+    fn drop(&mut self) {
+        // Without an orderly shutdown, still stop the thread rather than leak it.
+        self.queue.shared.closed.store(true, Ordering::Release);
+        self.force.cancel();
+        drop(self.stop.take());
+    }
+}

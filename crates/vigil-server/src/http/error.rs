@@ -1,0 +1,179 @@
+//! API errors: DESIGN.md's codes and statuses, rendered in one place.
+//!
+//! Handlers return `Err(ApiError)`; the service wrapper renders it as
+//! `{"error":"<code>","message":"…","requestId":"…","details":[…]}` with the right status
+//! and headers (`Allow`, `Retry-After`, `Connection: close`). Library errors are mapped to an
+//! `ApiError` here and nowhere else, so a status never depends on which handler saw it.
+
+use bytes::Bytes;
+use http::header::{ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderValue, Response, StatusCode};
+use http_body_util::Full;
+use vigil_core::{FieldError, ParseError, write_json_string};
+
+use super::Body;
+
+/// An error answer, before the request id is known to the renderer.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// DESIGN.md's machine-readable code, e.g. `validation_failed`.
+    pub code: &'static str,
+    /// One sentence for a human, lowercase start, no internals.
+    pub message: String,
+    pub details: Vec<FieldError>,
+    /// `Allow` header value for 405.
+    pub allow: Option<&'static str>,
+    /// `Retry-After` seconds for 429/503.
+    pub retry_after_s: Option<u32>,
+    /// Close the connection after answering (413 with an unread body).
+    pub close_connection: bool,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            details: Vec::new(),
+            allow: None,
+            retry_after_s: None,
+            close_connection: false,
+        }
+    }
+
+    pub fn not_found() -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+    }
+
+    pub fn method_not_allowed(allow: &'static str) -> Self {
+        ApiError {
+            allow: Some(allow),
+            ..ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("this route allows {allow}"),
+            )
+        }
+    }
+
+    pub fn payload_too_large(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+    }
+
+    pub fn unsupported_media_type() -> Self {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send Content-Type application/json, application/x-ndjson or application/ndjson",
+        )
+    }
+
+    pub fn invalid_json(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", message)
+    }
+
+    pub fn overloaded(message: impl Into<String>, retry_after_s: u32) -> Self {
+        ApiError {
+            retry_after_s: Some(retry_after_s),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message)
+        }
+    }
+
+    pub fn store_unavailable(message: impl Into<String>, retry_after_s: u32) -> Self {
+        ApiError {
+            retry_after_s: Some(retry_after_s),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                message,
+            )
+        }
+    }
+
+    /// A bug or an unexpected failure; the message never carries internals.
+    pub fn internal() -> Self {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
+    }
+
+    pub fn closing_connection(mut self) -> Self {
+        self.close_connection = true;
+        self
+    }
+
+    /// Renders the error for the request `request_id`.
+    pub fn into_response(self, request_id: &str) -> Response<Body> {
+        let mut json = Vec::with_capacity(128 + self.message.len() + self.details.len() * 64);
+        json.extend_from_slice(b"{\"error\":\"");
+        json.extend_from_slice(self.code.as_bytes());
+        json.extend_from_slice(b"\",\"message\":");
+        write_json_string(&mut json, &self.message);
+        json.extend_from_slice(b",\"requestId\":");
+        write_json_string(&mut json, request_id);
+        if !self.details.is_empty() {
+            json.extend_from_slice(b",\"details\":[");
+            for (position, detail) in self.details.iter().enumerate() {
+                if position > 0 {
+                    json.push(b',');
+                }
+                json.push(b'{');
+                if let Some(index) = detail.index {
+                    json.extend_from_slice(b"\"index\":");
+                    json.extend_from_slice(itoa::Buffer::new().format(index).as_bytes());
+                    json.push(b',');
+                }
+                json.extend_from_slice(b"\"field\":");
+                write_json_string(&mut json, &detail.field);
+                json.extend_from_slice(b",\"message\":");
+                write_json_string(&mut json, &detail.message);
+                json.push(b'}');
+            }
+            json.push(b']');
+        }
+        json.push(b'}');
+
+        let mut response = Response::new(Full::new(Bytes::from(json)));
+        *response.status_mut() = self.status;
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(allow) = self.allow {
+            headers.insert(ALLOW, HeaderValue::from_static(allow));
+        }
+        if let Some(seconds) = self.retry_after_s {
+            headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if self.close_connection {
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+}
+
+impl From<ParseError> for ApiError {
+    fn from(error: ParseError) -> Self {
+        match error {
+            ParseError::InvalidJson { message } => ApiError::invalid_json(message),
+            ParseError::Empty => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "validation_failed",
+                "the body holds no events",
+            ),
+            ParseError::TooManyEvents { max } => {
+                ApiError::payload_too_large(format!("a bulk request may hold at most {max} events"))
+            }
+            ParseError::Validation(details) => ApiError {
+                details,
+                ..ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "validation_failed",
+                    "one or more events failed validation",
+                )
+            },
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! What every request handler can reach. Built once by [`crate::Application::build`].
+
+use vigil_core::Limits;
+use vigil_ingest::IngestQueue;
+
+use crate::config::Config;
+
+pub struct AppState {
+    pub config: Config,
+    /// Validation bounds, derived from the configuration once.
+    pub limits: Limits,
+    /// The ingest pipeline's entrance.
+    pub ingest: IngestQueue,
+}

@@ -1,0 +1,206 @@
+//! `TestApp`: a running Vigil on a random port with its own fresh database, and a small
+//! HTTP client to talk to it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use sqlx::mysql::MySqlPool;
+use tokio::sync::oneshot;
+use vigil_server::Application;
+use vigil_server::config::Config;
+use vigil_testkit::database::TestDatabase;
+
+/// A response, fully read.
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl TestResponse {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|error| {
+            panic!(
+                "body is not JSON ({error}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+
+    pub fn request_id(&self) -> &str {
+        self.header("x-request-id")
+            .expect("every response carries X-Request-Id")
+    }
+
+    /// Asserts DESIGN.md's error shape with this code, and that the body's request id is the
+    /// header's.
+    pub fn assert_error(&self, status: u16, code: &str) -> serde_json::Value {
+        let text = String::from_utf8_lossy(&self.body).into_owned();
+        assert_eq!(self.status.as_u16(), status, "{text}");
+        assert_eq!(self.header("content-type"), Some("application/json"));
+        let json = self.json();
+        assert_eq!(json["error"], code, "{text}");
+        assert!(
+            json["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{text}"
+        );
+        assert_eq!(json["requestId"], self.request_id(), "{text}");
+        json
+    }
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub database: TestDatabase,
+    pub client: Client<HttpConnector, Full<Bytes>>,
+    stop: Option<oneshot::Sender<()>>,
+    running: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Configuration for a test server: port 0 on loopback, the given database.
+pub fn test_config(database_url: &str, extra: &[&str]) -> Config {
+    let mut args = vec![
+        "vigil",
+        "--addr",
+        "127.0.0.1:0",
+        "--database-url",
+        database_url,
+    ];
+    args.extend_from_slice(extra);
+    Config::from_args(&args).expect("a valid test configuration")
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(&[]).await
+    }
+
+    /// A server with extra command-line settings (e.g. `["--queue-events", "10"]`).
+    pub async fn spawn_with(extra: &[&str]) -> TestApp {
+        let database = TestDatabase::create().await;
+        let config = test_config(database.url(), extra);
+        Self::spawn_on(database, config).await
+    }
+
+    /// A server with this configuration, owning `database` for cleanup and inspection.
+    pub async fn spawn_on(database: TestDatabase, config: Config) -> TestApp {
+        let application = Application::build(config)
+            .await
+            .expect("build the application");
+        let addr = application.local_addr();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let running = tokio::spawn(application.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        TestApp {
+            addr,
+            database,
+            client,
+            stop: Some(stop),
+            running,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn request(&self, request: Request<Full<Bytes>>) -> TestResponse {
+        let response = tokio::time::timeout(Duration::from_secs(60), self.client.request(request))
+            .await
+            .expect("the server answers within a minute")
+            .expect("the request completes");
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .expect("read the response body")
+            .to_bytes();
+        TestResponse {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> TestResponse {
+        self.send(Method::GET, path, None, "").await
+    }
+
+    pub async fn post_json(&self, body: impl Into<Bytes>) -> TestResponse {
+        self.send(Method::POST, "/api/events", Some("application/json"), body)
+            .await
+    }
+
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: impl Into<Bytes>,
+    ) -> TestResponse {
+        let mut builder = Request::builder().method(method).uri(self.url(path));
+        if let Some(content_type) = content_type {
+            builder = builder.header("content-type", content_type);
+        }
+        self.request(builder.body(Full::new(body.into())).unwrap())
+            .await
+    }
+
+    /// A pool on this test's database, to check what the table holds.
+    pub async fn db(&self) -> MySqlPool {
+        MySqlPool::connect(self.database.url())
+            .await
+            .expect("connect to the test database")
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) -> TestDatabase {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(60), &mut self.running)
+            .await
+            .expect("the server stops within a minute")
+            .expect("the server task did not panic")
+            .expect("the server stopped cleanly");
+        self.database
+    }
+}
+
+/// A valid single-event body with a recognisable source.
+pub fn event_json(source: &str) -> String {
+    format!(r#"{{"source":"{source}","type":"GAS","level":"WARN","payload":{{"ppm":120}}}}"#)
+}
+
+/// One row of the events table, as a test reads it back.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Row {
+    pub id: u64,
+    pub source: String,
+    #[sqlx(rename = "type")]
+    pub event_type: String,
+    pub level: String,
+    pub payload: Option<String>,
+    pub request_id: String,
+}
+
+pub async fn all_rows(pool: &MySqlPool) -> Vec<Row> {
+    sqlx::query_as::<_, Row>(
+        "SELECT id, source, type, level, payload, request_id FROM events ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("read the events table")
+}

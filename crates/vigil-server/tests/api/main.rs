@@ -1,0 +1,11 @@
+//! Integration tests: the real server on 127.0.0.1:0 against the machine's MariaDB, each test
+//! in its own database. One binary, one module per concern.
+
+mod helpers;
+
+mod errors;
+mod health;
+mod ingest;
+mod ingest_faults;
+mod lifecycle;
+mod request_id;
