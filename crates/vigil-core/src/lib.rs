@@ -9,10 +9,12 @@ pub mod encode;
 pub mod error;
 pub mod event;
 pub mod parse;
+pub mod query;
 pub mod time;
 
 pub use encode::{StoredEventRef, write_json_string};
 pub use error::{FieldError, MAX_DETAILS, ParseError};
 pub use event::{Level, Limits, NewEvent};
 pub use parse::{BodyFormat, EventParser, ParsedBody};
+pub use query::{EventFilter, EventQuery, QueryError};
 pub use time::UnixMillis;

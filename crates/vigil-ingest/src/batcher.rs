@@ -52,7 +52,6 @@ pub(crate) struct Batcher {
     stop: Receiver<()>,
     stopping: bool,
     store: Store,
-    runtime: tokio::runtime::Handle,
     config: IngestConfig,
     shared: Arc<Shared>,
     force: CancellationToken,
@@ -71,7 +70,6 @@ impl Batcher {
         receiver: Receiver<Submission>,
         stop: Receiver<()>,
         store: Store,
-        runtime: tokio::runtime::Handle,
         config: IngestConfig,
         shared: Arc<Shared>,
         force: CancellationToken,
@@ -81,7 +79,6 @@ impl Batcher {
             stop,
             stopping: false,
             store,
-            runtime,
             config,
             shared,
             force,
@@ -94,10 +91,11 @@ impl Batcher {
         }
     }
 
-    pub(crate) fn run(mut self) {
+    /// Serves the queue until shutdown, driving the store's I/O on `runtime`.
+    pub(crate) fn run(mut self, runtime: &tokio::runtime::Handle) {
         while let Some(first) = self.next_request() {
             let batch = self.fill_batch(first);
-            self.write_and_answer(batch);
+            self.write_and_answer(runtime, batch);
             self.log_stats_now_and_then();
         }
         self.log_stats();
@@ -143,10 +141,9 @@ impl Batcher {
         batch
     }
 
-    fn write_and_answer(&mut self, batch: Vec<Submission>) {
+    fn write_and_answer(&mut self, runtime: &tokio::runtime::Handle, batch: Vec<Submission>) {
         let rows: usize = batch.iter().map(|request| request.events.len()).sum();
         let written = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            let runtime = self.runtime.clone();
             runtime.block_on(self.write(&batch, rows))
         }));
         let outcome = written.unwrap_or_else(|_| {

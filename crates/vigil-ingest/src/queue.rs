@@ -157,12 +157,10 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    /// Starts the batcher thread writing to `store`. `runtime` drives the store's async I/O.
-    pub fn start(
-        store: Store,
-        config: IngestConfig,
-        runtime: tokio::runtime::Handle,
-    ) -> std::io::Result<Ingest> {
+    /// Starts the batcher thread writing to `store`. Must be called within a tokio runtime:
+    /// the batcher drives the store's async I/O on it (`Handle::block_on`), because the
+    /// store's connection pool lives there.
+    pub fn start(store: Store, config: IngestConfig) -> std::io::Result<Ingest> {
         assert!(config.queue_events > 0 && config.batch_max_rows > 0);
         let (sender, receiver): (Sender<Submission>, Receiver<Submission>) =
             crossbeam_channel::bounded(config.queue_events);
@@ -174,18 +172,18 @@ impl Ingest {
             stats: BatchStats::default(),
         });
         let force = CancellationToken::new();
+        let runtime = tokio::runtime::Handle::current();
         let batcher = Batcher::new(
             receiver,
             stop_receiver,
             store,
-            runtime,
             config,
             Arc::clone(&shared),
             force.clone(),
         );
         let thread = std::thread::Builder::new()
             .name("vigil-batcher".into())
-            .spawn(move || batcher.run())?;
+            .spawn(move || batcher.run(&runtime))?;
         Ok(Ingest {
             queue: IngestQueue { sender, shared },
             stop: Some(stop),

@@ -68,12 +68,8 @@ impl Application {
                 "VIGIL_QUEUE_EVENTS is below VIGIL_MAX_BULK_EVENTS: the largest bulks can never be admitted"
             );
         }
-        let ingest = Ingest::start(
-            store.clone(),
-            ingest_config,
-            tokio::runtime::Handle::current(),
-        )
-        .context("start the batcher thread")?;
+        let ingest =
+            Ingest::start(store.clone(), ingest_config).context("start the batcher thread")?;
 
         let listener = bind(config.addr).with_context(|| format!("listen on {}", config.addr))?;
         let local_addr = listener.local_addr().context("read the bound address")?;
