@@ -1,0 +1,46 @@
+//! Vigil's recent-events cache and broadcast, on Redis.
+//!
+//! After the batcher commits a batch, each event is already encoded once to its final JSON; those
+//! bytes become the entry of the recent list (`events:recent`, which page-1 reads are served
+//! from) and the message on the channel (`events:new`, which every instance's WebSocket hub
+//! listens to). Redis is cache and broadcast, never the record:
+//!
+//! - [`Publisher`] sends committed batches in commit order without ever delaying an ack; what a
+//!   slow or absent Redis makes it drop is counted and marked as a gap.
+//! - [`RedisBus::recent`] answers page 1 only when the list can do so truthfully, and
+//!   [`RedisBus::refill`] repairs the list from the database without racing concurrent pushes.
+//!
+//! The list's order, the gap mark and the timeouts are explained in CACHE.md beside this crate.
+
+mod entry;
+mod error;
+mod names;
+mod publisher;
+mod redis_bus;
+
+use bytes::Bytes;
+
+pub use entry::{MAX_ID_EXCLUSIVE, entry_id};
+pub use error::BusError;
+pub use names::{BusNames, MIN_RECENT_SIZE};
+pub use publisher::{Publisher, PublisherCounts, PublisherStats};
+pub use redis_bus::{
+    CONNECTION_TIMEOUT, READ_DEADLINE, RESPONSE_TIMEOUT, RecentRead, RedisBus, RefillTicket,
+    WRITE_DEADLINE,
+};
+
+/// One committed event: its id and its encoded JSON, which starts with `{"id":<id>,`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedEvent {
+    /// The event's id, as in the JSON's prefix.
+    pub id: u64,
+    /// The event exactly as every reader receives it.
+    pub json: Bytes,
+}
+
+/// One committed batch, events in commit (id-ascending) order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommittedBatch {
+    /// The batch's events.
+    pub events: Vec<PublishedEvent>,
+}

@@ -1,0 +1,365 @@
+//! The Redis connection of one Vigil process and the cache's reads and refills.
+//!
+//! Redis is cache and broadcast, never the record: every operation here is bounded in time and
+//! its failure means "answer from the database". The connections reconnect by themselves (the
+//! redis crate's `ConnectionManager`); CACHE.md beside this crate explains the list's order, the
+//! gap hash and the refill ticket.
+
+use std::future::Future;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::entry::check_newest_first;
+use crate::{BusError, BusNames};
+
+/// How long one command (or one pipeline) may wait for Redis's answer on an open connection
+/// before it fails. A publish round trip and a page read are far below a millisecond on a
+/// healthy Redis; one second leaves room for a busy one and still lets a read fall back to the
+/// database quickly.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long one attempt to open a connection (TCP connect and handshake) may take.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Bound on a whole read ([`RedisBus::recent`], [`RedisBus::refill_ticket`],
+/// [`RedisBus::ping`]), including any wait for a reconnection in progress: past it, the caller
+/// reads the database.
+pub const READ_DEADLINE: Duration = Duration::from_secs(1);
+
+/// Bound on a whole write (a refill, one publisher round trip), including any wait for a
+/// reconnection in progress. Nothing acknowledged waits on it.
+pub const WRITE_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Bound on [`RedisBus::connect`]'s first connection.
+const CONNECT_DEADLINE: Duration = Duration::from_secs(5);
+
+/// A reconnection tries this many times more after its first attempt, then fails the commands
+/// waiting on it; the next command starts a new reconnection. Kept small so that commands fail
+/// (and the caller falls back) instead of queueing behind long back-offs.
+const RECONNECT_RETRIES: usize = 2;
+
+/// Back-off between reconnection attempts: random, from this floor…
+const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(100);
+
+/// …up to this ceiling.
+const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(1);
+
+/// The script that merges entries into the list by id (see `merge.lua`), without its comments
+/// and indentation: `EVAL` sends it with every round trip.
+static MERGE_SCRIPT: LazyLock<String> =
+    LazyLock::new(|| strip_lua_comments(include_str!("merge.lua")));
+
+/// The Redis names with the gap hash's key worked out once.
+#[derive(Debug)]
+pub(crate) struct Keys {
+    /// The names as configured.
+    pub(crate) names: BusNames,
+    /// `<recent_key>:gap`.
+    pub(crate) gap: String,
+}
+
+/// A handle on Redis for the recent-events cache and the channel. Cheap to clone: clones share
+/// the connections.
+#[derive(Clone)]
+pub struct RedisBus {
+    /// Serves reads, refills and pings.
+    reader: ConnectionManager,
+    /// Serves the publisher, so that large publish pipelines never queue ahead of page reads on
+    /// one connection. Opened on first use.
+    pub(crate) writer: ConnectionManager,
+    /// Key and channel names.
+    pub(crate) keys: Arc<Keys>,
+}
+
+impl std::fmt::Debug for RedisBus {
+    // The connection managers' Debug would print the connection info, password included.
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("RedisBus")
+            .field("names", &self.keys.names)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the list can say about page 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecentRead {
+    /// The list answers truthfully: the newest `size` events, largest id first, as encoded.
+    Hit {
+        /// Encoded events, id descending, each id once.
+        newest_first: Vec<Bytes>,
+        /// Whether events older than the page exist. The list only answers when it holds more
+        /// than the page, so this is always true on a hit.
+        has_more: bool,
+    },
+    /// The list cannot answer truthfully (short, cold, or a publisher lost events): read the
+    /// database, then [`RedisBus::refill`] with this ticket.
+    Miss(RefillTicket),
+}
+
+/// The gap count seen before a database read, handed back to [`RedisBus::refill`] so that a
+/// refill only repairs the gaps its read can have covered. Gaps raised after the ticket was
+/// taken stay open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefillTicket {
+    /// The gap hash's `raised` field when the ticket was taken.
+    gaps_raised: u64,
+}
+
+impl RedisBus {
+    /// Connects to Redis at `redis_url` (`redis://`, or `rediss://` once a TLS feature of the
+    /// redis crate is enabled) and checks it answers. Fails when Redis is unreachable; see
+    /// [`connect_lazy`](Self::connect_lazy) for starting without it.
+    pub async fn connect(redis_url: &str, names: BusNames) -> Result<RedisBus, BusError> {
+        names.validate()?;
+        let client =
+            redis::Client::open(redis_url).map_err(|error| BusError::invalid_url(&error))?;
+        let reader = within(
+            CONNECT_DEADLINE,
+            ConnectionManager::new_with_config(client.clone(), manager_config()),
+        )
+        .await?;
+        let writer = ConnectionManager::new_lazy_with_config(client, manager_config())?;
+        Ok(RedisBus::from_parts(reader, writer, names))
+    }
+
+    /// Like [`connect`](Self::connect) but without waiting for Redis: the connections open on
+    /// first use, so a process can start while Redis is down and use it once it is back. Must be
+    /// called within a tokio runtime.
+    pub fn connect_lazy(redis_url: &str, names: BusNames) -> Result<RedisBus, BusError> {
+        names.validate()?;
+        let client =
+            redis::Client::open(redis_url).map_err(|error| BusError::invalid_url(&error))?;
+        let reader = ConnectionManager::new_lazy_with_config(client.clone(), manager_config())?;
+        let writer = ConnectionManager::new_lazy_with_config(client, manager_config())?;
+        Ok(RedisBus::from_parts(reader, writer, names))
+    }
+
+    fn from_parts(reader: ConnectionManager, writer: ConnectionManager, names: BusNames) -> Self {
+        let gap = names.gap_key();
+        RedisBus {
+            reader,
+            writer,
+            keys: Arc::new(Keys { names, gap }),
+        }
+    }
+
+    /// The names this bus uses.
+    pub fn names(&self) -> &BusNames {
+        &self.keys.names
+    }
+
+    /// Whether Redis answers, within [`READ_DEADLINE`] (for readiness reports).
+    pub async fn ping(&self) -> Result<(), BusError> {
+        let mut connection = self.reader.clone();
+        let reply: String = within(
+            READ_DEADLINE,
+            redis::cmd("PING").query_async(&mut connection),
+        )
+        .await?;
+        if reply != "PONG" {
+            return Err(BusError::UnexpectedReply("ping did not answer pong"));
+        }
+        Ok(())
+    }
+
+    /// Page 1 of the cache rule: the newest `size` entries, id descending, when the list can
+    /// answer truthfully; [`RecentRead::Miss`] when it is shorter than `size + 1` entries, a gap
+    /// is open, or the entries read are not strictly id-descending (an entry without a readable
+    /// id, a repeated id, or a list written by something other than the merge script, whose
+    /// deeper entries may be newer). One round trip (`HMGET` of the gap hash, `LRANGE 0 size`),
+    /// bounded by [`READ_DEADLINE`]; an error means "read the database".
+    pub async fn recent(&self, size: usize) -> Result<RecentRead, BusError> {
+        let last_index = i64::try_from(size).unwrap_or(i64::MAX);
+        let mut pipeline = redis::pipe();
+        pipeline
+            .cmd("HMGET")
+            .arg(&self.keys.gap)
+            .arg("raised")
+            .arg("repaired")
+            .cmd("LRANGE")
+            .arg(&self.keys.names.recent_key)
+            .arg(0)
+            .arg(last_index);
+        let mut connection = self.reader.clone();
+        let ((raised, repaired), raw): ((Option<u64>, Option<u64>), Vec<Bytes>) =
+            within(READ_DEADLINE, pipeline.query_async(&mut connection)).await?;
+
+        let gaps_raised = raised.unwrap_or(0);
+        let gap_open = gaps_raised > repaired.unwrap_or(0);
+        if gap_open || raw.len() <= size || check_newest_first(&raw).is_err() {
+            return Ok(RecentRead::Miss(RefillTicket { gaps_raised }));
+        }
+        let mut newest_first = raw;
+        newest_first.truncate(size);
+        Ok(RecentRead::Hit {
+            newest_first,
+            has_more: true,
+        })
+    }
+
+    /// A ticket for a refill that does not follow a [`recent`](Self::recent) miss (warming the
+    /// list at start): take it before reading the database.
+    pub async fn refill_ticket(&self) -> Result<RefillTicket, BusError> {
+        let mut connection = self.reader.clone();
+        let raised: Option<u64> = within(
+            READ_DEADLINE,
+            redis::cmd("HGET")
+                .arg(&self.keys.gap)
+                .arg("raised")
+                .query_async(&mut connection),
+        )
+        .await?;
+        Ok(RefillTicket {
+            gaps_raised: raised.unwrap_or(0),
+        })
+    }
+
+    /// Refills the list from the database's newest entries (`newest_first`, as read after
+    /// taking `ticket`), without racing concurrent pushes: one script merges them with what the
+    /// list holds now by id (each id once), keeps the `recent_size` largest, rewrites the list
+    /// largest first, and repairs the gaps raised up to the ticket, all atomically. An empty
+    /// input is fine (it only repairs and reorders). Bounded by [`WRITE_DEADLINE`].
+    pub async fn refill(
+        &self,
+        ticket: RefillTicket,
+        newest_first: &[Bytes],
+    ) -> Result<(), BusError> {
+        let mut command = redis::cmd("EVAL");
+        command
+            .arg(MERGE_SCRIPT.as_str())
+            .arg(2)
+            .arg(&self.keys.names.recent_key)
+            .arg(&self.keys.gap)
+            .arg(self.keys.names.recent_size)
+            .arg("refill")
+            .arg(ticket.gaps_raised);
+        for entry in newest_first {
+            command.arg(entry.as_ref());
+        }
+        let mut connection = self.reader.clone();
+        let _kept: i64 = within(WRITE_DEADLINE, command.query_async(&mut connection)).await?;
+        Ok(())
+    }
+
+    /// Adds to `pipeline` the commands that put `list_entries` (increasing id order) into the
+    /// list through the merge script, with its fast path for entries newer than the head.
+    pub(crate) fn add_push(&self, pipeline: &mut redis::Pipeline, list_entries: &[&Bytes]) {
+        let command = pipeline
+            .cmd("EVAL")
+            .arg(MERGE_SCRIPT.as_str())
+            .arg(2)
+            .arg(&self.keys.names.recent_key)
+            .arg(&self.keys.gap)
+            .arg(self.keys.names.recent_size)
+            .arg("push")
+            .arg(0);
+        for entry in list_entries {
+            command.arg(entry.as_ref());
+        }
+        command.ignore();
+    }
+
+    /// Adds to `pipeline` the command that marks a gap for every instance's readers.
+    pub(crate) fn add_raise_gap(&self, pipeline: &mut redis::Pipeline) {
+        pipeline
+            .cmd("HINCRBY")
+            .arg(&self.keys.gap)
+            .arg("raised")
+            .arg(1)
+            .ignore();
+    }
+}
+
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_connection_timeout(Some(CONNECTION_TIMEOUT))
+        .set_number_of_retries(RECONNECT_RETRIES)
+        .set_min_delay(RECONNECT_MIN_DELAY)
+        .set_max_delay(RECONNECT_MAX_DELAY)
+}
+
+/// Drops blank lines, whole-line comments and indentation (the script has no long strings).
+fn strip_lua_comments(source: &str) -> String {
+    source
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Runs a Redis operation with a bound on its whole duration.
+pub(crate) async fn within<T>(
+    deadline: Duration,
+    operation: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, BusError> {
+    match tokio::time::timeout(deadline, operation).await {
+        Ok(result) => result.map_err(BusError::from),
+        Err(_) => Err(BusError::Timeout(deadline)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_is_sent_without_comments() {
+        let script = MERGE_SCRIPT.as_str();
+        assert!(
+            script
+                .lines()
+                .all(|line| !line.trim_start().starts_with("--"))
+        );
+        assert!(script.contains("redis.call('LTRIM', list, 0, keep - 1)"));
+        assert!(script.len() < include_str!("merge.lua").len());
+    }
+
+    fn names() -> BusNames {
+        BusNames {
+            recent_key: "events:recent".to_owned(),
+            channel: "events:new".to_owned(),
+            recent_size: 100,
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_urls_are_rejected_without_showing_the_password() {
+        for url in [
+            "redis://:hunter2@127.0.0.1:notaport/",
+            "redis://user:hunter2@127.0.0.1:6379/notadb",
+            "http://user:hunter2@127.0.0.1:6379/",
+        ] {
+            let error = RedisBus::connect(url, names()).await.unwrap_err();
+            let message = error.to_string();
+            assert!(matches!(error, BusError::InvalidUrl { .. }), "{message}");
+            assert!(!message.contains("hunter2"), "{message}");
+            assert_eq!(message, message.to_lowercase());
+        }
+    }
+
+    #[tokio::test]
+    async fn tls_urls_need_the_tls_feature() {
+        let error = RedisBus::connect("rediss://127.0.0.1:6380/", names())
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("tls"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn invalid_names_are_rejected_before_connecting() {
+        let short = BusNames {
+            recent_size: 50,
+            ..names()
+        };
+        let error = RedisBus::connect("redis://127.0.0.1:1/", short)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, BusError::InvalidNames(_)), "{error}");
+    }
+}
