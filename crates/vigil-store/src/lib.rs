@@ -30,7 +30,7 @@ pub mod sql;
 
 use std::time::Duration;
 
-use vigil_core::{Level, NewEvent, StoredEventRef, UnixMillis};
+use vigil_core::{EventQuery, Level, NewEvent, StoredEventRef, UnixMillis};
 
 pub use error::{InsertError, StoreError};
 pub use mysql::MySqlStore;
@@ -73,6 +73,15 @@ impl StoredEvent {
             request_id: &self.request_id,
         }
     }
+}
+
+/// One page of events, newest first by id.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EventPage {
+    /// At most the query's `size` events, highest id first.
+    pub events: Vec<StoredEvent>,
+    /// Whether at least one more matching event lies beyond this page.
+    pub has_more: bool,
 }
 
 /// How the store uses the database.
@@ -162,6 +171,28 @@ impl Store {
     pub async fn latest(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
         match self {
             Store::MySql(store) => store.latest(limit).await,
+        }
+    }
+
+    /// One page of the events `query` selects, newest first by id: filters, time window,
+    /// offset or cursor. Every plan reads an index in id order and stops near the page size;
+    /// see `sql::list`.
+    pub async fn list(&self, query: &EventQuery) -> Result<EventPage, StoreError> {
+        match self {
+            Store::MySql(store) => store.list(query).await,
+        }
+    }
+
+    /// [`Store::list`], plus the rows the server examined for it (the session's
+    /// `Handler_read_*` counters around the very statements `list` runs). For tests and
+    /// measurements.
+    #[doc(hidden)]
+    pub async fn list_with_rows_examined(
+        &self,
+        query: &EventQuery,
+    ) -> Result<(EventPage, u64), StoreError> {
+        match self {
+            Store::MySql(store) => store.list_with_rows_examined(query).await,
         }
     }
 

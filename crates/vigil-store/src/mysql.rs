@@ -18,15 +18,18 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
-use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions, MySqlRow};
-use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor, Row};
+use sqlx::mysql::{
+    MySqlArguments, MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions, MySqlRow,
+};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor, MySql, Row};
 use tracing::{debug, info, warn};
-use vigil_core::Level;
+use vigil_core::{EventQuery, Level};
 
 use crate::error::{DUPLICATE_KEY, NO_SUCH_THREAD, server_error_number, server_refused};
 use crate::ids::{self, IdBlock};
 use crate::sql;
-use crate::{EventRow, InsertError, StoreError, StoreOptions, StoredEvent};
+use crate::sql::list::{self, Bind, TimeBounds};
+use crate::{EventPage, EventRow, InsertError, StoreError, StoreOptions, StoredEvent};
 
 /// The embedded migrations (`migrations/mysql` at the workspace root), run at connect.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/mysql");
@@ -526,6 +529,118 @@ impl MySqlStore {
         rows.iter().map(stored_event_from_row).collect()
     }
 
+    /// One page of the events `query` selects, newest first by id (plans in
+    /// [`sql::list`]): on one pooled connection, a count of the time window when the query
+    /// has one, then the page itself.
+    pub async fn list(&self, query: &EventQuery) -> Result<EventPage, StoreError> {
+        let Some(bounds) = TimeBounds::of(query) else {
+            return Ok(EventPage::default());
+        };
+        let mut connection = self
+            .bounded_query("list events", self.inner.pool.acquire())
+            .await?;
+        self.list_on(&mut connection, query, &bounds).await
+    }
+
+    /// [`MySqlStore::list`] and the rows the server examined for it: the session's
+    /// `Handler_read_*` counters read before and after `list`'s own statements on the same
+    /// connection, less what reading the counters itself costs (measured on the spot).
+    pub async fn list_with_rows_examined(
+        &self,
+        query: &EventQuery,
+    ) -> Result<(EventPage, u64), StoreError> {
+        let mut connection = self
+            .bounded_query("list events", self.inner.pool.acquire())
+            .await?;
+        let first = self.handler_reads(&mut connection).await?;
+        let second = self.handler_reads(&mut connection).await?;
+        let page = match TimeBounds::of(query) {
+            Some(bounds) => self.list_on(&mut connection, query, &bounds).await?,
+            None => EventPage::default(),
+        };
+        let third = self.handler_reads(&mut connection).await?;
+        let counting_cost = second.saturating_sub(first);
+        let examined = third.saturating_sub(second).saturating_sub(counting_cost);
+        Ok((page, examined))
+    }
+
+    async fn list_on(
+        &self,
+        connection: &mut MySqlConnection,
+        query: &EventQuery,
+        bounds: &TimeBounds,
+    ) -> Result<EventPage, StoreError> {
+        let window_size = match list::window_probe(query, bounds) {
+            Some(probe) => {
+                const OPERATION: &str = "size event window";
+                let row = self
+                    .bounded_query(OPERATION, bound_query(probe).fetch_one(&mut *connection))
+                    .await?;
+                let window: Option<i64> = decode(&row, 0, OPERATION)?;
+                let newer = match bounds.to {
+                    Some(_) => Some(decode::<Option<i64>>(&row, 1, OPERATION)?.is_some()),
+                    None => None,
+                };
+                Some(list::WindowSize {
+                    window_is_large: window.is_some(),
+                    newer_is_large: newer,
+                })
+            }
+            None => None,
+        };
+        let drive = list::drive_for(bounds, window_size);
+        let statement = list::list_statement(query, bounds, drive);
+        let rows = self
+            .bounded_query(
+                "list events",
+                bound_query(statement).fetch_all(&mut *connection),
+            )
+            .await?;
+        let size = usize::try_from(query.size).unwrap_or(usize::MAX);
+        let mut events = rows
+            .iter()
+            .map(stored_event_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        debug_assert!(events.windows(2).all(|pair| pair[0].id > pair[1].id));
+        let has_more = events.len() > size;
+        events.truncate(size);
+        Ok(EventPage { events, has_more })
+    }
+
+    /// The session's index and table reads so far: the sum of the `Handler_read_*` counters
+    /// that count rows (`SHOW SESSION STATUS`, which MySQL 8 and MariaDB both answer).
+    async fn handler_reads(&self, connection: &mut MySqlConnection) -> Result<u64, StoreError> {
+        const OPERATION: &str = "read handler counters";
+        const COUNTED: [&str; 7] = [
+            "Handler_read_first",
+            "Handler_read_key",
+            "Handler_read_last",
+            "Handler_read_next",
+            "Handler_read_prev",
+            "Handler_read_rnd",
+            "Handler_read_rnd_next",
+        ];
+        let rows = self
+            .bounded_query(
+                OPERATION,
+                connection.fetch_all("SHOW SESSION STATUS LIKE 'Handler_read%'"),
+            )
+            .await?;
+        let mut total = 0u64;
+        for row in &rows {
+            let name: String = decode(row, 0, OPERATION)?;
+            if !COUNTED
+                .iter()
+                .any(|counted| name.eq_ignore_ascii_case(counted))
+            {
+                continue;
+            }
+            let value: String = decode(row, 1, OPERATION)?;
+            total = total.saturating_add(value.trim().parse().unwrap_or(0));
+        }
+        Ok(total)
+    }
+
     /// Whether the database answers a trivial query.
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.bounded_query("ping", sqlx::query("SELECT 1").execute(&self.inner.pool))
@@ -680,6 +795,20 @@ async fn run_insert(
         Ok(Err(cause)) => Err(StatementFailure::Driver(cause)),
         Err(_) => Err(StatementFailure::TimedOut),
     }
+}
+
+/// A planned read with its values bound.
+fn bound_query(
+    statement: sql::list::Statement,
+) -> sqlx::query::Query<'static, MySql, MySqlArguments> {
+    let mut query = sqlx::query(AssertSqlSafe(statement.sql));
+    for bind in statement.binds {
+        query = match bind {
+            Bind::Unsigned(value) => query.bind(value),
+            Bind::Text(value) => query.bind(value),
+        };
+    }
+    query
 }
 
 fn insert_timeout(after: Duration) -> StoreError {

@@ -6,6 +6,10 @@
 //! statement never exceeds the packet limit. Times travel as `YYYY-MM-DD HH:MM:SS.sss` text
 //! (exact for `DATETIME(3)`, independent of time zones) and come back as whole microseconds
 //! since the epoch computed by the server (`TIMESTAMPDIFF`), so no rounding happens anywhere.
+//!
+//! The reads of `GET /api/events` are planned in [`list`].
+
+pub mod list;
 
 use std::ops::Range;
 
@@ -51,6 +55,9 @@ macro_rules! select_events {
          TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', created_at), request_id FROM events"
     };
 }
+
+/// The columns every read selects, up to and including `FROM events`.
+pub const SELECT_EVENTS: &str = select_events!();
 
 /// One event by id.
 pub const SELECT_BY_ID: &str = concat!(select_events!(), " WHERE id = ?");

@@ -5,6 +5,8 @@
 mod batches;
 mod helpers;
 mod ids;
+mod list;
+mod list_scale;
 mod private_server;
 mod resolve;
 mod round_trip;
