@@ -211,7 +211,7 @@ impl EventQuery {
 
     /// Rows skipped before this page.
     pub fn offset(&self) -> u64 {
-        u64::from(self.page - 1) * u64::from(self.size)
+        u64::from(self.page.saturating_sub(1)) * u64::from(self.size)
     }
 
     /// DESIGN.md's cache rule: page 1, size ≤ 50, no filter, no cursor.

@@ -19,8 +19,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use crossbeam_channel::{Receiver, select};
 use tokio_util::sync::CancellationToken;
+use vigil_bus::{CommittedBatch, PublishedEvent, Publisher};
 use vigil_core::UnixMillis;
 use vigil_store::{EventRow, InsertError, Store};
 
@@ -52,6 +54,8 @@ pub(crate) struct Batcher {
     stop: Receiver<()>,
     stopping: bool,
     store: Store,
+    /// Receives every committed batch, encoded, after its requests are answered.
+    publisher: Option<Publisher>,
     config: IngestConfig,
     shared: Arc<Shared>,
     force: CancellationToken,
@@ -70,6 +74,7 @@ impl Batcher {
         receiver: Receiver<Submission>,
         stop: Receiver<()>,
         store: Store,
+        publisher: Option<Publisher>,
         config: IngestConfig,
         shared: Arc<Shared>,
         force: CancellationToken,
@@ -79,6 +84,7 @@ impl Batcher {
             stop,
             stopping: false,
             store,
+            publisher,
             config,
             shared,
             force,
@@ -141,7 +147,7 @@ impl Batcher {
         batch
     }
 
-    fn write_and_answer(&mut self, runtime: &tokio::runtime::Handle, batch: Vec<Submission>) {
+    fn write_and_answer(&mut self, runtime: &tokio::runtime::Handle, mut batch: Vec<Submission>) {
         let rows: usize = batch.iter().map(|request| request.events.len()).sum();
         let written = std::panic::catch_unwind(AssertUnwindSafe(|| {
             runtime.block_on(self.write(&batch, rows))
@@ -151,14 +157,18 @@ impl Batcher {
             Err(IngestError::OutcomeUnknown)
         });
         match outcome {
-            Ok(ids) => {
+            Ok((ids, created_at)) => {
                 self.record_commit(rows);
                 let mut remaining = &ids[..];
-                for request in batch {
+                for request in &mut batch {
                     let (own, rest) = remaining.split_at(request.events.len());
                     remaining = rest;
-                    let _ = request.ack.send(Ok(own.to_vec()));
+                    request.answer(Ok(own.to_vec()));
                     self.shared.release(request.events.len());
+                }
+                // Answers first: a slow or absent Redis never delays an ack.
+                if let Some(publisher) = &self.publisher {
+                    publisher.publish(encode_batch(&batch, &ids, created_at));
                 }
             }
             Err(error) => {
@@ -166,20 +176,21 @@ impl Batcher {
                     .stats
                     .failed_requests
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                for request in batch {
-                    let _ = request.ack.send(Err(error.clone()));
+                for request in &mut batch {
+                    request.answer(Err(error.clone()));
                     self.shared.release(request.events.len());
                 }
             }
         }
     }
 
-    /// Writes the batch, retrying within the window; the ids in request order on COMMIT.
+    /// Writes the batch, retrying within the window; on COMMIT the ids in request order and
+    /// the batch's `createdAt`.
     async fn write(
         &mut self,
         batch: &[Submission],
         row_count: usize,
-    ) -> Result<Vec<u64>, IngestError> {
+    ) -> Result<(Vec<u64>, UnixMillis), IngestError> {
         let started = Instant::now();
         let window = if self.store_down {
             Duration::ZERO
@@ -222,7 +233,7 @@ impl Batcher {
             let failure = match self.store.insert(&rows).await {
                 Ok(()) => {
                     self.store_down = false;
-                    return Ok(ids);
+                    return Ok((ids, created_at));
                 }
                 Err(InsertError::NotCommitted(error)) => error,
                 // A duplicate id on a retry means an earlier attempt of this batch committed.
@@ -231,7 +242,7 @@ impl Batcher {
                     match self.settle(&ids).await {
                         Some(true) => {
                             self.store_down = false;
-                            return Ok(ids);
+                            return Ok((ids, created_at));
                         }
                         Some(false) => error,
                         None => return Err(IngestError::OutcomeUnknown),
@@ -330,4 +341,23 @@ impl Batcher {
         self.rows_since_log = 0;
         self.max_rows_since_log = 0;
     }
+}
+
+/// The batch's events as every reader will see them, encoded once, in commit (id) order.
+fn encode_batch(batch: &[Submission], ids: &[u64], created_at: UnixMillis) -> CommittedBatch {
+    let events = batch
+        .iter()
+        .flat_map(|request| {
+            request
+                .events
+                .iter()
+                .map(move |event| (event, request.request_id.as_str()))
+        })
+        .zip(ids)
+        .map(|((event, request_id), &id)| PublishedEvent {
+            id,
+            json: Bytes::from(event.as_stored(id, created_at, request_id).encode()),
+        })
+        .collect();
+    CommittedBatch { events }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
+use vigil_bus::Publisher;
 use vigil_core::NewEvent;
 use vigil_store::Store;
 
@@ -49,7 +50,17 @@ pub(crate) struct Submission {
     pub request_id: String,
     /// Sum of the events' approximate sizes, for the batch byte bound.
     pub bytes: usize,
-    pub ack: oneshot::Sender<AckResult>,
+    /// Taken when the request is answered.
+    pub ack: Option<oneshot::Sender<AckResult>>,
+}
+
+impl Submission {
+    /// Answers the request (once; later calls do nothing). A requester that went away is fine.
+    pub fn answer(&mut self, result: AckResult) {
+        if let Some(sender) = self.ack.take() {
+            let _ = sender.send(result);
+        }
+    }
 }
 
 /// State shared by every queue handle and the batcher.
@@ -115,7 +126,7 @@ impl IngestQueue {
             events,
             request_id,
             bytes,
-            ack,
+            ack: Some(ack),
         };
         match self.sender.try_send(submission) {
             Ok(()) => Ok(Ack { receiver }),
@@ -157,10 +168,15 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    /// Starts the batcher thread writing to `store`. Must be called within a tokio runtime:
-    /// the batcher drives the store's async I/O on it (`Handle::block_on`), because the
-    /// store's connection pool lives there.
-    pub fn start(store: Store, config: IngestConfig) -> std::io::Result<Ingest> {
+    /// Starts the batcher thread writing to `store` and, after each commit, handing the
+    /// batch's encoded events to `publisher` (the Redis list and channel) if there is one.
+    /// Must be called within a tokio runtime: the batcher drives the store's async I/O on it
+    /// (`Handle::block_on`), because the store's connection pool lives there.
+    pub fn start(
+        store: Store,
+        config: IngestConfig,
+        publisher: Option<Publisher>,
+    ) -> std::io::Result<Ingest> {
         assert!(config.queue_events > 0 && config.batch_max_rows > 0);
         let (sender, receiver): (Sender<Submission>, Receiver<Submission>) =
             crossbeam_channel::bounded(config.queue_events);
@@ -177,6 +193,7 @@ impl Ingest {
             receiver,
             stop_receiver,
             store,
+            publisher,
             config,
             Arc::clone(&shared),
             force.clone(),

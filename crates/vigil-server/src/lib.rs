@@ -9,6 +9,7 @@
 //! in-flight requests finish while the batcher commits and acknowledges everything queued,
 //! all within `VIGIL_SHUTDOWN_TIMEOUT_S`; then close the database pool.
 
+pub mod cache;
 pub mod config;
 pub mod http;
 pub mod server;
@@ -24,16 +25,23 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
+use vigil_bus::{BusNames, Publisher, RedisBus};
 use vigil_core::Limits;
 use vigil_ingest::{Ingest, IngestConfig};
 use vigil_store::{Store, StoreOptions};
 
+use crate::cache::RecentCache;
 use crate::config::Config;
 use crate::server::ServerOptions;
 use crate::state::AppState;
 
 /// Pending connections the kernel holds while Vigil is at its connection cap or busy.
 const LISTEN_BACKLOG: u32 = 4096;
+/// Committed batches waiting for Redis; past this the publisher drops the oldest and marks a
+/// gap (the database keeps everything; the list refills and the realtime hub backfills).
+const PUBLISH_QUEUE_BATCHES: usize = 4096;
+/// How long the publisher gets at shutdown to send what is queued.
+const PUBLISH_DRAIN_DEADLINE: Duration = Duration::from_secs(2);
 
 /// A built, bound, not yet serving Vigil.
 pub struct Application {
@@ -41,6 +49,7 @@ pub struct Application {
     local_addr: SocketAddr,
     state: Arc<AppState>,
     ingest: Ingest,
+    publisher: Option<Publisher>,
     store: Store,
 }
 
@@ -68,8 +77,38 @@ impl Application {
                 "VIGIL_QUEUE_EVENTS is below VIGIL_MAX_BULK_EVENTS: the largest bulks can never be admitted"
             );
         }
-        let ingest =
-            Ingest::start(store.clone(), ingest_config).context("start the batcher thread")?;
+        let bus = match &config.redis_url {
+            Some(redis_url) => {
+                let names = BusNames {
+                    recent_key: config.redis_recent_key.clone(),
+                    channel: config.redis_channel.clone(),
+                    recent_size: config.recent_size as usize,
+                };
+                let bus = RedisBus::connect_lazy(redis_url.expose(), names)
+                    .with_context(|| format!("configure redis at {redis_url}"))?;
+                if let Err(error) = bus.ping().await {
+                    tracing::warn!(redis = %redis_url, %error, "redis is not answering; ingest and reads go on, the cache and broadcast resume when it is back");
+                }
+                Some(bus)
+            }
+            None => {
+                tracing::info!(
+                    "REDIS_URL is not set: list reads come from the database and nothing is published to redis"
+                );
+                None
+            }
+        };
+        let publisher = bus
+            .clone()
+            .map(|bus| Publisher::start(bus, PUBLISH_QUEUE_BATCHES));
+        let ingest = Ingest::start(store.clone(), ingest_config, publisher.clone())
+            .context("start the batcher thread")?;
+        let cache = bus.map(|bus| RecentCache::new(bus, config.recent_size as usize));
+        if let Some(cache) = &cache
+            && let Err(error) = cache.warm(&store).await
+        {
+            tracing::warn!(error = %format!("{error:#}"), "could not warm the recent list; it refills on the first read");
+        }
 
         let listener = bind(config.addr).with_context(|| format!("listen on {}", config.addr))?;
         let local_addr = listener.local_addr().context("read the bound address")?;
@@ -81,12 +120,15 @@ impl Application {
             config,
             limits,
             ingest: ingest.queue(),
+            store: store.clone(),
+            cache,
         });
         Ok(Application {
             listener,
             local_addr,
             state,
             ingest,
+            publisher,
             store,
         })
     }
@@ -119,6 +161,9 @@ impl Application {
         stopping.cancel();
         let (served, ()) = tokio::join!(server, self.ingest.shutdown(deadline));
         served.context("the accept loop panicked")?;
+        if let Some(publisher) = self.publisher {
+            publisher.shutdown(PUBLISH_DRAIN_DEADLINE).await;
+        }
         tokio::time::timeout(Duration::from_secs(5), self.store.close())
             .await
             .ok();

@@ -2,7 +2,9 @@
 
 use vigil_core::Limits;
 use vigil_ingest::IngestQueue;
+use vigil_store::Store;
 
+use crate::cache::RecentCache;
 use crate::config::Config;
 
 pub struct AppState {
@@ -11,4 +13,8 @@ pub struct AppState {
     pub limits: Limits,
     /// The ingest pipeline's entrance.
     pub ingest: IngestQueue,
+    /// The database, for reads (writes go through `ingest`).
+    pub store: Store,
+    /// The Redis recent list, when `REDIS_URL` is set.
+    pub cache: Option<RecentCache>,
 }

@@ -8,6 +8,7 @@
 pub mod body;
 pub mod error;
 mod events;
+pub mod list;
 pub mod request_id;
 
 use std::convert::Infallible;
@@ -77,9 +78,16 @@ async fn route(
         },
         "/api/events" => match *request.method() {
             Method::POST => events::ingest(state, request, request_id).await,
-            _ => Err(ApiError::method_not_allowed("POST")),
+            Method::GET | Method::HEAD => list::list(state, &request).await,
+            _ => Err(ApiError::method_not_allowed("GET, HEAD, POST")),
         },
-        _ => Err(ApiError::not_found()),
+        _ => match path.strip_prefix("/api/events/") {
+            Some(id) if !id.contains('/') => match *request.method() {
+                Method::GET | Method::HEAD => list::get(state, id).await,
+                _ => Err(ApiError::method_not_allowed("GET, HEAD")),
+            },
+            _ => Err(ApiError::not_found()),
+        },
     }
 }
 

@@ -62,6 +62,8 @@ impl TestResponse {
 pub struct TestApp {
     pub addr: SocketAddr,
     pub database: TestDatabase,
+    /// This test's Redis key prefix, when it uses Redis.
+    pub redis_prefix: Option<String>,
     pub client: Client<HttpConnector, Full<Bytes>>,
     stop: Option<oneshot::Sender<()>>,
     running: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -106,10 +108,54 @@ impl TestApp {
         TestApp {
             addr,
             database,
+            redis_prefix: None,
             client,
             stop: Some(stop),
             running,
         }
+    }
+
+    /// A server with Redis at `redis_url` under this test's own key and channel names.
+    pub async fn spawn_with_redis_at(redis_url: &str, extra: &[&str]) -> TestApp {
+        let database = TestDatabase::create().await;
+        let prefix = format!("vigil:test:{}", uuid::Uuid::new_v4().simple());
+        let recent_key = format!("{prefix}:events:recent");
+        let channel = format!("{prefix}:events:new");
+        let mut args = vec![
+            "--redis-url",
+            redis_url,
+            "--redis-recent-key",
+            &recent_key,
+            "--redis-channel",
+            &channel,
+        ];
+        args.extend_from_slice(extra);
+        let config = test_config(database.url(), &args);
+        let mut app = Self::spawn_on(database, config).await;
+        app.redis_prefix = Some(prefix);
+        app
+    }
+
+    /// A server with the machine's Redis, under this test's own names.
+    pub async fn spawn_with_redis(extra: &[&str]) -> TestApp {
+        Self::spawn_with_redis_at(REDIS_URL, extra).await
+    }
+
+    /// This test's recent-list key.
+    pub fn recent_key(&self) -> String {
+        format!(
+            "{}:events:recent",
+            self.redis_prefix.as_deref().expect("a Redis test app")
+        )
+    }
+
+    /// A connection to the machine's Redis, for checking and deleting this test's own keys.
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(REDIS_URL)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -165,8 +211,19 @@ impl TestApp {
             .expect("connect to the test database")
     }
 
-    /// Stops the server gracefully and waits for it.
+    /// Stops the server gracefully and waits for it; removes this test's Redis keys.
     pub async fn stop(mut self) -> TestDatabase {
+        if let Some(prefix) = self.redis_prefix.take() {
+            let mut redis = self.redis().await;
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{prefix}:*"))
+                .query_async(&mut redis)
+                .await
+                .unwrap_or_default();
+            if !keys.is_empty() {
+                let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut redis).await;
+            }
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -178,6 +235,9 @@ impl TestApp {
         self.database
     }
 }
+
+/// The machine's Redis.
+pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
 
 /// A valid single-event body with a recognisable source.
 pub fn event_json(source: &str) -> String {

@@ -3,9 +3,11 @@
 
 mod helpers;
 
+mod cache;
 mod errors;
 mod health;
 mod ingest;
 mod ingest_faults;
 mod lifecycle;
+mod list;
 mod request_id;

@@ -1,0 +1,135 @@
+//! `GET /api/events` and `GET /api/events/{id}`: reading events back.
+//!
+//! The cache rule (DESIGN.md): page 1, size ≤ 50, no filter, no cursor → the Redis list
+//! `events:recent` (`X-Cache: HIT`), else the database (`X-Cache: MISS`). The list answers
+//! only when it can do so truthfully (it holds more than `size` entries and no gap is
+//! marked); otherwise the database answers and the list is refilled in the background.
+//! Every item is the stored-event JSON, byte-identical whichever side answers.
+
+use bytes::Bytes;
+use http::header::HeaderValue;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use vigil_core::{EventQuery, QueryError};
+use vigil_store::{EventPage, StoreError};
+
+use super::error::ApiError;
+use super::{Body, json};
+use crate::state::AppState;
+
+/// Ids above this are never issued (DESIGN.md: ids stay below 2^53).
+const MAX_EVENT_ID: u64 = (1 << 53) - 1;
+
+pub async fn list(
+    state: &AppState,
+    request: &Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let query = EventQuery::parse(request.uri().query()).map_err(invalid_query)?;
+    if query.is_cacheable()
+        && let Some(cache) = &state.cache
+    {
+        if let Some(body) = cache.page(&query).await {
+            return Ok(with_cache_header(json(StatusCode::OK, body), "HIT"));
+        }
+        let page = state.store.list(&query).await.map_err(store_error)?;
+        cache.refill_soon(&state.store);
+        return Ok(with_cache_header(
+            json(StatusCode::OK, page_body(&query, &page)),
+            "MISS",
+        ));
+    }
+    let page = state.store.list(&query).await.map_err(store_error)?;
+    Ok(with_cache_header(
+        json(StatusCode::OK, page_body(&query, &page)),
+        "MISS",
+    ))
+}
+
+pub async fn get(state: &AppState, id_text: &str) -> Result<Response<Body>, ApiError> {
+    let id = id_text
+        .parse::<u64>()
+        .ok()
+        .filter(|id| (1..=MAX_EVENT_ID).contains(id) && !id_text.starts_with('+'))
+        .ok_or_else(no_such_event)?;
+    match state.store.get(id).await.map_err(store_error)? {
+        Some(event) => Ok(json(StatusCode::OK, event.as_ref().encode())),
+        None => Err(no_such_event()),
+    }
+}
+
+fn no_such_event() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no event with this id")
+}
+
+/// `{"items":[…],"page":p,"size":s,"hasMore":b}`, plus `"nextBefore"` for cursor queries.
+pub fn page_body(query: &EventQuery, page: &EventPage) -> Bytes {
+    let mut out = Vec::with_capacity(64 + page.events.len() * 256);
+    out.extend_from_slice(b"{\"items\":[");
+    for (position, event) in page.events.iter().enumerate() {
+        if position > 0 {
+            out.push(b',');
+        }
+        event.as_ref().encode_into(&mut out);
+    }
+    out.push(b']');
+    let next_before = page
+        .has_more
+        .then(|| page.events.last().map(|event| event.id))
+        .flatten();
+    finish_page(
+        &mut out,
+        query,
+        page.has_more,
+        query.before.map(|_| next_before),
+    );
+    Bytes::from(out)
+}
+
+/// Appends the page fields after the items array, and closes the object.
+pub fn finish_page(
+    out: &mut Vec<u8>,
+    query: &EventQuery,
+    has_more: bool,
+    next_before: Option<Option<u64>>,
+) {
+    let mut number = itoa::Buffer::new();
+    out.extend_from_slice(b",\"page\":");
+    out.extend_from_slice(number.format(query.page).as_bytes());
+    out.extend_from_slice(b",\"size\":");
+    out.extend_from_slice(number.format(query.size).as_bytes());
+    out.extend_from_slice(if has_more {
+        b",\"hasMore\":true"
+    } else {
+        b",\"hasMore\":false"
+    });
+    if let Some(next_before) = next_before {
+        out.extend_from_slice(b",\"nextBefore\":");
+        match next_before {
+            Some(id) => out.extend_from_slice(number.format(id).as_bytes()),
+            None => out.extend_from_slice(b"null"),
+        }
+    }
+    out.push(b'}');
+}
+
+fn with_cache_header(mut response: Response<Body>, outcome: &'static str) -> Response<Body> {
+    response
+        .headers_mut()
+        .insert("x-cache", HeaderValue::from_static(outcome));
+    response
+}
+
+fn invalid_query(error: QueryError) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", error.to_string())
+}
+
+/// The one place read-side store failures become HTTP answers.
+fn store_error(error: StoreError) -> ApiError {
+    if error.is_retriable() {
+        tracing::warn!(%error, "event read failed");
+        ApiError::store_unavailable("the database is unavailable; retry shortly", 1)
+    } else {
+        tracing::error!(%error, "event read failed");
+        ApiError::internal()
+    }
+}
