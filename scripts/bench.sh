@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Ingest speed on this machine, the figures README.md states. Builds Vigil in release mode,
-# starts it against a fresh MariaDB database (vigil_bench), and measures with wrk:
+# Speed on this machine, the figures README.md states. Builds Vigil in release mode, starts
+# it in full mode (MariaDB database vigil_bench + Redis under vigil:bench:* names) and
+# measures with wrk:
 #   1. single-event posts with durable ack: wrk -t2 -c64 -d15s, one ~120-byte event each;
 #   2. bulk posts of 1,000 events (wrk -t1 -c4), against the baseline of raw multi-row
-#      INSERTs of 1,000-row batches into the same table from one connection.
-# Server, MariaDB and load generator share the machine, as they do in the issue's target.
-# Needs wrk (apt-get install wrk) and MariaDB on 127.0.0.1:3306.
+#      INSERTs of 1,000-row batches into the same table from one connection;
+#   3. cached reads: GET /api/events?page=1&size=20, wrk -t2 -c64;
+#   4. a filtered read (type=GAS&level=WARN, size 20) from the database, wrk -t2 -c64.
+# Server, MariaDB, Redis and load generator share the machine, as in the issues' targets.
+# Needs wrk (apt-get install wrk), MariaDB on 127.0.0.1:3306 and Redis on 127.0.0.1:6379.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,7 +21,10 @@ command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; ex
 cargo build --release -p vigil-server -p vigil-benches --bin vigil --bin raw_insert --bin sample_bulk
 mariadb -uroot -h127.0.0.1 -e "DROP DATABASE IF EXISTS $DB; CREATE DATABASE $DB"
 
-DATABASE_URL=$URL VIGIL_ADDR=$ADDR RUST_LOG=${RUST_LOG:-info} target/release/vigil 2>/tmp/vigil-bench.log &
+redis-cli -h 127.0.0.1 DEL vigil:bench:recent vigil:bench:recent:gap >/dev/null
+DATABASE_URL=$URL REDIS_URL=redis://127.0.0.1:6379 VIGIL_REDIS_RECENT_KEY=vigil:bench:recent \
+  VIGIL_REDIS_CHANNEL=vigil:bench:new VIGIL_ADDR=$ADDR RUST_LOG=${RUST_LOG:-info} \
+  target/release/vigil 2>/tmp/vigil-bench.log &
 VIGIL_PID=$!
 trap 'kill $VIGIL_PID 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do curl -sf "http://$ADDR/api/health" >/dev/null && break; sleep 0.1; done
@@ -35,6 +41,12 @@ echo "Vigil bulk: $(python3 -c "print(round(float('$rps') * 1000))") events/s"
 
 echo "== baseline: raw multi-row INSERT, 1,000-row batches, one connection"
 target/release/raw_insert "$URL" 1000 "${DURATION%s}"
+
+echo "== cached read: GET /api/events?page=1&size=20 (X-Cache: $(curl -sI "http://$ADDR/api/events?page=1&size=20" | tr -d '\r' | awk -F': ' 'tolower($1)=="x-cache" {print $2}'))"
+wrk -t2 -c64 -d"$DURATION" --latency "http://$ADDR/api/events?page=1&size=20"
+
+echo "== filtered read from the database: GET /api/events?type=GAS&level=WARN&size=20"
+wrk -t2 -c64 -d"$DURATION" --latency "http://$ADDR/api/events?type=GAS&level=WARN&size=20"
 
 echo "== table: $(mariadb -uroot -h127.0.0.1 -N -e "SELECT COUNT(*) FROM $DB.events") rows"
 grep -h "ingest batches" /tmp/vigil-bench.log | tail -3 || true

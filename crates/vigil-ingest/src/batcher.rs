@@ -97,8 +97,8 @@ impl Batcher {
         }
     }
 
-    /// Serves the queue until shutdown, driving the store's I/O on `runtime`.
-    pub(crate) fn run(mut self, runtime: &tokio::runtime::Handle) {
+    /// Serves the queue until shutdown, driving the store's I/O on the thread's own `runtime`.
+    pub(crate) fn run(mut self, runtime: &tokio::runtime::Runtime) {
         while let Some(first) = self.next_request() {
             let batch = self.fill_batch(first);
             self.write_and_answer(runtime, batch);
@@ -147,7 +147,7 @@ impl Batcher {
         batch
     }
 
-    fn write_and_answer(&mut self, runtime: &tokio::runtime::Handle, mut batch: Vec<Submission>) {
+    fn write_and_answer(&mut self, runtime: &tokio::runtime::Runtime, mut batch: Vec<Submission>) {
         let rows: usize = batch.iter().map(|request| request.events.len()).sum();
         let written = std::panic::catch_unwind(AssertUnwindSafe(|| {
             runtime.block_on(self.write(&batch, rows))

@@ -187,15 +187,23 @@ impl MySqlStore {
 
     /// Moves the database counter forward by `size` in one autocommit statement and returns
     /// the new `next_id`, which the server reports as this statement's `LAST_INSERT_ID`.
+    ///
+    /// Runs on a connection of its own, opened for the purpose (once per block of thousands
+    /// of ids), not on the read pool: the write path (`allocate_ids`, `insert`, `resolve`)
+    /// never touches the pool, so the batcher can drive it from its own runtime without
+    /// pool connections becoming tied to that runtime.
     async fn reserve_block(&self, size: u64) -> Result<u64, StoreError> {
+        let mut connection = self.open_connection().await?;
         let result = self
             .bounded_query(
                 "reserve ids",
                 sqlx::query(ids::RESERVE_SQL)
                     .bind(size)
-                    .execute(&self.inner.pool),
+                    .execute(&mut connection),
             )
-            .await?;
+            .await;
+        let _ = tokio::time::timeout(self.inner.options.connect_timeout, connection.close()).await;
+        let result = result?;
         if result.rows_affected() == 0 {
             return Err(StoreError::IdCounterMissing);
         }
