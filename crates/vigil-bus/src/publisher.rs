@@ -320,6 +320,10 @@ impl Shared {
 async fn run(shared: Arc<Shared>, bus: RedisBus) {
     let mut connection = bus.writer.clone();
     let mut failing = false;
+    // Whether Redis is known to hold the merge script. Cleared by any failed round trip (a
+    // reconnect, a restarted Redis or a SCRIPT FLUSH can each lose it); the next round trip
+    // then loads it first, in the same pipeline, instead of sending it with every push.
+    let mut script_loaded = false;
     loop {
         let batches = match shared.next() {
             Next::Send(batches) => batches,
@@ -333,6 +337,9 @@ async fn run(shared: Arc<Shared>, bus: RedisBus) {
 
         let raise_gap = shared.gap_pending.swap(false, Ordering::AcqRel);
         let mut pipeline = redis::pipe();
+        if !script_loaded {
+            bus.add_load_script(&mut pipeline);
+        }
         if raise_gap {
             bus.add_raise_gap(&mut pipeline);
         }
@@ -352,6 +359,7 @@ async fn run(shared: Arc<Shared>, bus: RedisBus) {
 
         match result {
             Ok(()) => {
+                script_loaded = true;
                 shared.stats.count_published(batches.len(), events.len());
                 if failing {
                     failing = false;
@@ -359,6 +367,7 @@ async fn run(shared: Arc<Shared>, bus: RedisBus) {
                 }
             }
             Err(error) => {
+                script_loaded = false;
                 shared.stats.count_dropped(batches.len(), events.len());
                 shared.stats.redis_errors.fetch_add(1, Ordering::Relaxed);
                 if raise_gap {

@@ -48,9 +48,17 @@ const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(100);
 const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(1);
 
 /// The script that merges entries into the list by id (see `merge.lua`), without its comments
-/// and indentation: `EVAL` sends it with every round trip.
+/// and indentation. Refills send it whole (`EVAL`); the publisher's round trips name it by
+/// its SHA-1 (`EVALSHA`), loading it first whenever the connection may have lost it.
 static MERGE_SCRIPT: LazyLock<String> =
     LazyLock::new(|| strip_lua_comments(include_str!("merge.lua")));
+
+/// The SHA-1 of [`MERGE_SCRIPT`], as `EVALSHA` names it.
+static MERGE_SCRIPT_SHA: LazyLock<String> = LazyLock::new(|| {
+    redis::Script::new(MERGE_SCRIPT.as_str())
+        .get_hash()
+        .to_owned()
+});
 
 /// The Redis names with the gap hash's key worked out once.
 #[derive(Debug)]
@@ -245,12 +253,23 @@ impl RedisBus {
         Ok(())
     }
 
+    /// Adds to `pipeline` the command that loads the merge script into Redis's script cache,
+    /// so that a following [`add_push`](Self::add_push) in the same pipeline finds it.
+    pub(crate) fn add_load_script(&self, pipeline: &mut redis::Pipeline) {
+        pipeline
+            .cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(MERGE_SCRIPT.as_str())
+            .ignore();
+    }
+
     /// Adds to `pipeline` the commands that put `list_entries` (increasing id order) into the
-    /// list through the merge script, with its fast path for entries newer than the head.
+    /// list through the merge script (by SHA-1: see [`add_load_script`](Self::add_load_script)),
+    /// with its fast path for entries newer than the head.
     pub(crate) fn add_push(&self, pipeline: &mut redis::Pipeline, list_entries: &[&Bytes]) {
         let command = pipeline
-            .cmd("EVAL")
-            .arg(MERGE_SCRIPT.as_str())
+            .cmd("EVALSHA")
+            .arg(MERGE_SCRIPT_SHA.as_str())
             .arg(2)
             .arg(&self.keys.names.recent_key)
             .arg(&self.keys.gap)
