@@ -131,6 +131,10 @@ pub fn source_problem(text: &str, max_chars: usize) -> Option<&'static str> {
     if text.is_empty() {
         return Some("must not be empty");
     }
+    // Fast path: printable ASCII is one code point per byte and never a control character.
+    if text.len() <= max_chars && text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return None;
+    }
     let mut chars = 0usize;
     for c in text.chars() {
         chars += 1;

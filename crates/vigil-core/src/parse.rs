@@ -49,6 +49,8 @@ pub struct EventParser {
     scratch: Vec<u8>,
     /// The tape's allocation, kept between bodies.
     tape: Tape<'static>,
+    /// Payload checks' scratch space, kept between bodies.
+    tree_scratch: TreeScratch,
 }
 
 impl EventParser {
@@ -61,6 +63,7 @@ impl EventParser {
             buffers: Buffers::with_max_depth(4096, max_depth),
             scratch: Vec::new(),
             tape: Tape::null(),
+            tree_scratch: TreeScratch::default(),
         }
     }
 
@@ -150,6 +153,7 @@ impl EventParser {
             Ok(()) => {
                 let walker = Walker {
                     limits: &self.limits,
+                    tree_scratch: &mut self.tree_scratch,
                     nodes: &tape.0,
                     structurals: StructuralCursor::new(self.buffers.structural_indexes(), document),
                 };
@@ -247,6 +251,7 @@ impl<'a> StructuralCursor<'a> {
 /// One pass over a parsed document's tape.
 struct Walker<'t, 'a> {
     limits: &'t Limits,
+    tree_scratch: &'t mut TreeScratch,
     nodes: &'t [Node<'t>],
     structurals: StructuralCursor<'a>,
 }
@@ -415,7 +420,11 @@ impl Walker<'_, '_> {
             Node::Object { count, .. } => count,
             _ => return Err("must be a JSON object".into()),
         };
-        check_payload_tree(&self.nodes[at..=at + count], self.limits.max_payload_depth)?;
+        check_payload_tree(
+            &self.nodes[at..=at + count],
+            self.limits.max_payload_depth,
+            self.tree_scratch,
+        )?;
 
         let span = self
             .structurals
@@ -456,9 +465,13 @@ fn check_occurred_at(value: Node<'_>) -> Result<Option<UnixMillis>, String> {
 
 /// Checks nesting depth and duplicate keys over a payload's tape nodes (`nodes[0]` is the
 /// payload object). Iterative: a stack of where each open container ends.
-fn check_payload_tree(nodes: &[Node<'_>], max_depth: usize) -> Result<(), String> {
-    let mut open_ends: Vec<usize> = Vec::new();
-    let mut keys: Vec<&str> = Vec::new();
+fn check_payload_tree(
+    nodes: &[Node<'_>],
+    max_depth: usize,
+    scratch: &mut TreeScratch,
+) -> Result<(), String> {
+    let TreeScratch { open_ends, keys } = scratch;
+    open_ends.clear();
     for (position, node) in nodes.iter().enumerate() {
         while open_ends.last().is_some_and(|&end| position > end) {
             open_ends.pop();
@@ -472,22 +485,53 @@ fn check_payload_tree(nodes: &[Node<'_>], max_depth: usize) -> Result<(), String
         if open_ends.len() > max_depth {
             return Err(format!("must not nest deeper than {max_depth} levels"));
         }
-        if is_object {
+        if is_object && len > 1 {
             keys.clear();
             let mut child = position + 1;
             for _ in 0..len {
-                if let Node::String(key) = nodes[child] {
-                    keys.push(key);
-                }
+                keys.push(child);
                 child += 1 + node_span(&nodes[child + 1]);
             }
-            keys.sort_unstable();
-            if let Some(pair) = keys.windows(2).find(|pair| pair[0] == pair[1]) {
-                return Err(format!("has the key {:?} more than once", pair[0]));
+            if let Some(duplicate) = duplicate_key(nodes, keys) {
+                return Err(format!("has the key {duplicate:?} more than once"));
             }
         }
     }
     Ok(())
+}
+
+/// Scratch space for [`check_payload_tree`], kept by the parser so a warm parser does not
+/// allocate for it.
+#[derive(Default)]
+struct TreeScratch {
+    /// Tape position where each open container ends (a stack, innermost last).
+    open_ends: Vec<usize>,
+    /// Tape positions of one object's keys.
+    keys: Vec<usize>,
+}
+
+/// A key that occurs twice among the object keys at tape positions `keys`, if any.
+fn duplicate_key<'a>(nodes: &[Node<'a>], keys: &mut [usize]) -> Option<&'a str> {
+    let key = |position: usize| match nodes[position] {
+        Node::String(key) => key,
+        _ => "",
+    };
+    // Small objects, the common case: pairwise is cheaper than sorting.
+    if keys.len() <= 8 {
+        for (index, &first) in keys.iter().enumerate() {
+            if keys[index + 1..]
+                .iter()
+                .any(|&second| key(second) == key(first))
+            {
+                return Some(key(first));
+            }
+        }
+        return None;
+    }
+    keys.sort_unstable_by(|&a, &b| key(a).cmp(key(b)));
+    keys.windows(2)
+        .find(|pair| key(pair[0]) == key(pair[1]))
+        .map(|pair| key(pair[0]))
 }
 
 /// Removes insignificant whitespace from well-formed JSON text.
