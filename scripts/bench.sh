@@ -29,10 +29,18 @@ VIGIL_PID=$!
 trap 'kill $VIGIL_PID 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do curl -sf "http://$ADDR/api/health" >/dev/null && break; sleep 0.1; done
 
+# The filtered read on a small table (10,000 events), to compare with the same read on the
+# large table at the end.
+target/release/sample_bulk 1000 > /tmp/vigil-bulk-1000.json
+for _ in $(seq 1 10); do
+  curl -sf -o /dev/null -H 'content-type: application/json' --data-binary @/tmp/vigil-bulk-1000.json "http://$ADDR/api/events"
+done
+echo "== filtered read on $(mariadb -uroot -h127.0.0.1 -N -e "SELECT COUNT(*) FROM $DB.events") events: GET /api/events?type=GAS&level=WARN&size=20"
+wrk -t2 -c64 -d"$DURATION" --latency "http://$ADDR/api/events?type=GAS&level=WARN&size=20"
+
 echo "== single-event posts: wrk -t2 -c64 -d$DURATION"
 wrk -t2 -c64 -d"$DURATION" --latency -s scripts/wrk/post_event.lua "http://$ADDR"
 
-target/release/sample_bulk 1000 > /tmp/vigil-bulk-1000.json
 echo "== bulk posts of 1,000 events: wrk -t1 -c4 -d$DURATION"
 BULK_FILE=/tmp/vigil-bulk-1000.json wrk -t1 -c4 -d"$DURATION" --latency -s scripts/wrk/post_bulk.lua "http://$ADDR" \
   | tee /tmp/vigil-bench-bulk.txt
@@ -45,7 +53,7 @@ target/release/raw_insert "$URL" 1000 "${DURATION%s}"
 echo "== cached read: GET /api/events?page=1&size=20 (X-Cache: $(curl -sI "http://$ADDR/api/events?page=1&size=20" | tr -d '\r' | awk -F': ' 'tolower($1)=="x-cache" {print $2}'))"
 wrk -t2 -c64 -d"$DURATION" --latency "http://$ADDR/api/events?page=1&size=20"
 
-echo "== filtered read from the database: GET /api/events?type=GAS&level=WARN&size=20"
+echo "== filtered read on $(mariadb -uroot -h127.0.0.1 -N -e "SELECT COUNT(*) FROM $DB.events") events: GET /api/events?type=GAS&level=WARN&size=20"
 wrk -t2 -c64 -d"$DURATION" --latency "http://$ADDR/api/events?type=GAS&level=WARN&size=20"
 
 echo "== table: $(mariadb -uroot -h127.0.0.1 -N -e "SELECT COUNT(*) FROM $DB.events") rows"
