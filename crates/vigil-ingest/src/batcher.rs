@@ -212,14 +212,7 @@ impl Batcher {
         debug_assert_eq!(ids.len(), row_count);
 
         let created_at = UnixMillis::now();
-        let rows: Vec<EventRow<'_>> = batch
-            .iter()
-            .flat_map(|request| {
-                request
-                    .events
-                    .iter()
-                    .map(move |event| (event, request.request_id.as_str()))
-            })
+        let rows: Vec<EventRow<'_>> = events_of(batch)
             .zip(&ids)
             .map(|((event, request_id), &id)| EventRow {
                 id,
@@ -343,16 +336,19 @@ impl Batcher {
     }
 }
 
+/// Every event of the batch with its request's id, in request order (the order ids follow).
+fn events_of(batch: &[Submission]) -> impl Iterator<Item = (&vigil_core::NewEvent, &str)> {
+    batch.iter().flat_map(|request| {
+        request
+            .events
+            .iter()
+            .map(move |event| (event, request.request_id.as_str()))
+    })
+}
+
 /// The batch's events as every reader will see them, encoded once, in commit (id) order.
 fn encode_batch(batch: &[Submission], ids: &[u64], created_at: UnixMillis) -> CommittedBatch {
-    let events = batch
-        .iter()
-        .flat_map(|request| {
-            request
-                .events
-                .iter()
-                .map(move |event| (event, request.request_id.as_str()))
-        })
+    let events = events_of(batch)
         .zip(ids)
         .map(|((event, request_id), &id)| PublishedEvent {
             id,

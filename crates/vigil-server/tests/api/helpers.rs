@@ -264,3 +264,37 @@ pub async fn all_rows(pool: &MySqlPool) -> Vec<Row> {
     .await
     .expect("read the events table")
 }
+
+/// Another Vigil on an existing test's database (a second instance sharing it).
+pub struct ExtraInstance {
+    pub addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    running: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl ExtraInstance {
+    pub async fn start(database_url: &str) -> ExtraInstance {
+        let application = Application::build(test_config(database_url, &[]))
+            .await
+            .expect("build the second instance");
+        let addr = application.local_addr();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let running = tokio::spawn(application.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        ExtraInstance {
+            addr,
+            stop,
+            running,
+        }
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(60), self.running)
+            .await
+            .expect("the instance stops within a minute")
+            .expect("the instance task did not panic")
+            .expect("the instance stopped cleanly");
+    }
+}

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use http::Method;
 
-use crate::helpers::{TestApp, all_rows, event_json};
+use crate::helpers::{ExtraInstance, TestApp, all_rows, event_json};
 
 #[tokio::test]
 async fn a_single_event_is_stored_and_acknowledged_with_its_id() {
@@ -144,6 +144,63 @@ async fn many_concurrent_posters_get_exactly_their_rows() {
             acked
         }));
     }
+    assert_table_holds_exactly(&app, posters).await;
+    let app = Arc::into_inner(app).expect("posters are done");
+    app.stop().await.drop_database().await;
+}
+
+#[tokio::test]
+async fn two_instances_on_one_database_acknowledge_exactly_their_rows() {
+    let app = Arc::new(TestApp::spawn().await);
+    let second = ExtraInstance::start(app.database.url()).await;
+    let addrs = [app.addr, second.addr];
+    let mut posters = Vec::new();
+    for poster in 0..32 {
+        let app = Arc::clone(&app);
+        let target = addrs[poster % 2];
+        posters.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for n in 0..20 {
+                let sources: Vec<String> = (0..(1 + n % 3))
+                    .map(|k| format!("i{poster}-{n}-{k}"))
+                    .collect();
+                let body = format!(
+                    "[{}]",
+                    sources
+                        .iter()
+                        .map(|s| event_json(s))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                );
+                let request = http::Request::post(format!("http://{target}/api/events"))
+                    .header("content-type", "application/json")
+                    .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                    .unwrap();
+                let response = app.request(request).await;
+                assert_eq!(response.status, 201);
+                let ids = response.json()["ids"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_u64().unwrap())
+                    .collect::<Vec<_>>();
+                acked.extend(ids.into_iter().zip(sources));
+            }
+            acked
+        }));
+    }
+    assert_table_holds_exactly(&app, posters).await;
+    second.stop().await;
+    let app = Arc::into_inner(app).expect("posters are done");
+    app.stop().await.drop_database().await;
+}
+
+/// Waits for the posters and checks the table holds exactly their acknowledged events: every
+/// acked id once, with its content, and no other row.
+async fn assert_table_holds_exactly(
+    app: &TestApp,
+    posters: Vec<tokio::task::JoinHandle<Vec<(u64, String)>>>,
+) {
     let mut acked: HashMap<u64, String> = HashMap::new();
     for poster in posters {
         for (id, source) in poster.await.unwrap() {
@@ -168,6 +225,4 @@ async fn many_concurrent_posters_get_exactly_their_rows() {
         );
         assert_eq!(row.payload.as_deref(), Some(r#"{"ppm":120}"#));
     }
-    let app = Arc::into_inner(app).expect("posters are done");
-    app.stop().await.drop_database().await;
 }
