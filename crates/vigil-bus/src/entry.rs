@@ -12,8 +12,7 @@ const ID_PREFIX: &[u8] = b"{\"id\":";
 /// Ids are below 2^53 (so JavaScript reads them exactly), hence at most 16 decimal digits.
 const MAX_ID_DIGITS: usize = 16;
 
-/// Ids are below this bound; the same bound as vigil-store's id blocks.
-pub const MAX_ID_EXCLUSIVE: u64 = 1 << 53;
+pub use vigil_core::MAX_ID_EXCLUSIVE;
 
 /// The id of an encoded event, read from its `{"id":<digits>,` prefix; `None` if the entry does
 /// not start that way or the id is not below 2^53.

@@ -9,6 +9,10 @@ use std::str::FromStr;
 
 use crate::time::UnixMillis;
 
+/// Every event id is below this bound (2^53), so every JSON reader, JavaScript included,
+/// reads ids exactly. The store never issues one at or above it; readers refuse such ids.
+pub const MAX_ID_EXCLUSIVE: u64 = 1 << 53;
+
 /// Severity of an event. Case-sensitive on the wire: `INFO`, `WARN`, `ERROR`, `CRITICAL`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Level {

@@ -14,7 +14,7 @@ pub mod time;
 
 pub use encode::{StoredEventRef, write_json_string};
 pub use error::{FieldError, MAX_DETAILS, ParseError};
-pub use event::{Level, Limits, NewEvent};
+pub use event::{Level, Limits, MAX_ID_EXCLUSIVE, NewEvent};
 pub use parse::{BodyFormat, EventParser, ParsedBody};
 pub use query::{EventFilter, EventQuery, QueryError};
 pub use time::UnixMillis;

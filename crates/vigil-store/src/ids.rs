@@ -14,8 +14,7 @@ use std::ops::Range;
 /// reservation's row lock is taken rarely even with many instances.
 pub const MIN_BLOCK_SIZE: u64 = 4096;
 
-/// Ids must stay below 2^53 so that every JSON reader (JavaScript included) reads them exactly.
-pub const MAX_ID_EXCLUSIVE: u64 = 1 << 53;
+pub use vigil_core::MAX_ID_EXCLUSIVE;
 
 /// The reservation statement. `LAST_INSERT_ID(expr)` makes the server report the new
 /// `next_id` in the OK packet of this very statement, so no second query (and no transaction)

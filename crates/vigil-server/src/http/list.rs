@@ -10,15 +10,12 @@ use bytes::Bytes;
 use http::header::HeaderValue;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use vigil_core::{EventQuery, QueryError};
+use vigil_core::{EventQuery, MAX_ID_EXCLUSIVE, QueryError};
 use vigil_store::{EventPage, StoreError};
 
 use super::error::ApiError;
 use super::{Body, json};
 use crate::state::AppState;
-
-/// Ids above this are never issued (DESIGN.md: ids stay below 2^53).
-const MAX_EVENT_ID: u64 = (1 << 53) - 1;
 
 pub async fn list(
     state: &AppState,
@@ -49,7 +46,7 @@ pub async fn get(state: &AppState, id_text: &str) -> Result<Response<Body>, ApiE
     let id = id_text
         .parse::<u64>()
         .ok()
-        .filter(|id| (1..=MAX_EVENT_ID).contains(id) && !id_text.starts_with('+'))
+        .filter(|id| (1..MAX_ID_EXCLUSIVE).contains(id) && !id_text.starts_with('+'))
         .ok_or_else(no_such_event)?;
     match state.store.get(id).await.map_err(store_error)? {
         Some(event) => Ok(json(StatusCode::OK, event.as_ref().encode())),
