@@ -213,6 +213,15 @@ impl TestApp {
 
     /// Stops the server gracefully and waits for it; removes this test's Redis keys.
     pub async fn stop(mut self) -> TestDatabase {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(60), &mut self.running)
+            .await
+            .expect("the server stops within a minute")
+            .expect("the server task did not panic")
+            .expect("the server stopped cleanly");
+        // After the stop: the publisher drains at shutdown and would recreate the list.
         if let Some(prefix) = self.redis_prefix.take() {
             let mut redis = self.redis().await;
             let keys: Vec<String> = redis::cmd("KEYS")
@@ -224,14 +233,6 @@ impl TestApp {
                 let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut redis).await;
             }
         }
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(60), &mut self.running)
-            .await
-            .expect("the server stops within a minute")
-            .expect("the server task did not panic")
-            .expect("the server stopped cleanly");
         self.database
     }
 }
