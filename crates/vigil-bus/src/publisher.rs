@@ -144,6 +144,8 @@ struct Shared {
     stats: PublisherStats,
     /// A drop happened whose mark has not reached Redis yet; the next round trip raises it.
     gap_pending: AtomicBool,
+    /// A round trip carrying the gap mark is in flight.
+    gap_marking: AtomicBool,
     /// Batches and events the task took from the queue and has not counted yet, so that a
     /// shutdown that stops the task mid round trip can count them as dropped.
     in_flight_batches: AtomicU64,
@@ -177,6 +179,7 @@ impl Publisher {
             capacity: queue_batches.max(1),
             stats: PublisherStats::default(),
             gap_pending: AtomicBool::new(false),
+            gap_marking: AtomicBool::new(false),
             in_flight_batches: AtomicU64::new(0),
             in_flight_events: AtomicU64::new(0),
         });
@@ -235,6 +238,14 @@ impl Publisher {
     /// from the database.
     pub fn gap_epoch(&self) -> u64 {
         self.handle.shared.stats.gaps()
+    }
+
+    /// Whether this process dropped events whose gap mark has not reached Redis yet. Until it
+    /// has, the list may look complete to [`RedisBus::recent`](crate::RedisBus::recent) while
+    /// missing them, so this process's readers must not trust it.
+    pub fn has_unmarked_gap(&self) -> bool {
+        let shared = &self.handle.shared;
+        shared.gap_pending.load(Ordering::Acquire) || shared.gap_marking.load(Ordering::Acquire)
     }
 
     /// Stops taking batches, publishes what is queued, and stops the task, waiting at most
@@ -316,6 +327,9 @@ impl Shared {
     }
 }
 
+/// How often an idle publisher retries marking a pending gap in Redis.
+const GAP_MARK_RETRY: Duration = Duration::from_millis(250);
+
 /// The publishing task: one round trip at a time, in queue order, until closed and drained.
 async fn run(shared: Arc<Shared>, bus: RedisBus) {
     let mut connection = bus.writer.clone();
@@ -327,6 +341,14 @@ async fn run(shared: Arc<Shared>, bus: RedisBus) {
     loop {
         let batches = match shared.next() {
             Next::Send(batches) => batches,
+            // Idle with a gap not yet marked: mark it as soon as Redis answers again, without
+            // waiting for the next batch, so other instances' readers stop trusting the list.
+            Next::Wait if shared.gap_pending.load(Ordering::Acquire) => {
+                match tokio::time::timeout(GAP_MARK_RETRY, shared.wake.notified()).await {
+                    Ok(()) => continue,
+                    Err(_) => Vec::new(),
+                }
+            }
             Next::Wait => {
                 shared.wake.notified().await;
                 continue;
@@ -336,6 +358,7 @@ async fn run(shared: Arc<Shared>, bus: RedisBus) {
         let events: Vec<&PublishedEvent> = batches.iter().flat_map(|batch| &batch.events).collect();
 
         let raise_gap = shared.gap_pending.swap(false, Ordering::AcqRel);
+        shared.gap_marking.store(raise_gap, Ordering::Release);
         let mut pipeline = redis::pipe();
         if !script_loaded {
             bus.add_load_script(&mut pipeline);
@@ -343,10 +366,12 @@ async fn run(shared: Arc<Shared>, bus: RedisBus) {
         if raise_gap {
             bus.add_raise_gap(&mut pipeline);
         }
-        bus.add_push(
-            &mut pipeline,
-            &list_entries(&events, bus.keys.names.recent_size),
-        );
+        if !events.is_empty() {
+            bus.add_push(
+                &mut pipeline,
+                &list_entries(&events, bus.keys.names.recent_size),
+            );
+        }
         for event in &events {
             pipeline
                 .cmd("PUBLISH")
@@ -356,6 +381,7 @@ async fn run(shared: Arc<Shared>, bus: RedisBus) {
         }
         let result = within(WRITE_DEADLINE, pipeline.exec_async(&mut connection)).await;
         shared.clear_in_flight();
+        shared.gap_marking.store(false, Ordering::Release);
 
         match result {
             Ok(()) => {
@@ -453,6 +479,7 @@ mod tests {
             capacity,
             stats: PublisherStats::default(),
             gap_pending: AtomicBool::new(false),
+            gap_marking: AtomicBool::new(false),
             in_flight_batches: AtomicU64::new(0),
             in_flight_events: AtomicU64::new(0),
         }

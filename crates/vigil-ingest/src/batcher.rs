@@ -22,12 +22,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, select};
 use tokio_util::sync::CancellationToken;
-use vigil_bus::{CommittedBatch, PublishedEvent, Publisher};
+use vigil_bus::{CommittedBatch, PublishedEvent};
 use vigil_core::UnixMillis;
 use vigil_store::{EventRow, InsertError, Store};
 
 use crate::error::IngestError;
 use crate::queue::{IngestConfig, Shared, Submission};
+use crate::sink::CommitSink;
 
 /// First pause between attempts against a failing database; doubles up to the cap.
 const BACKOFF_START: Duration = Duration::from_millis(20);
@@ -55,7 +56,7 @@ pub(crate) struct Batcher {
     stopping: bool,
     store: Store,
     /// Receives every committed batch, encoded, after its requests are answered.
-    publisher: Option<Publisher>,
+    sink: Option<Arc<dyn CommitSink>>,
     config: IngestConfig,
     shared: Arc<Shared>,
     force: CancellationToken,
@@ -74,7 +75,7 @@ impl Batcher {
         receiver: Receiver<Submission>,
         stop: Receiver<()>,
         store: Store,
-        publisher: Option<Publisher>,
+        sink: Option<Arc<dyn CommitSink>>,
         config: IngestConfig,
         shared: Arc<Shared>,
         force: CancellationToken,
@@ -84,7 +85,7 @@ impl Batcher {
             stop,
             stopping: false,
             store,
-            publisher,
+            sink,
             config,
             shared,
             force,
@@ -167,8 +168,8 @@ impl Batcher {
                     self.shared.release(request.events.len());
                 }
                 // Answers first: a slow or absent Redis never delays an ack.
-                if let Some(publisher) = &self.publisher {
-                    publisher.publish(encode_batch(&batch, &ids, created_at));
+                if let Some(sink) = &self.sink {
+                    sink.committed(encode_batch(&batch, &ids, created_at));
                 }
             }
             Err(error) => {

@@ -16,7 +16,9 @@
 mod batcher;
 mod error;
 mod queue;
+mod sink;
 
 pub use batcher::BatchStats;
 pub use error::IngestError;
 pub use queue::{Ack, Ingest, IngestConfig, IngestQueue};
+pub use sink::CommitSink;

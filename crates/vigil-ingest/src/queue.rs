@@ -8,12 +8,12 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
-use vigil_bus::Publisher;
 use vigil_core::NewEvent;
 use vigil_store::Store;
 
 use crate::batcher::{BatchStats, Batcher};
 use crate::error::IngestError;
+use crate::sink::CommitSink;
 
 /// Bounds of the pipeline (DESIGN.md's `VIGIL_QUEUE_EVENTS`, `VIGIL_BATCH_MAX_*`).
 #[derive(Debug, Clone)]
@@ -169,7 +169,8 @@ pub struct Ingest {
 
 impl Ingest {
     /// Starts the batcher thread writing to `store` and, after each commit, handing the
-    /// batch's encoded events to `publisher` (the Redis list and channel) if there is one.
+    /// batch's encoded events to `sink` if there is one: the [`vigil_bus::Publisher`] (the
+    /// Redis list and channel), or the server's in-process realtime feed when Redis is off.
     ///
     /// The thread runs its own single-threaded tokio runtime and the store's write path uses
     /// only connections it opens itself (the writer, id reservations, outcome checks), so a
@@ -179,7 +180,7 @@ impl Ingest {
     pub fn start(
         store: Store,
         config: IngestConfig,
-        publisher: Option<Publisher>,
+        sink: Option<Arc<dyn CommitSink>>,
     ) -> std::io::Result<Ingest> {
         assert!(config.queue_events > 0 && config.batch_max_rows > 0);
         let (sender, receiver): (Sender<Submission>, Receiver<Submission>) =
@@ -199,7 +200,7 @@ impl Ingest {
             receiver,
             stop_receiver,
             store,
-            publisher,
+            sink,
             config,
             Arc::clone(&shared),
             force.clone(),

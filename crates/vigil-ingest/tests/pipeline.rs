@@ -1,5 +1,6 @@
 //! The pipeline without HTTP, against the real MariaDB: budget, group commit, acks, shutdown.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -197,7 +198,7 @@ async fn committed_batches_are_published_in_commit_order_as_the_stored_json() {
     let ingest = Ingest::start(
         store.clone(),
         IngestConfig::default(),
-        Some(publisher.clone()),
+        Some(Arc::new(publisher.clone())),
     )
     .unwrap();
     let queue = ingest.queue();

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
-use vigil_bus::{RecentRead, RedisBus, RefillTicket};
+use vigil_bus::{Publisher, RecentRead, RedisBus, RefillTicket};
 use vigil_core::EventQuery;
 use vigil_store::Store;
 
@@ -22,19 +22,30 @@ pub struct RecentCache {
     recent_size: usize,
     /// Set while a background refill runs.
     refilling: Arc<AtomicBool>,
+    /// This process's publisher: while it holds a gap not yet marked in Redis, the list may
+    /// look complete yet miss the dropped events, so reads go to the database.
+    publisher: Option<Publisher>,
 }
 
 impl RecentCache {
-    pub fn new(bus: RedisBus, recent_size: usize) -> Self {
+    pub fn new(bus: RedisBus, recent_size: usize, publisher: Option<Publisher>) -> Self {
         RecentCache {
             bus,
             recent_size,
             refilling: Arc::new(AtomicBool::new(false)),
+            publisher,
         }
     }
 
     /// The response body for a cacheable `query`, if the list can answer it.
     pub async fn page(&self, query: &EventQuery) -> Option<Bytes> {
+        if self
+            .publisher
+            .as_ref()
+            .is_some_and(Publisher::has_unmarked_gap)
+        {
+            return None;
+        }
         let read = self.bus.recent(query.size as usize).await;
         let (newest_first, has_more) = match read {
             Ok(RecentRead::Hit {

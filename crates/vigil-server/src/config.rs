@@ -117,7 +117,7 @@ pub struct Config {
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<SecretUrl>,
 
-    /// Redis for the recent-events cache and broadcast: redis://host:6379 (not used yet).
+    /// Redis for the recent-events cache and the broadcast between instances: redis://host:6379.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<SecretUrl>,
 
@@ -183,6 +183,23 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub worker_threads: Option<u32>,
 
+    /// Frames queued for one WebSocket client; a client that falls this far behind is closed
+    /// (1008 "slow consumer") instead of slowing the hub or other clients.
+    #[arg(long, env = "VIGIL_WS_CLIENT_QUEUE", default_value_t = 1_024,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub ws_client_queue: u32,
+
+    /// Seconds between server pings on each WebSocket; a client silent for three intervals
+    /// (no frame, no pong) is closed.
+    #[arg(long, env = "VIGIL_WS_PING_INTERVAL_S", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub ws_ping_interval_s: u64,
+
+    /// Most open WebSocket clients; past it upgrades are refused with 503.
+    #[arg(long, env = "VIGIL_WS_MAX_CLIENTS", default_value_t = 20_000,
+          value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub ws_max_clients: u32,
+
     /// Log format: text or json (filter with RUST_LOG, default info).
     #[arg(long, env = "VIGIL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -211,6 +228,10 @@ impl Config {
         Duration::from_secs(self.header_read_timeout_s)
     }
 
+    pub fn ws_ping_interval(&self) -> Duration {
+        Duration::from_secs(self.ws_ping_interval_s)
+    }
+
     /// HTTP worker threads: as configured, else one per CPU.
     ///
     /// Measured on the 2-core test box (server, MariaDB, Redis and wrk sharing it): one
@@ -233,7 +254,8 @@ impl fmt::Display for Config {
             "addr={} database_url={} redis_url={} data_dir={} redis_recent_key={} \
              redis_channel={} recent_size={} max_body_bytes={} max_bulk_events={} \
              queue_events={} batch_max_rows={} batch_max_bytes={} shutdown_timeout_s={} \
-             max_connections={} header_read_timeout_s={} worker_threads={} log_format={:?}",
+             max_connections={} header_read_timeout_s={} ws_client_queue={} \
+             ws_ping_interval_s={} ws_max_clients={} worker_threads={} log_format={:?}",
             self.addr,
             optional(self.database_url.as_ref().map(ToString::to_string)),
             optional(self.redis_url.as_ref().map(ToString::to_string)),
@@ -249,6 +271,9 @@ impl fmt::Display for Config {
             self.shutdown_timeout_s,
             self.max_connections,
             self.header_read_timeout_s,
+            self.ws_client_queue,
+            self.ws_ping_interval_s,
+            self.ws_max_clients,
             self.worker_threads(),
             self.log_format,
         )
@@ -307,6 +332,8 @@ mod tests {
             ["vigil", "--queue-events", "0"],
             ["vigil", "--database-url", "localhost"],
             ["vigil", "--log-format", "xml"],
+            ["vigil", "--ws-client-queue", "0"],
+            ["vigil", "--ws-ping-interval-s", "0"],
         ] {
             assert!(Config::try_parse_from(args).is_err(), "{args:?}");
         }

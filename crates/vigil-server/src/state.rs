@@ -6,6 +6,7 @@ use vigil_store::Store;
 
 use crate::cache::RecentCache;
 use crate::config::Config;
+use crate::ws::Hub;
 
 pub struct AppState {
     pub config: Config,
@@ -17,4 +18,6 @@ pub struct AppState {
     pub store: Store,
     /// The Redis recent list, when `REDIS_URL` is set.
     pub cache: Option<RecentCache>,
+    /// The realtime hub behind `/ws`.
+    pub hub: Hub,
 }

@@ -2,11 +2,12 @@
 //!
 //! Handlers return `Err(ApiError)`; the service wrapper renders it as
 //! `{"error":"<code>","message":"…","requestId":"…","details":[…]}` with the right status
-//! and headers (`Allow`, `Retry-After`, `Connection: close`). Library errors are mapped to an
+//! and headers (`Allow`, `Retry-After`, `Connection: close`, and for 426 `Upgrade` and
+//! `Sec-WebSocket-Version`). Library errors are mapped to an
 //! `ApiError` here and nowhere else, so a status never depends on which handler saw it.
 
 use bytes::Bytes;
-use http::header::{ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER, SEC_WEBSOCKET_VERSION, UPGRADE};
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 use vigil_core::{FieldError, ParseError, write_json_string};
@@ -28,6 +29,8 @@ pub struct ApiError {
     pub retry_after_s: Option<u32>,
     /// Close the connection after answering (413 with an unread body).
     pub close_connection: bool,
+    /// Name the protocol to upgrade to (426 on `/ws`).
+    pub upgrade_websocket: bool,
 }
 
 impl ApiError {
@@ -40,6 +43,7 @@ impl ApiError {
             allow: None,
             retry_after_s: None,
             close_connection: false,
+            upgrade_websocket: false,
         }
     }
 
@@ -72,6 +76,14 @@ impl ApiError {
 
     pub fn invalid_json(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", message)
+    }
+
+    /// 426 for a request to `/ws` that is not a usable WebSocket upgrade.
+    pub fn upgrade_required(message: impl Into<String>) -> Self {
+        ApiError {
+            upgrade_websocket: true,
+            ..ApiError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", message)
+        }
     }
 
     pub fn overloaded(message: impl Into<String>, retry_after_s: u32) -> Self {
@@ -149,6 +161,10 @@ impl ApiError {
         }
         if self.close_connection {
             headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        if self.upgrade_websocket {
+            headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+            headers.insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
         }
         response
     }

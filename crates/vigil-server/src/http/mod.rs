@@ -76,6 +76,10 @@ async fn route(
             }
             _ => Err(ApiError::method_not_allowed("GET, HEAD")),
         },
+        "/ws" => match *request.method() {
+            Method::GET => crate::ws::upgrade(state, request).await,
+            _ => Err(ApiError::method_not_allowed("GET")),
+        },
         "/api/events" => match *request.method() {
             Method::POST => events::ingest(state, request, request_id).await,
             Method::GET | Method::HEAD => list::list(state, &request).await,

@@ -2,6 +2,7 @@
 //! HTTP client to talk to it.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,6 +15,7 @@ use sqlx::mysql::MySqlPool;
 use tokio::sync::oneshot;
 use vigil_server::Application;
 use vigil_server::config::Config;
+use vigil_server::ws::{BridgeStats, Hub};
 use vigil_testkit::database::TestDatabase;
 
 /// A response, fully read.
@@ -65,6 +67,10 @@ pub struct TestApp {
     /// This test's Redis key prefix, when it uses Redis.
     pub redis_prefix: Option<String>,
     pub client: Client<HttpConnector, Full<Bytes>>,
+    /// The server's realtime hub, for its counters.
+    pub hub: Hub,
+    /// The Redis bridge's counters, when the server uses Redis.
+    pub bridge: Option<Arc<BridgeStats>>,
     stop: Option<oneshot::Sender<()>>,
     running: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -100,6 +106,8 @@ impl TestApp {
             .await
             .expect("build the application");
         let addr = application.local_addr();
+        let hub = application.hub();
+        let bridge = application.bridge_stats();
         let (stop, stopped) = oneshot::channel::<()>();
         let running = tokio::spawn(application.run_until_stopped(async {
             let _ = stopped.await;
@@ -110,6 +118,8 @@ impl TestApp {
             database,
             redis_prefix: None,
             client,
+            hub,
+            bridge,
             stop: Some(stop),
             running,
         }
@@ -139,6 +149,20 @@ impl TestApp {
     /// A server with the machine's Redis, under this test's own names.
     pub async fn spawn_with_redis(extra: &[&str]) -> TestApp {
         Self::spawn_with_redis_at(REDIS_URL, extra).await
+    }
+
+    /// The settings that point another instance at this test's Redis names (same list, same
+    /// channel), for a second instance sharing them.
+    pub fn redis_args(&self) -> Vec<String> {
+        let prefix = self.redis_prefix.as_deref().expect("a Redis test app");
+        vec![
+            "--redis-url".into(),
+            REDIS_URL.into(),
+            "--redis-recent-key".into(),
+            format!("{prefix}:events:recent"),
+            "--redis-channel".into(),
+            format!("{prefix}:events:new"),
+        ]
     }
 
     /// This test's recent-list key.
@@ -275,7 +299,13 @@ pub struct ExtraInstance {
 
 impl ExtraInstance {
     pub async fn start(database_url: &str) -> ExtraInstance {
-        let application = Application::build(test_config(database_url, &[]))
+        Self::start_with(database_url, &[]).await
+    }
+
+    /// Another instance with extra settings (e.g. [`TestApp::redis_args`] to share its Redis).
+    pub async fn start_with(database_url: &str, extra: &[String]) -> ExtraInstance {
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let application = Application::build(test_config(database_url, &extra))
             .await
             .expect("build the second instance");
         let addr = application.local_addr();

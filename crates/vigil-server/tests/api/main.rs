@@ -11,3 +11,4 @@ mod ingest_faults;
 mod lifecycle;
 mod list;
 mod request_id;
+mod ws;

@@ -1,0 +1,426 @@
+//! One WebSocket client's task: a reader and a writer over the upgraded connection.
+//!
+//! fastwebsockets' `read_frame` is not cancel-safe, so the reader is never raced against
+//! anything per frame: it runs on its own, forwarding what the writer must send (pongs, the
+//! close reply, a protocol-error close) over a small control queue, and it never ends the
+//! connection itself. The writer owns every decision to end it. It drains the client's frame
+//! queue, writing up to [`MAX_FRAMES_PER_WRITE`] queued frames with one vectored write and one
+//! flush; the frames are the hub's shared bytes, written as they are. It also pings every
+//! interval and closes a client silent for [`IDLE_INTERVALS`] intervals.
+//!
+//! Endings, and the close code the client sees:
+//! - client Close → echoed (its status code), then the connection closes;
+//! - slow consumer (the hub dropped the client) → 1008 "slow consumer";
+//! - server shutdown → queued frames are flushed, then 1001 "server shutting down";
+//! - silent for three ping intervals → 1001 "idle timeout";
+//! - a client frame over [`MAX_CLIENT_MESSAGE_BYTES`] → 1009; invalid UTF-8 → 1007; any other
+//!   protocol error → 1002.
+//!
+//! Text and binary frames from clients are read and ignored: the stream is one-way, and
+//! ignoring keeps clients that send keep-alive messages of their own working.
+//!
+//! A write that cannot finish (the client stopped reading) is bounded: by the idle limit
+//! normally, and by [`CLOSE_GRACE`] once the client is being closed.
+
+use std::convert::Infallible;
+use std::io::IoSlice;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use fastwebsockets::upgrade::UpgradeFut;
+use fastwebsockets::{Frame, OpCode, Role, WebSocketError, WebSocketRead};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::event::put_length;
+use super::hub::Registration;
+
+/// Largest frame a client may send; larger closes the connection with 1009.
+pub const MAX_CLIENT_MESSAGE_BYTES: usize = 64 * 1024;
+/// Most queued frames written by one vectored write.
+pub const MAX_FRAMES_PER_WRITE: usize = 64;
+/// A client silent (no frame, no pong) for this many ping intervals is closed.
+pub const IDLE_INTERVALS: u32 = 3;
+/// Once a client is being closed, how long its write in progress and its Close frame may take.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How long a server-initiated close waits for the client's Close reply.
+const CLOSE_REPLY_WAIT: Duration = Duration::from_secs(2);
+/// Pending control frames from the reader; pongs past it are skipped.
+const CONTROL_QUEUE: usize = 8;
+
+/// A server ping with an empty payload.
+const PING_FRAME: [u8; 2] = [0x89, 0x00];
+const OPCODE_CLOSE: u8 = 0x8;
+const OPCODE_PONG: u8 = 0xA;
+
+/// What the reader asks the writer to do.
+enum Control {
+    /// Answer a client ping.
+    Pong(Bytes),
+    /// The client sent Close with this status code (none if it gave none): reply and end.
+    ClientClosed(Option<u16>),
+    /// The client broke the protocol: close with this code and reason.
+    Refuse(u16, &'static str),
+    /// The connection is gone (EOF or an I/O error).
+    Gone,
+}
+
+/// Why the writer stopped.
+enum Ending {
+    ClientClosed(Option<u16>),
+    Refused(u16, &'static str),
+    SlowConsumer,
+    Shutdown,
+    Idle,
+    /// The connection failed, or a write could not finish in time.
+    Broken,
+}
+
+/// Serves one client from the completed upgrade until the connection ends.
+pub(crate) async fn serve(
+    upgrade: UpgradeFut,
+    mut registration: Registration,
+    ping_interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let socket = match upgrade.await {
+        Ok(socket) => socket,
+        Err(error) => {
+            tracing::debug!(%error, "websocket upgrade did not complete");
+            return;
+        }
+    };
+    let (read, write) = tokio::io::split(socket.into_inner());
+    let (mut reader, _) =
+        fastwebsockets::after_handshake_split(read, tokio::io::sink(), Role::Server);
+    reader.set_max_message_size(MAX_CLIENT_MESSAGE_BYTES);
+    reader.set_auto_pong(true);
+    reader.set_auto_close(true);
+
+    let (control, control_queue) = mpsc::channel(CONTROL_QUEUE);
+    let started = Instant::now();
+    let last_heard_ms = AtomicU64::new(0);
+    let reading = async {
+        read_frames(&mut reader, &control, &last_heard_ms, started).await;
+        // The writer decides when the connection ends.
+        std::future::pending::<()>().await;
+    };
+    let mut writer = Writer {
+        sink: write,
+        control: control_queue,
+        kick: registration.kick.clone(),
+        shutdown,
+        ping_interval,
+        last_heard_ms: &last_heard_ms,
+        started,
+    };
+    let client = registration.id();
+    let writing = writer.run(&mut registration.frames);
+    tokio::select! {
+        () = reading => {}
+        () = writing => {}
+    }
+    tracing::debug!(client, "websocket client gone");
+}
+
+/// Reads client frames until Close, an error or EOF, forwarding what must be answered.
+async fn read_frames<R: AsyncRead + Unpin>(
+    reader: &mut WebSocketRead<R>,
+    control: &mpsc::Sender<Control>,
+    last_heard_ms: &AtomicU64,
+    started: Instant,
+) {
+    let heard = || last_heard_ms.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    // What fastwebsockets obliges us to send: a pong for a ping, the reply to a Close.
+    let mut obligation = |frame: Frame<'_>| {
+        heard();
+        let message = match frame.opcode {
+            OpCode::Ping => Some(Control::Pong(Bytes::copy_from_slice(&frame.payload))),
+            OpCode::Close => Some(Control::ClientClosed(close_code(&frame.payload))),
+            _ => None,
+        };
+        let control = control.clone();
+        async move {
+            match message {
+                // Under a ping flood, answering the latest pings is enough.
+                Some(pong @ Control::Pong(_)) => {
+                    let _ = control.try_send(pong);
+                }
+                Some(message) => {
+                    let _ = control.send(message).await;
+                }
+                None => {}
+            }
+            Ok::<(), Infallible>(())
+        }
+    };
+    loop {
+        let ending = match reader.read_frame(&mut obligation).await {
+            Ok(frame) => {
+                heard();
+                match frame.opcode {
+                    // Its reply is already queued.
+                    OpCode::Close => return,
+                    // Data, continuations and pongs: heard, nothing to do.
+                    _ => continue,
+                }
+            }
+            Err(WebSocketError::FrameTooLarge) => Control::Refuse(1009, "message too big"),
+            Err(WebSocketError::InvalidUTF8) => Control::Refuse(1007, "invalid utf-8"),
+            Err(WebSocketError::UnexpectedEOF | WebSocketError::IoError(_)) => Control::Gone,
+            Err(error) => {
+                tracing::debug!(%error, "websocket protocol error");
+                Control::Refuse(1002, "protocol error")
+            }
+        };
+        let _ = control.send(ending).await;
+        return;
+    }
+}
+
+fn close_code(payload: &[u8]) -> Option<u16> {
+    payload
+        .get(..2)
+        .map(|code| u16::from_be_bytes([code[0], code[1]]))
+}
+
+/// The writing side of one client.
+struct Writer<'a, W> {
+    sink: W,
+    control: mpsc::Receiver<Control>,
+    kick: CancellationToken,
+    shutdown: CancellationToken,
+    ping_interval: Duration,
+    last_heard_ms: &'a AtomicU64,
+    started: Instant,
+}
+
+impl<W: AsyncWrite + Unpin> Writer<'_, W> {
+    async fn run(&mut self, frames: &mut mpsc::Receiver<Bytes>) {
+        let idle_limit = self.ping_interval * IDLE_INTERVALS;
+        let mut batch: Vec<Bytes> = Vec::with_capacity(MAX_FRAMES_PER_WRITE);
+        let mut ping =
+            tokio::time::interval_at(Instant::now() + self.ping_interval, self.ping_interval);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let ending = loop {
+            tokio::select! {
+                biased;
+                () = self.kick.cancelled() => break Ending::SlowConsumer,
+                () = self.shutdown.cancelled() => {
+                    // Deliver what was already queued, then say goodbye.
+                    break match self.flush_queued(frames, &mut batch).await {
+                        Ok(()) => Ending::Shutdown,
+                        Err(()) => Ending::Broken,
+                    };
+                }
+                control = self.control.recv() => match control {
+                    Some(Control::Pong(payload)) => {
+                        let frame = control_frame(OPCODE_PONG, &payload);
+                        if self.write_bounded(&[frame], idle_limit).await.is_err() {
+                            break Ending::Broken;
+                        }
+                    }
+                    Some(Control::ClientClosed(code)) => break Ending::ClientClosed(code),
+                    Some(Control::Refuse(code, reason)) => break Ending::Refused(code, reason),
+                    Some(Control::Gone) | None => break Ending::Broken,
+                },
+                received = frames.recv_many(&mut batch, MAX_FRAMES_PER_WRITE) => {
+                    if received == 0 {
+                        // The hub let go of this client: it was dropped as too slow.
+                        break Ending::SlowConsumer;
+                    }
+                    let written = self.write_bounded(&batch, idle_limit).await;
+                    batch.clear();
+                    if written.is_err() {
+                        break Ending::Broken;
+                    }
+                }
+                _ = ping.tick() => {
+                    let heard = Duration::from_millis(self.last_heard_ms.load(Ordering::Relaxed));
+                    if self.started.elapsed().saturating_sub(heard) >= idle_limit {
+                        break Ending::Idle;
+                    }
+                    let frame = Bytes::from_static(&PING_FRAME);
+                    if self.write_bounded(&[frame], idle_limit).await.is_err() {
+                        break Ending::Broken;
+                    }
+                }
+            }
+        };
+        self.finish(ending).await;
+    }
+
+    /// Writes every frame still queued (bounded by [`CLOSE_GRACE`] per write).
+    async fn flush_queued(
+        &mut self,
+        frames: &mut mpsc::Receiver<Bytes>,
+        batch: &mut Vec<Bytes>,
+    ) -> Result<(), ()> {
+        loop {
+            while batch.len() < MAX_FRAMES_PER_WRITE {
+                match frames.try_recv() {
+                    Ok(frame) => batch.push(frame),
+                    Err(_) => break,
+                }
+            }
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let written = self.write_bounded(batch, CLOSE_GRACE).await;
+            batch.clear();
+            written?;
+        }
+    }
+
+    /// Sends the close frame the ending calls for, waits for the client's reply when the
+    /// server started the close, and shuts the connection.
+    async fn finish(&mut self, ending: Ending) {
+        let (close, wait_for_reply) = match ending {
+            Ending::ClientClosed(code) => (Some(close_frame(code, "")), false),
+            Ending::Refused(code, reason) => (Some(close_frame(Some(code), reason)), true),
+            Ending::SlowConsumer => (Some(close_frame(Some(1008), "slow consumer")), true),
+            Ending::Shutdown => (Some(close_frame(Some(1001), "server shutting down")), true),
+            Ending::Idle => (Some(close_frame(Some(1001), "idle timeout")), true),
+            Ending::Broken => (None, false),
+        };
+        if let Some(close) = close {
+            let sent = tokio::time::timeout(CLOSE_GRACE, write_frames(&mut self.sink, &[close]))
+                .await
+                .is_ok_and(|written| written.is_ok());
+            if sent && wait_for_reply {
+                let _ = tokio::time::timeout(CLOSE_REPLY_WAIT, async {
+                    while let Some(control) = self.control.recv().await {
+                        if matches!(control, Control::ClientClosed(_) | Control::Gone) {
+                            return;
+                        }
+                    }
+                })
+                .await;
+            }
+        }
+        let _ = tokio::time::timeout(CLOSE_GRACE, self.sink.shutdown()).await;
+    }
+
+    /// Writes `frames` within `limit`; once the client is being closed (slow consumer or
+    /// shutdown), within [`CLOSE_GRACE`] from then. A write is never abandoned half-way and
+    /// then followed by another frame: an `Err` ends the connection.
+    async fn write_bounded(&mut self, frames: &[Bytes], limit: Duration) -> Result<(), ()> {
+        let mut deadline = Instant::now() + limit;
+        let (kick, shutdown) = (&self.kick, &self.shutdown);
+        let closing = async {
+            tokio::select! {
+                () = kick.cancelled() => {}
+                () = shutdown.cancelled() => {}
+            }
+        };
+        let write = write_frames(&mut self.sink, frames);
+        tokio::pin!(closing, write);
+        let mut grace_started = false;
+        loop {
+            tokio::select! {
+                written = &mut write => return written.map_err(|_| ()),
+                () = &mut closing, if !grace_started => {
+                    grace_started = true;
+                    deadline = deadline.min(Instant::now() + CLOSE_GRACE);
+                }
+                () = tokio::time::sleep_until(deadline) => return Err(()),
+            }
+        }
+    }
+}
+
+/// Writes whole frames with vectored writes, then flushes.
+async fn write_frames<W: AsyncWrite + Unpin>(
+    sink: &mut W,
+    frames: &[Bytes],
+) -> std::io::Result<()> {
+    let mut index = 0;
+    let mut offset = 0;
+    while index < frames.len() {
+        let mut slices = [IoSlice::new(&[]); MAX_FRAMES_PER_WRITE];
+        let mut count = 0;
+        for (position, frame) in frames[index..]
+            .iter()
+            .take(MAX_FRAMES_PER_WRITE)
+            .enumerate()
+        {
+            let start = if position == 0 { offset } else { 0 };
+            slices[count] = IoSlice::new(&frame[start..]);
+            count += 1;
+        }
+        let mut written = sink.write_vectored(&slices[..count]).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 {
+            let left = frames[index].len() - offset;
+            if written >= left {
+                written -= left;
+                index += 1;
+                offset = 0;
+            } else {
+                offset += written;
+                written = 0;
+            }
+        }
+    }
+    sink.flush().await
+}
+
+/// An unmasked control frame (payload at most 125 bytes).
+fn control_frame(opcode: u8, payload: &[u8]) -> Bytes {
+    let payload = &payload[..payload.len().min(125)];
+    let mut frame = BytesMut::with_capacity(2 + payload.len());
+    frame.put_u8(0x80 | opcode);
+    put_length(&mut frame, payload.len());
+    frame.put_slice(payload);
+    frame.freeze()
+}
+
+/// A Close frame with `code` and `reason` (no code: an empty Close).
+fn close_frame(code: Option<u16>, reason: &str) -> Bytes {
+    let mut payload = Vec::with_capacity(2 + reason.len());
+    if let Some(code) = code {
+        payload.extend_from_slice(&code.to_be_bytes());
+        payload.extend_from_slice(reason.as_bytes());
+    }
+    control_frame(OPCODE_CLOSE, &payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_frames_carry_code_and_reason() {
+        let frame = close_frame(Some(1008), "slow consumer");
+        assert_eq!(frame[0], 0x88);
+        assert_eq!(frame[1] as usize, 2 + "slow consumer".len());
+        assert_eq!(&frame[2..4], &1008u16.to_be_bytes());
+        assert_eq!(&frame[4..], b"slow consumer");
+        assert_eq!(&close_frame(None, "")[..], &[0x88, 0]);
+    }
+
+    #[tokio::test]
+    async fn frames_are_written_whole_and_in_order_across_partial_writes() {
+        let frames: Vec<Bytes> = (0..200u8)
+            .map(|n| Bytes::from(vec![n; 1 + usize::from(n) * 7]))
+            .collect();
+        // A pipe far smaller than the frames forces partial writes.
+        let (mut near, mut far) = tokio::io::duplex(97);
+        let expected: Vec<u8> = frames.iter().flat_map(|f| f.to_vec()).collect();
+        let reader = tokio::spawn(async move {
+            let mut received = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut far, &mut received)
+                .await
+                .unwrap();
+            received
+        });
+        write_frames(&mut near, &frames).await.unwrap();
+        drop(near);
+        assert_eq!(reader.await.unwrap(), expected);
+    }
+}
