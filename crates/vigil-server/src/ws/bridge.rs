@@ -191,14 +191,20 @@ async fn pump(pubsub: redis::aio::PubSub, hub: &Hub, stats: &BridgeStats) -> Str
                     return "the connection closed".to_owned();
                 };
                 let mut received = 1;
-                events.extend(hub.read_event(message.get_payload_bytes()));
+                // With no client connected, nothing is parsed or framed.
+                let listening = hub.client_count() > 0;
+                if listening {
+                    events.extend(hub.read_event(message.get_payload_bytes()));
+                }
                 // Whatever else has already arrived goes out under the same read lock.
                 while received < MAX_MESSAGES_PER_FAN_OUT {
                     let Some(Some(message)) = stream.next().now_or_never() else {
                         break;
                     };
                     received += 1;
-                    events.extend(hub.read_event(message.get_payload_bytes()));
+                    if listening {
+                        events.extend(hub.read_event(message.get_payload_bytes()));
+                    }
                 }
                 stats.messages.fetch_add(received as u64, Ordering::Relaxed);
                 hub.broadcast(&events);

@@ -366,6 +366,10 @@ impl LocalFeed {
         let task = tokio::spawn(async move {
             let mut events = Vec::new();
             while let Some(batch) = receiver.recv().await {
+                // With no client connected, nothing is parsed or framed.
+                if task_hub.client_count() == 0 {
+                    continue;
+                }
                 events.extend(
                     batch
                         .events
