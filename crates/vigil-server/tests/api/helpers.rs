@@ -39,6 +39,15 @@ impl TestResponse {
         self.headers.get(name).and_then(|value| value.to_str().ok())
     }
 
+    /// The `ids` of a bulk 201.
+    pub fn ids(&self) -> Vec<u64> {
+        let json = self.json();
+        let ids = json["ids"].as_array().expect("a bulk answer has ids");
+        ids.iter()
+            .map(|id| id.as_u64().expect("a numeric id"))
+            .collect()
+    }
+
     pub fn request_id(&self) -> &str {
         self.header("x-request-id")
             .expect("every response carries X-Request-Id")
@@ -263,6 +272,12 @@ impl TestApp {
 
 /// The machine's Redis.
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// A JSON array of valid events, one per source.
+pub fn bulk_json(sources: &[String]) -> String {
+    let events: Vec<String> = sources.iter().map(|source| event_json(source)).collect();
+    format!("[{}]", events.join(","))
+}
 
 /// A valid single-event body with a recognisable source.
 pub fn event_json(source: &str) -> String {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use http::Method;
 
-use crate::helpers::{ExtraInstance, TestApp, all_rows, event_json};
+use crate::helpers::{ExtraInstance, TestApp, all_rows, bulk_json, event_json};
 
 #[tokio::test]
 async fn a_single_event_is_stored_and_acknowledged_with_its_id() {
@@ -117,22 +117,10 @@ async fn many_concurrent_posters_get_exactly_their_rows() {
                 if n % 5 == 0 {
                     let sources: Vec<String> =
                         (0..4).map(|k| format!("p{poster}-{n}-{k}")).collect();
-                    let body = format!(
-                        "[{}]",
-                        sources
-                            .iter()
-                            .map(|s| event_json(s))
-                            .collect::<Vec<_>>()
-                            .join(",")
-                    );
+                    let body = bulk_json(&sources);
                     let response = app.post_json(body).await;
                     assert_eq!(response.status, 201);
-                    let ids = response.json()["ids"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|v| v.as_u64().unwrap())
-                        .collect::<Vec<_>>();
+                    let ids = response.ids();
                     acked.extend(ids.into_iter().zip(sources));
                 } else {
                     let source = format!("p{poster}-{n}");
@@ -164,26 +152,14 @@ async fn two_instances_on_one_database_acknowledge_exactly_their_rows() {
                 let sources: Vec<String> = (0..(1 + n % 3))
                     .map(|k| format!("i{poster}-{n}-{k}"))
                     .collect();
-                let body = format!(
-                    "[{}]",
-                    sources
-                        .iter()
-                        .map(|s| event_json(s))
-                        .collect::<Vec<_>>()
-                        .join(",")
-                );
+                let body = bulk_json(&sources);
                 let request = http::Request::post(format!("http://{target}/api/events"))
                     .header("content-type", "application/json")
                     .body(http_body_util::Full::new(bytes::Bytes::from(body)))
                     .unwrap();
                 let response = app.request(request).await;
                 assert_eq!(response.status, 201);
-                let ids = response.json()["ids"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_u64().unwrap())
-                    .collect::<Vec<_>>();
+                let ids = response.ids();
                 acked.extend(ids.into_iter().zip(sources));
             }
             acked
