@@ -1,60 +1,239 @@
 #!/usr/bin/env bash
-# Speed on this machine, the figures README.md states. Builds Vigil in release mode, starts
-# it in full mode (MariaDB database vigil_bench + Redis under vigil:bench:* names) and
-# measures with wrk:
-#   1. single-event posts with durable ack: wrk -t2 -c64 -d15s, one ~120-byte event each;
-#   2. bulk posts of 1,000 events (wrk -t1 -c4), against the baseline of raw multi-row
-#      INSERTs of 1,000-row batches into the same table from one connection;
-#   3. cached reads: GET /api/events?page=1&size=20, wrk -t2 -c64;
-#   4. a filtered read (type=GAS&level=WARN, size 20) from the database, wrk -t2 -c64.
-# Server, MariaDB, Redis and load generator share the machine, as in the issues' targets.
-# Needs wrk (apt-get install wrk), MariaDB on 127.0.0.1:3306 and Redis on 127.0.0.1:6379.
+# Vigil's speed on this machine, written to BENCHMARKS.md (the README quotes its headlines).
+#
+# Starts MariaDB and Redis if they are down, builds Vigil and the load tools in release mode,
+# and measures, server and load generators sharing the machine:
+#   full mode (MariaDB database vigil_bench + Redis under vigil:bench:*), port 3900:
+#     1. single-event ingest at saturation: wrk -t2 -c64, one event (~120 bytes) per POST;
+#     2. bulk ingest: wrk -t1 -c4, 1,000 events per POST, and its baseline: raw multi-row
+#        INSERTs of 1,000 rows into the same table from one connection (`raw_insert`);
+#     3. cached read GET /api/events?page=1&size=20 and filtered read type=GAS&level=WARN
+#        (from the database), wrk -t2 -c64;
+#     4. latency against offered rate: single-event ingest open loop at 10 %…100 % of the
+#        peak from 1 (`fanout --clients 0`: each POST is due at a fixed time and sent from its
+#        own task; latency is due time → 201, so waiting for a connection counts), drawn as
+#        an SVG by `plot-latency`;
+#     5. the goose site mix (`vigil-load`, 32 users), with goose's HTML report;
+#   embedded mode (SQLite in a temporary directory, no services), port 3960:
+#     6. single-event and bulk ingest, as 1 and 2;
+#   WebSocket fan-out (scripts/bench-fanout.sh, its own server on port 3950):
+#     7. 1,000 clients × 500 and × 1,000 events/s, and RSS per idle connection at 10,000.
+#
+# Settings (environment), defaults are the reference run's:
+#   DURATION (15s)          each wrk and goose run
+#   STEP_DURATION (10s)     each open-loop rate step
+#   STEPS ("10 20 30 40 50 60 70 80 90 100")   rate steps, % of the measured peak
+#   FANOUT_DURATION (10s)   each fan-out run
+#   IDLE_CONNECTIONS (10000)
+#   BENCH_OUT (BENCHMARKS.md), BENCH_DIR (target/bench: raw outputs, goose reports)
+#   SKIP_BUILD=1            use the release binaries already in $CARGO_TARGET_DIR/release
+# Needs wrk (installed with apt if missing). Takes about 6 minutes with the defaults, plus
+# the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/services.sh
 
-DB=${VIGIL_BENCH_DB:-vigil_bench}
-ADDR=127.0.0.1:${VIGIL_BENCH_PORT:-3900}
 DURATION=${DURATION:-15s}
+STEP_DURATION=${STEP_DURATION:-10s}
+STEPS=${STEPS:-"10 20 30 40 50 60 70 80 90 100"}
+FANOUT_DURATION=${FANOUT_DURATION:-10s}
+IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
+OUT=${BENCH_OUT:-BENCHMARKS.md}
+WORK=${BENCH_DIR:-target/bench}
+SVG=docs/bench/latency-vs-rate.svg
+BIN=${CARGO_TARGET_DIR:-target}/release
+DB=vigil_bench
 URL="mysql://root@127.0.0.1:3306/$DB"
+FULL=127.0.0.1:3900
+EMBEDDED=127.0.0.1:3960
+mkdir -p "$WORK" "$(dirname "$SVG")"
 
-command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
-cargo build --release -p vigil-server -p vigil-benches --bin vigil --bin raw_insert --bin sample_bulk
+log "services and build"
+ensure_mariadb
+ensure_redis
+command -v wrk >/dev/null 2>&1 || apt_install wrk
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+[ "${SKIP_BUILD:-0}" = 1 ] || cargo build --release --locked -p vigil-server -p vigil-loadtest -p vigil-benches \
+  --bin vigil --bin fanout --bin vigil-load --bin plot-latency --bin sample_bulk --bin raw_insert
+
+PID=
+DATA_DIR=
+start() { # ADDR, then env assignments for the server
+  local addr=$1
+  shift
+  env "$@" VIGIL_ADDR="$addr" RUST_LOG=warn "$BIN/vigil" 2>>"$WORK/vigil.log" &
+  PID=$!
+  wait_healthy "$addr"
+}
+stop() {
+  if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; PID=; fi
+}
+cleanup() {
+  stop
+  [ -z "$DATA_DIR" ] || rm -rf "$DATA_DIR"
+  redis-cli -h 127.0.0.1 DEL vigil:bench:recent vigil:bench:recent:gap >/dev/null 2>&1 || true
+  mariadb -uroot -h127.0.0.1 -e "DROP DATABASE IF EXISTS $DB" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+# wrk with --latency → "req/s p50_ms p99_ms non2xx" (wrk prints latencies in us, ms or s).
+wrk_run() { # NAME, then wrk arguments
+  local name=$1
+  shift
+  wrk --latency "$@" > "$WORK/$name.txt"
+  python3 - "$WORK/$name.txt" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+def ms(value):
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value).groups()
+    return float(number) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit]
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+p50 = ms(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1))
+p99 = ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
+bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+failed = (int(bad.group(1)) if bad else 0) + (sum(map(int, errors.groups())) if errors else 0)
+print(f"{rps:.0f} {p50:.2f} {p99:.2f} {failed}")
+PY
+}
+json() { python3 -c "import json,sys; r=json.loads(sys.argv[1]); print(eval(sys.argv[2], {}, r))" "$1" "$2"; }
+
+"$BIN/sample_bulk" 1000 > "$WORK/bulk-1000.json"
+export BULK_FILE=$WORK/bulk-1000.json
+
+log "full mode: MariaDB + Redis"
 mariadb -uroot -h127.0.0.1 -e "DROP DATABASE IF EXISTS $DB; CREATE DATABASE $DB"
-
 redis-cli -h 127.0.0.1 DEL vigil:bench:recent vigil:bench:recent:gap >/dev/null
-DATABASE_URL=$URL REDIS_URL=redis://127.0.0.1:6379 VIGIL_REDIS_RECENT_KEY=vigil:bench:recent \
-  VIGIL_REDIS_CHANNEL=vigil:bench:new VIGIL_ADDR=$ADDR RUST_LOG=${RUST_LOG:-info} \
-  target/release/vigil 2>/tmp/vigil-bench.log &
-VIGIL_PID=$!
-trap 'kill $VIGIL_PID 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do curl -sf "http://$ADDR/api/health" >/dev/null && break; sleep 0.1; done
-
-# The filtered read on a small table (10,000 events), to compare with the same read on the
-# large table at the end.
-target/release/sample_bulk 1000 > /tmp/vigil-bulk-1000.json
+start "$FULL" DATABASE_URL="$URL" REDIS_URL=redis://127.0.0.1:6379 \
+  VIGIL_REDIS_RECENT_KEY=vigil:bench:recent VIGIL_REDIS_CHANNEL=vigil:bench:new
+# 10,000 events first, so that reads have pages to read.
 for _ in $(seq 1 10); do
-  curl -sf -o /dev/null -H 'content-type: application/json' --data-binary @/tmp/vigil-bulk-1000.json "http://$ADDR/api/events"
+  curl -sf -o /dev/null -H 'content-type: application/json' --data-binary @"$BULK_FILE" "http://$FULL/api/events"
 done
-echo "== filtered read on $(mariadb -uroot -h127.0.0.1 -N -e "SELECT COUNT(*) FROM $DB.events") events: GET /api/events?type=GAS&level=WARN&size=20"
-wrk -t2 -c64 -d"$DURATION" --latency "http://$ADDR/api/events?type=GAS&level=WARN&size=20"
 
-echo "== single-event posts: wrk -t2 -c64 -d$DURATION"
-wrk -t2 -c64 -d"$DURATION" --latency -s scripts/wrk/post_event.lua "http://$ADDR"
+read -r SINGLE_RPS SINGLE_P50 SINGLE_P99 SINGLE_ERR < <(wrk_run single -t2 -c64 -d"$DURATION" -s scripts/wrk/post_event.lua "http://$FULL")
+echo "single-event ingest: $SINGLE_RPS req/s, p50 $SINGLE_P50 ms, p99 $SINGLE_P99 ms, $SINGLE_ERR errors"
+read -r BULK_RPS BULK_P50 BULK_P99 BULK_ERR < <(wrk_run bulk -t1 -c4 -d"$DURATION" -s scripts/wrk/post_bulk.lua "http://$FULL")
+BULK_EPS=$(python3 -c "print(round($BULK_RPS * 1000))")
+echo "bulk ingest: $BULK_EPS events/s ($BULK_RPS req/s of 1,000), p99 $BULK_P99 ms, $BULK_ERR errors"
+RAW=$("$BIN/raw_insert" "$URL" 1000 "${DURATION%s}" | tee "$WORK/raw-insert.txt" | grep -o '[0-9]* rows/s$' | cut -d' ' -f1)
+echo "baseline, raw multi-row INSERTs of 1,000 rows from one connection: $RAW rows/s"
+CACHE=$(curl -sI "http://$FULL/api/events?page=1&size=20" | tr -d '\r' | awk -F': ' 'tolower($1)=="x-cache" {print $2}')
+read -r CACHED_RPS CACHED_P50 CACHED_P99 CACHED_ERR < <(wrk_run cached -t2 -c64 -d"$DURATION" "http://$FULL/api/events?page=1&size=20")
+echo "cached read (X-Cache: $CACHE): $CACHED_RPS req/s, p99 $CACHED_P99 ms"
+ROWS=$(mariadb -uroot -h127.0.0.1 -N -e "SELECT COUNT(*) FROM $DB.events")
+read -r FILTER_RPS FILTER_P50 FILTER_P99 FILTER_ERR < <(wrk_run filtered -t2 -c64 -d"$DURATION" "http://$FULL/api/events?type=GAS&level=WARN&size=20")
+echo "filtered read at $ROWS events: $FILTER_RPS req/s, p99 $FILTER_P99 ms"
 
-echo "== bulk posts of 1,000 events: wrk -t1 -c4 -d$DURATION"
-BULK_FILE=/tmp/vigil-bulk-1000.json wrk -t1 -c4 -d"$DURATION" --latency -s scripts/wrk/post_bulk.lua "http://$ADDR" \
-  | tee /tmp/vigil-bench-bulk.txt
-rps=$(awk '/Requests\/sec/ {print $2}' /tmp/vigil-bench-bulk.txt)
-echo "Vigil bulk: $(python3 -c "print(round(float('$rps') * 1000))") events/s"
+log "latency against offered rate (open loop, peak $SINGLE_RPS req/s)"
+CSV=$WORK/latency-vs-rate.csv
+echo "offered_rps,achieved_rps,p50_ms,p99_ms,errors,late_sends,max_lateness_ms" > "$CSV"
+: > "$WORK/latency-vs-rate.jsonl"
+for step in $STEPS; do
+  rate=$(( SINGLE_RPS * step / 100 ))
+  [ "$rate" -ge 1 ] || continue
+  run=$("$BIN/fanout" --host "http://$FULL" --clients 0 --rate "$rate" --duration "$STEP_DURATION" --drain 2s --json)
+  echo "$run" >> "$WORK/latency-vs-rate.jsonl"
+  # achieved: acknowledged over the scheduled time; late sends say how far the generator, on
+  # the same two cores, fell behind its own schedule (then the offered rate was not offered).
+  line=$(json "$run" '"%d,%.1f,%.3f,%.3f,%d,%d,%.1f" % (rate, events_acked / duration_s, ack_latency_ms["p50"], ack_latency_ms["p99"], events_failed, late_sends, max_send_lateness_ms)')
+  echo "$line" >> "$CSV"
+  echo "$step % = $line"
+done
+"$BIN/plot-latency" "$CSV" "$SVG" "single-event ingest, full mode: latency vs offered rate"
 
-echo "== baseline: raw multi-row INSERT, 1,000-row batches, one connection"
-target/release/raw_insert "$URL" 1000 "${DURATION%s}"
+log "goose site mix"
+"$BIN/vigil-load" --host "http://$FULL" --users 32 --increase-time 2s --run-time "$DURATION" -q \
+  --report-file "$WORK/goose-site.html" --report-file "$WORK/goose-site.json" > "$WORK/goose-site.txt"
+read -r SITE_RPS SITE_FAIL SITE_REQS < <(python3 -c "
+import json
+r = json.load(open('$WORK/goose-site.json'))
+agg = [m for m in r['raw_request_metrics'] if m['name'] == 'Aggregated'][0]
+print(round(agg['requests_per_second']), agg['number_of_failures'], agg['number_of_requests'])")
+echo "goose site mix: $SITE_RPS req/s, $SITE_FAIL failures of $SITE_REQS"
+stop
 
-echo "== cached read: GET /api/events?page=1&size=20 (X-Cache: $(curl -sI "http://$ADDR/api/events?page=1&size=20" | tr -d '\r' | awk -F': ' 'tolower($1)=="x-cache" {print $2}'))"
-wrk -t2 -c64 -d"$DURATION" --latency "http://$ADDR/api/events?page=1&size=20"
+log "embedded mode: SQLite, no services"
+DATA_DIR=$(mktemp -d)
+start "$EMBEDDED" VIGIL_DATA_DIR="$DATA_DIR"
+read -r EMB_RPS EMB_P50 EMB_P99 EMB_ERR < <(wrk_run embedded-single -t2 -c64 -d"$DURATION" -s scripts/wrk/post_event.lua "http://$EMBEDDED")
+echo "embedded single-event ingest: $EMB_RPS req/s, p50 $EMB_P50 ms, p99 $EMB_P99 ms"
+read -r EMB_BULK_RPS EMB_BULK_P50 EMB_BULK_P99 EMB_BULK_ERR < <(wrk_run embedded-bulk -t1 -c4 -d"$DURATION" -s scripts/wrk/post_bulk.lua "http://$EMBEDDED")
+EMB_BULK_EPS=$(python3 -c "print(round($EMB_BULK_RPS * 1000))")
+echo "embedded bulk ingest: $EMB_BULK_EPS events/s"
+stop
 
-echo "== filtered read on $(mariadb -uroot -h127.0.0.1 -N -e "SELECT COUNT(*) FROM $DB.events") events: GET /api/events?type=GAS&level=WARN&size=20"
-wrk -t2 -c64 -d"$DURATION" --latency "http://$ADDR/api/events?type=GAS&level=WARN&size=20"
+log "WebSocket fan-out (scripts/bench-fanout.sh)"
+SKIP_BUILD=1 RATES=1000 DURATION="$FANOUT_DURATION" IDLE_CONNECTIONS="$IDLE_CONNECTIONS" \
+  FANOUT_OUT="$WORK/fanout.jsonl" bash scripts/bench-fanout.sh
+mapfile -t FANOUT < "$WORK/fanout.jsonl"
+fan() { json "${FANOUT[$1]}" '"%d of %d delivered, %d duplicates; p50 %.1f ms, p99 %.1f ms, p99.9 %.1f ms; %d deliveries/s" % (delivered, expected_deliveries, duplicates, latency_ms["p50"], latency_ms["p99"], latency_ms["p99_9"], deliveries_per_s)'; }
+FAN_500=$(fan 0)
+FAN_1000=$(fan 1)
+FAN_500_P99=$(json "${FANOUT[0]}" '"%.1f" % latency_ms["p99"]')
+FAN_1000_P99=$(json "${FANOUT[1]}" '"%.1f" % latency_ms["p99"]')
+IDLE=$(json "${FANOUT[2]}" '"%.1f KiB per connection (%d connections, RSS %.0f → %.0f MiB)" % (kib_per_connection, connected, server_rss_kib_before / 1024, server_rss_kib_after / 1024)')
+IDLE_KIB=$(json "${FANOUT[2]}" '"%.1f" % kib_per_connection')
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
-echo "== table: $(mariadb -uroot -h127.0.0.1 -N -e "SELECT COUNT(*) FROM $DB.events") rows"
-grep -h "ingest batches" /tmp/vigil-bench.log | tail -3 || true
+log "writing $OUT"
+CPU=$(lscpu | awk -F': +' '/^Model name/ {print $2; exit}')
+MEM=$(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)
+DISK=$(df -h --output=source,fstype . | tail -1 | awk '{print $2}')
+cat > "$OUT" <<EOF
+# Vigil benchmarks
+
+Written by \`bash scripts/bench.sh\` on $(date -u +%Y-%m-%d) at $(date -u +%H:%M) UTC from commit
+\`$(git rev-parse --short HEAD)$(git diff --quiet || echo ' + local changes')\`. Rerun it to get your own machine's figures.
+
+**Machine:** $(nproc) CPUs ($CPU), $MEM RAM, $(uname -sr), working directory on $DISK.
+Server, MariaDB $(mariadb -uroot -h127.0.0.1 -N -e 'SELECT VERSION()' | cut -d- -f1), Redis $(redis-cli -h 127.0.0.1 INFO server | tr -d '\r' | awk -F: '/^redis_version/ {print $2}') and the load generators share these CPUs.
+Load average (1, 5, 15 min) before: $LOAD_BEFORE; after: $LOAD_AFTER.
+
+**Settings of this run:** DURATION=$DURATION per wrk/goose run, STEP_DURATION=$STEP_DURATION per
+open-loop step (steps: $STEPS % of the peak), FANOUT_DURATION=$FANOUT_DURATION,
+IDLE_CONNECTIONS=$IDLE_CONNECTIONS. The reference settings are the defaults (15s, 10s, 10…100, 10s, 10000).
+
+## Headlines
+
+| what | result | command (inside \`scripts/bench.sh\`) |
+| --- | --- | --- |
+| single-event ingest, durable ack, full mode | **$SINGLE_RPS req/s**, p50 $SINGLE_P50 ms, p99 $SINGLE_P99 ms ($SINGLE_ERR errors) | \`wrk -t2 -c64 -d$DURATION --latency -s scripts/wrk/post_event.lua\` |
+| bulk ingest, 1,000 events per POST, full mode | **$BULK_EPS events/s** ($BULK_RPS req/s, p99 $BULK_P99 ms, $BULK_ERR errors) | \`wrk -t1 -c4 -d$DURATION --latency -s scripts/wrk/post_bulk.lua\` |
+| baseline: raw multi-row INSERTs of 1,000 rows, one connection, same table | $RAW rows/s | \`raw_insert $URL 1000 ${DURATION%s}\` |
+| cached read \`GET /api/events?page=1&size=20\` (X-Cache: $CACHE) | **$CACHED_RPS req/s**, p50 $CACHED_P50 ms, p99 $CACHED_P99 ms | \`wrk -t2 -c64 -d$DURATION --latency\` |
+| filtered read \`type=GAS&level=WARN&size=20\` at $ROWS events | **$FILTER_RPS req/s**, p50 $FILTER_P50 ms, p99 $FILTER_P99 ms | \`wrk -t2 -c64 -d$DURATION --latency\` |
+| goose site mix (70 % single posts, 2 % bulks of 20, 20 % cached, 8 % filtered reads) | $SITE_RPS req/s, $SITE_FAIL failures of $SITE_REQS ([goose report](target/bench/goose-site.html), not committed) | \`vigil-load --users 32 --increase-time 2s --run-time $DURATION\` |
+| embedded mode (SQLite, WAL, \`synchronous=FULL\`): single-event ingest | **$EMB_RPS req/s**, p50 $EMB_P50 ms, p99 $EMB_P99 ms | \`wrk -t2 -c64 -d$DURATION --latency -s scripts/wrk/post_event.lua\` |
+| embedded mode: bulk ingest, 1,000 events per POST | **$EMB_BULK_EPS events/s** (p99 $EMB_BULK_P99 ms) | \`wrk -t1 -c4 -d$DURATION --latency -s scripts/wrk/post_bulk.lua\` |
+| WebSocket fan-out, 1,000 clients × 500 events/s × $FANOUT_DURATION | $FAN_500 | \`fanout --clients 1000 --rate 500 --duration $FANOUT_DURATION\` |
+| WebSocket fan-out, 1,000 clients × 1,000 events/s × $FANOUT_DURATION | $FAN_1000 | \`fanout --clients 1000 --rate 1000 --duration $FANOUT_DURATION\` |
+| resident memory per idle WebSocket connection | **$IDLE** | \`fanout --idle $IDLE_CONNECTIONS --settle 3s\` on a fresh server |
+
+Raw outputs: \`$WORK/\` (wrk texts, goose HTML/JSON reports, fanout JSON lines, the CSV below).
+
+## Latency against offered rate
+
+Saturation figures hide latency. Single-event ingest (full mode) was run open loop at fixed
+offered rates, $STEPS % of the peak measured above ($SINGLE_RPS req/s), $STEP_DURATION each:
+\`fanout --clients 0 --rate R --duration $STEP_DURATION\` sends POST \`i\` at \`i / R\` seconds from its own task
+(over at most 64 keep-alive connections), so a slow answer never delays the schedule, and
+latency runs from the due time to the 201, waits for a free connection included (no
+coordinated omission). goose's \`--throttle-requests\` caps a closed loop of users instead and
+its reports round to whole milliseconds, which is why it is not used here.
+
+![p50 and p99 ingest latency against offered rate]($SVG)
+
+| offered req/s | acknowledged req/s | p50 ms | p99 ms | errors | late sends (worst, ms) |
+| --- | --- | --- | --- | --- | --- |
+$(tail -n +2 "$WORK/latency-vs-rate.csv" | awk -F, '{printf "| %s | %s | %s | %s | %s | %s (%s) |\n", $1, $2, $3, $4, $5, $6, $7}')
+
+## Reproduce
+
+\`\`\`sh
+bash scripts/bench.sh                                   # everything above, ~6 min + build
+DURATION=5s STEP_DURATION=3s bash scripts/bench.sh      # a quicker, noisier pass
+cargo bench -p vigil-benches                             # the criterion micro-benchmarks
+\`\`\`
+EOF
+echo "wrote $OUT and $SVG"

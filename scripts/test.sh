@@ -2,64 +2,30 @@
 # Vigil's whole test suite, as CI runs it (`.ci/run` calls this and nothing else).
 #
 # 1. makes sure MariaDB (127.0.0.1:3306, root, empty password) and Redis (127.0.0.1:6379)
-#    are installed and running, starting them if they are down;
+#    are installed and running, starting them if they are down, and that Chromium (for the
+#    browser check of /ws) is installed;
 # 2. checks formatting and lints;
 # 3. runs every test (unit, integration against the real services) in parallel;
-# 4. runs the criterion benches in a quick mode and prints their figures.
+# 4. fuzzes the parsers for a minute (corpus + mutations, on stable: see crates/vigil-core/tests/fuzz.rs);
+# 5. runs schemathesis against a running server (scripts/schemathesis.sh, about 2.5 minutes);
+# 6. runs the criterion benches in a quick mode and prints their figures.
 #
-# Stages can be skipped for a quick local loop: SKIP_LINT=1, SKIP_BENCH=1.
+# The hostile-input corpus (crates/vigil-server/tests/api/hostile.rs) runs with the tests.
+# Stages can be skipped for a quick local loop: SKIP_LINT=1, SKIP_SOAK=1, SKIP_FUZZ=1,
+# SKIP_SCHEMATHESIS=1, SKIP_BENCH=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-log() { printf '\n==> %s\n' "$*"; }
-
-as_root() {
-  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
-}
-
-apt_install() {
-  log "installing $*"
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
-}
-
-ensure_mariadb() {
-  if mariadb-admin --host=127.0.0.1 --port=3306 --user=root ping >/dev/null 2>&1; then
-    return
-  fi
-  command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || apt_install mariadb-server mariadb-client
-  log "starting MariaDB"
-  as_root mkdir -p /run/mysqld
-  as_root chown mysql:mysql /run/mysqld
-  as_root start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql
-  for _ in $(seq 1 120); do
-    mariadb-admin --host=127.0.0.1 --port=3306 --user=root ping >/dev/null 2>&1 && return
-    sleep 0.5
-  done
-  echo "MariaDB did not come up on 127.0.0.1:3306" >&2
-  exit 1
-}
-
-ensure_redis() {
-  if redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
-    return
-  fi
-  command -v redis-server >/dev/null 2>&1 || apt_install redis-server
-  log "starting Redis"
-  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
-  for _ in $(seq 1 60); do
-    redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && return
-    sleep 0.5
-  done
-  echo "Redis did not come up on 127.0.0.1:6379" >&2
-  exit 1
-}
+# log, apt_install, ensure_mariadb, ensure_redis (shared with scripts/bench.sh).
+source scripts/services.sh
 
 log "services"
 ensure_mariadb
 ensure_redis
 # Tests that need other server settings start a private mariadbd from these tools.
 command -v mariadb-install-db >/dev/null 2>&1 || apt_install mariadb-server
+# The browser check of /ws runs Debian's headless Chromium.
+command -v chromium >/dev/null 2>&1 || apt_install chromium
 echo "MariaDB: $(mariadb --host=127.0.0.1 --user=root -N -e 'SELECT VERSION()')"
 echo "Redis:   $(redis-cli -h 127.0.0.1 -p 6379 INFO server | tr -d '\r' | grep '^redis_version:')"
 
@@ -76,6 +42,23 @@ if cargo nextest --version >/dev/null 2>&1; then
   cargo test --workspace --locked --doc
 else
   cargo test --workspace --locked --no-fail-fast
+fi
+
+if [ "${SKIP_SOAK:-0}" != 1 ]; then
+  log "soak: the binary at a steady rate with websocket clients, ${VIGIL_SOAK_SECONDS:-120} s (memory, descriptors, nothing lost)"
+  VIGIL_SOAK_SECONDS="${VIGIL_SOAK_SECONDS:-120}" \
+    cargo nextest run -p vigil-server --locked --run-ignored only -E 'test(soak)' --no-capture
+fi
+
+if [ "${SKIP_FUZZ:-0}" != 1 ]; then
+  log "fuzz smoke run (three targets, ${VIGIL_FUZZ_SECONDS:-20} s each)"
+  VIGIL_FUZZ_SECONDS="${VIGIL_FUZZ_SECONDS:-20}" \
+    cargo test -p vigil-core --locked --test fuzz -- --nocapture --test-threads 1
+fi
+
+if [ "${SKIP_SCHEMATHESIS:-0}" != 1 ]; then
+  log "schemathesis against a running server"
+  bash scripts/schemathesis.sh
 fi
 
 if [ "${SKIP_BENCH:-0}" != 1 ]; then

@@ -5,7 +5,7 @@
 //! reference line in the same report.
 
 use vigil_core::event::{is_valid_type, source_problem};
-use vigil_core::{Level, Limits, NewEvent, UnixMillis};
+use vigil_core::{BodyFormat, EventParser, Level, Limits, NewEvent, UnixMillis};
 
 /// A realistic single event of about 120 bytes.
 pub fn sample_event(n: usize) -> String {
@@ -28,6 +28,14 @@ pub fn sample_event(n: usize) -> String {
 pub fn sample_bulk(count: usize) -> String {
     let events: Vec<String> = (0..count).map(sample_event).collect();
     format!("[{}]", events.join(","))
+}
+
+/// `count` sample events, parsed and validated: what the batcher receives.
+pub fn sample_new_events(count: usize) -> Vec<NewEvent> {
+    EventParser::new(Limits::default())
+        .parse(sample_bulk(count).as_bytes(), BodyFormat::Json)
+        .expect("the sample events are valid")
+        .events
 }
 
 pub mod serde_reference {
@@ -105,7 +113,6 @@ pub mod serde_reference {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vigil_core::{BodyFormat, EventParser};
 
     #[test]
     fn the_reference_agrees_with_the_real_parser_on_the_bench_inputs() {

@@ -1,4 +1,4 @@
-//! Vigil's recent-events cache and broadcast, on Redis.
+//! Vigil's recent-events cache and broadcast: on Redis, or inside the process.
 //!
 //! After the batcher commits a batch, each event is already encoded once to its final JSON; those
 //! bytes become the entry of the recent list (`events:recent`, which page-1 reads are served
@@ -10,10 +10,15 @@
 //! - [`RedisBus::recent`] answers page 1 only when the list can do so truthfully, and
 //!   [`RedisBus::refill`] repairs the list from the database without racing concurrent pushes.
 //!
+//! - [`LocalRecent`] is the same recent list inside the process, for the embedded mode
+//!   (SQLite, no Redis), where one instance is the only writer; the in-process broadcast is
+//!   the server's realtime hub, fed straight from the batcher.
+//!
 //! The list's order, the gap mark and the timeouts are explained in CACHE.md beside this crate.
 
 mod entry;
 mod error;
+mod local;
 mod names;
 mod publisher;
 mod redis_bus;
@@ -22,11 +27,12 @@ use bytes::Bytes;
 
 pub use entry::{MAX_ID_EXCLUSIVE, entry_id};
 pub use error::BusError;
+pub use local::LocalRecent;
 pub use names::{BusNames, MIN_RECENT_SIZE};
 pub use publisher::{Publisher, PublisherCounts, PublisherStats};
 pub use redis_bus::{
     CONNECTION_TIMEOUT, READ_DEADLINE, RESPONSE_TIMEOUT, RecentRead, RedisBus, RefillTicket,
-    WRITE_DEADLINE,
+    WRITE_DEADLINE, gap_notice, open_client, read_gap_notice,
 };
 
 /// One committed event: its id and its encoded JSON, which starts with `{"id":<id>,`.
@@ -39,8 +45,26 @@ pub struct PublishedEvent {
 }
 
 /// One committed batch, events in commit (id-ascending) order.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommittedBatch {
     /// The batch's events.
     pub events: Vec<PublishedEvent>,
+    /// The `createdAt` every event of the batch carries: where a realtime backfill that
+    /// must recover the batch starts reading.
+    pub created_at: vigil_core::UnixMillis,
+}
+
+/// Fixtures shared by this crate's unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::PublishedEvent;
+    use bytes::Bytes;
+
+    /// A committed event with this id and a minimal encoded body.
+    pub(crate) fn event(id: u64) -> PublishedEvent {
+        PublishedEvent {
+            id,
+            json: Bytes::from(format!("{{\"id\":{id},\"source\":\"s\"}}")),
+        }
+    }
 }

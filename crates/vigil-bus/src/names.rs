@@ -10,6 +10,9 @@ pub const MIN_RECENT_SIZE: usize = 51;
 /// Suffix of the gap hash's key, appended to the recent list's key (see CACHE.md).
 const GAP_KEY_SUFFIX: &str = ":gap";
 
+/// Suffix of the gap-notice channel, appended to the event channel's name.
+const GAP_CHANNEL_SUFFIX: &str = ":gaps";
+
 /// Key and channel names and the list's length: `VIGIL_REDIS_RECENT_KEY`, `VIGIL_REDIS_CHANNEL`,
 /// `VIGIL_RECENT_SIZE`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +29,14 @@ impl BusNames {
     /// The gap hash's key: `<recent_key>:gap`.
     pub fn gap_key(&self) -> String {
         format!("{}{GAP_KEY_SUFFIX}", self.recent_key)
+    }
+
+    /// The channel gap notices go out on: `<channel>:gaps`. A publisher that dropped events
+    /// says so here (`{"gap":{"fromMs":N}}`, N the earliest `createdAt` it dropped), so every
+    /// instance's realtime hub backfills them from the database. Kept off the event channel,
+    /// whose every message is an event for the original service's subscribers.
+    pub fn gap_channel(&self) -> String {
+        format!("{}{GAP_CHANNEL_SUFFIX}", self.channel)
     }
 
     /// Checks the names can work: non-empty, and a list long enough for the cache rule.
@@ -61,6 +72,7 @@ mod tests {
     fn default_names_are_valid() {
         assert!(names().validate().is_ok());
         assert_eq!(names().gap_key(), "events:recent:gap");
+        assert_eq!(names().gap_channel(), "events:new:gaps");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! for the realtime backfill. CACHE.md beside this crate has the whole argument.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -146,6 +146,9 @@ struct Shared {
     gap_pending: AtomicBool,
     /// A round trip carrying the gap mark is in flight.
     gap_marking: AtomicBool,
+    /// The earliest `createdAt` (ms) among the events dropped since the last notice went
+    /// out; [`NO_GAP_FROM`] when none.
+    gap_from_ms: AtomicI64,
     /// Batches and events the task took from the queue and has not counted yet, so that a
     /// shutdown that stops the task mid round trip can count them as dropped.
     in_flight_batches: AtomicU64,
@@ -180,6 +183,7 @@ impl Publisher {
             stats: PublisherStats::default(),
             gap_pending: AtomicBool::new(false),
             gap_marking: AtomicBool::new(false),
+            gap_from_ms: AtomicI64::new(NO_GAP_FROM),
             in_flight_batches: AtomicU64::new(0),
             in_flight_events: AtomicU64::new(0),
         });
@@ -223,7 +227,7 @@ impl Publisher {
         };
         if let Some(evicted) = evicted {
             shared.stats.count_dropped(1, evicted.events.len());
-            shared.open_gap();
+            shared.open_gap(earliest(std::slice::from_ref(&evicted)));
         }
         shared.wake.notify_one();
     }
@@ -264,7 +268,8 @@ impl Publisher {
         }
         task.abort();
         let _ = task.await;
-        let left_over = std::mem::take(&mut shared.lock_queue().batches);
+        let left_over: Vec<CommittedBatch> =
+            std::mem::take(&mut shared.lock_queue().batches).into();
         let events: usize = left_over.iter().map(|batch| batch.events.len()).sum();
         let in_flight_batches = shared.in_flight_batches.swap(0, Ordering::AcqRel);
         let in_flight_events = shared.in_flight_events.swap(0, Ordering::AcqRel);
@@ -272,7 +277,9 @@ impl Publisher {
         let events = events + in_flight_events as usize;
         if batches > 0 {
             shared.stats.count_dropped(batches, events);
-            shared.open_gap();
+            // What was in flight is older than what was queued; the queue's earliest batch
+            // is the best bound known here.
+            shared.open_gap(earliest(&left_over));
             warn!(
                 batches,
                 events, "publisher stopped at its deadline; dropped what was left"
@@ -291,8 +298,10 @@ impl Shared {
         self.wake.notify_one();
     }
 
-    /// Records that events were dropped: opens a gap unless one is already waiting for its mark.
-    fn open_gap(&self) {
+    /// Records that events created at or after `from_ms` were dropped: opens a gap unless one
+    /// is already waiting for its mark.
+    fn open_gap(&self, from_ms: i64) {
+        self.gap_from_ms.fetch_min(from_ms, Ordering::AcqRel);
         if !self.gap_pending.swap(true, Ordering::AcqRel) {
             self.stats.gaps.fetch_add(1, Ordering::AcqRel);
         }
@@ -325,6 +334,18 @@ impl Shared {
         self.in_flight_batches.store(0, Ordering::Release);
         self.in_flight_events.store(0, Ordering::Release);
     }
+}
+
+/// `gap_from_ms` when no dropped event awaits its notice.
+const NO_GAP_FROM: i64 = i64::MAX;
+
+/// The earliest `createdAt` (ms) among `batches`.
+fn earliest(batches: &[CommittedBatch]) -> i64 {
+    batches
+        .iter()
+        .map(|batch| batch.created_at.0)
+        .min()
+        .unwrap_or(NO_GAP_FROM)
 }
 
 /// How often an idle publisher retries marking a pending gap in Redis.
@@ -363,8 +384,15 @@ async fn run(shared: Arc<Shared>, bus: RedisBus) {
         if !script_loaded {
             bus.add_load_script(&mut pipeline);
         }
+        // The notice carries the earliest dropped `createdAt`; if the round trip fails it goes
+        // back, so the next notice covers it too.
+        let gap_from = if raise_gap {
+            shared.gap_from_ms.swap(NO_GAP_FROM, Ordering::AcqRel)
+        } else {
+            NO_GAP_FROM
+        };
         if raise_gap {
-            bus.add_raise_gap(&mut pipeline);
+            bus.add_raise_gap(&mut pipeline, gap_from);
         }
         if !events.is_empty() {
             bus.add_push(
@@ -398,9 +426,10 @@ async fn run(shared: Arc<Shared>, bus: RedisBus) {
                 shared.stats.redis_errors.fetch_add(1, Ordering::Relaxed);
                 if raise_gap {
                     // The mark did not reach Redis: the gap it belonged to is still pending.
+                    shared.gap_from_ms.fetch_min(gap_from, Ordering::AcqRel);
                     shared.gap_pending.store(true, Ordering::Release);
                 }
-                shared.open_gap();
+                shared.open_gap(earliest(&batches));
                 if !failing {
                     failing = true;
                     warn!(
@@ -435,13 +464,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn event(id: u64) -> PublishedEvent {
-        PublishedEvent {
-            id,
-            json: Bytes::from(format!("{{\"id\":{id},\"source\":\"s\"}}")),
-        }
-    }
+    use crate::testing::event;
 
     fn ids(entries: &[&Bytes]) -> Vec<u64> {
         entries
@@ -480,6 +503,7 @@ mod tests {
             stats: PublisherStats::default(),
             gap_pending: AtomicBool::new(false),
             gap_marking: AtomicBool::new(false),
+            gap_from_ms: AtomicI64::new(NO_GAP_FROM),
             in_flight_batches: AtomicU64::new(0),
             in_flight_events: AtomicU64::new(0),
         }
@@ -487,8 +511,20 @@ mod tests {
 
     fn batch(ids: std::ops::Range<u64>) -> CommittedBatch {
         CommittedBatch {
+            created_at: vigil_core::UnixMillis(ids.start as i64),
             events: ids.map(event).collect(),
         }
+    }
+
+    #[test]
+    fn gap_notices_round_trip() {
+        use crate::{gap_notice, read_gap_notice};
+        assert_eq!(
+            gap_notice(1_700_000_000_123),
+            r#"{"gap":{"fromMs":1700000000123}}"#
+        );
+        assert_eq!(read_gap_notice(gap_notice(-5).as_bytes()), Some(-5));
+        assert_eq!(read_gap_notice(br#"{"id":1}"#), None);
     }
 
     #[test]
@@ -534,12 +570,14 @@ mod tests {
     #[test]
     fn drops_while_a_gap_is_pending_open_no_new_gap() {
         let shared = shared(1);
-        shared.open_gap();
-        shared.open_gap();
+        shared.open_gap(20);
+        shared.open_gap(10);
         assert_eq!(shared.stats.gaps(), 1);
         // The task takes the mark into a round trip; a drop meanwhile is a new gap.
         assert!(shared.gap_pending.swap(false, Ordering::AcqRel));
-        shared.open_gap();
+        shared.open_gap(30);
         assert_eq!(shared.stats.gaps(), 2);
+        // The notice covers the earliest dropped event.
+        assert_eq!(shared.gap_from_ms.load(Ordering::Relaxed), 10);
     }
 }

@@ -104,8 +104,10 @@ pub const DEFAULT_MAX_SOURCE_CHARS: usize = 128;
 pub const DEFAULT_MAX_TYPE_LEN: usize = 64;
 /// Default maximum encoded payload: 16 KiB.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 16 * 1024;
-/// Default maximum payload nesting.
-pub const DEFAULT_MAX_PAYLOAD_DEPTH: usize = 32;
+/// Default maximum payload nesting: 31 nested objects and arrays. MariaDB's `JSON_VALID`
+/// (the payload column's CHECK) refuses 32, and a row the database refuses fails its whole
+/// batch, other producers' requests included; so validation must refuse it first.
+pub const DEFAULT_MAX_PAYLOAD_DEPTH: usize = 31;
 /// Default maximum events per bulk request.
 pub const DEFAULT_MAX_BULK_EVENTS: usize = 5_000;
 

@@ -8,6 +8,7 @@
 pub mod encode;
 pub mod error;
 pub mod event;
+pub mod histogram;
 pub mod parse;
 pub mod query;
 pub mod time;
@@ -15,6 +16,7 @@ pub mod time;
 pub use encode::{StoredEventRef, write_json_string};
 pub use error::{FieldError, MAX_DETAILS, ParseError};
 pub use event::{Level, Limits, MAX_ID_EXCLUSIVE, NewEvent};
+pub use histogram::{AtomicHistogram, HistogramSnapshot};
 pub use parse::{BodyFormat, EventParser, ParsedBody};
-pub use query::{EventFilter, EventQuery, QueryError};
+pub use query::{EventFilter, EventQuery, QueryError, parse_subscribe_query};
 pub use time::UnixMillis;

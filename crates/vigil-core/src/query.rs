@@ -7,7 +7,8 @@
 //! adds its values to the same filter.
 
 use crate::event::{
-    DEFAULT_MAX_SOURCE_CHARS, DEFAULT_MAX_TYPE_LEN, Level, is_valid_type, source_problem,
+    DEFAULT_MAX_SOURCE_CHARS, DEFAULT_MAX_TYPE_LEN, Level, MAX_ID_EXCLUSIVE, is_valid_type,
+    source_problem,
 };
 use crate::time::UnixMillis;
 
@@ -168,10 +169,7 @@ impl EventQuery {
     pub fn parse(raw_query: Option<&str>) -> Result<EventQuery, QueryError> {
         let mut query = EventQuery::default();
         let mut page_given = false;
-        let pairs: Vec<(String, String)> =
-            form_urlencoded::parse(raw_query.unwrap_or("").as_bytes())
-                .map(|(key, value)| (key.into_owned(), value.into_owned()))
-                .collect();
+        let pairs = decode_pairs(raw_query, &LIST_PARAMETERS)?;
         for (key, value) in &pairs {
             if query.filter.take(key, value)? {
                 continue;
@@ -225,6 +223,99 @@ impl EventQuery {
     }
 }
 
+/// The parameters `GET /api/events` reads.
+const LIST_PARAMETERS: [&str; 8] = [
+    "type", "level", "source", "page", "size", "before", "from", "to",
+];
+/// The parameters `/ws` reads.
+const SUBSCRIBE_PARAMETERS: [&str; 4] = ["type", "level", "source", "since"];
+
+/// Decodes an `application/x-www-form-urlencoded` query string into pairs, as
+/// `form_urlencoded::parse` does (`+` is a space, `%XX` a byte, a malformed `%` stays as it
+/// is), except that a value of one of `known` parameters that is not UTF-8 once decoded is
+/// refused instead of being silently turned into U+FFFD (which would make a filter match
+/// nothing, or something else than asked). Pairs of other keys are kept lossily: they are
+/// ignored anyway.
+fn decode_pairs(
+    raw_query: Option<&str>,
+    known: &[&'static str],
+) -> Result<Vec<(String, String)>, QueryError> {
+    let mut pairs = Vec::new();
+    for piece in raw_query.unwrap_or("").split('&') {
+        if piece.is_empty() {
+            continue;
+        }
+        let (key, value) = piece.split_once('=').unwrap_or((piece, ""));
+        let key = String::from_utf8_lossy(&percent_decode(key)).into_owned();
+        let value = match String::from_utf8(percent_decode(value)) {
+            Ok(value) => value,
+            Err(error) => match known.iter().find(|name| **name == key) {
+                Some(name) => return Err(refuse(name, "is not UTF-8 once percent-decoded")),
+                None => String::from_utf8_lossy(error.as_bytes()).into_owned(),
+            },
+        };
+        pairs.push((key, value));
+    }
+    Ok(pairs)
+}
+
+fn percent_decode(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let byte = bytes[index];
+        let hex = |at: usize| bytes.get(at).and_then(|b| (*b as char).to_digit(16));
+        match byte {
+            b'+' => out.push(b' '),
+            b'%' => match (hex(index + 1), hex(index + 2)) {
+                (Some(high), Some(low)) => {
+                    out.push((high * 16 + low) as u8);
+                    index += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            _ => out.push(byte),
+        }
+        index += 1;
+    }
+    out
+}
+
+/// A validated `/ws` query: the filters (the list API's syntax) and `since`, the last event
+/// id a resuming client saw (an integer from 0 to 2^53 - 1, given at most once).
+pub fn parse_subscribe_query(
+    raw_query: Option<&str>,
+) -> Result<(EventFilter, Option<u64>), QueryError> {
+    let pairs = decode_pairs(raw_query, &SUBSCRIBE_PARAMETERS)?;
+    let filter = EventFilter::from_pairs(
+        pairs
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str())),
+    )?;
+    let mut since = None;
+    for (key, value) in &pairs {
+        if key != "since" {
+            continue;
+        }
+        if since.is_some() {
+            return Err(refuse("since", "give it once"));
+        }
+        let valid =
+            !value.is_empty() && value.len() <= 16 && value.bytes().all(|b| b.is_ascii_digit());
+        match value.parse::<u64>() {
+            Ok(id) if valid && id < MAX_ID_EXCLUSIVE => since = Some(id),
+            _ => {
+                return Err(refuse(
+                    "since",
+                    format!("{value:?} is not an event id (an integer from 0 to 2^53 - 1)"),
+                ));
+            }
+        }
+    }
+    Ok((filter, since))
+}
+
 fn parse_number(
     parameter: &'static str,
     value: &str,
@@ -255,6 +346,33 @@ fn parse_time(parameter: &'static str, value: &str) -> Result<UnixMillis, QueryE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decoding_matches_form_urlencoded_on_utf8_and_refuses_invalid_utf8_for_known_keys() {
+        for raw in [
+            "a=b&c=d",
+            "x=%ZZ&y=%&z=%4",
+            "a+b=c+d%2B",
+            "&&=&a",
+            "k=%C3%A9",
+            "%00=%00",
+        ] {
+            let ours = decode_pairs(Some(raw), &[]).unwrap();
+            let theirs: Vec<(String, String)> = form_urlencoded::parse(raw.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            assert_eq!(ours, theirs, "{raw}");
+        }
+        assert_eq!(parse("source=%C3%28").unwrap_err().parameter, "source");
+        assert_eq!(parse("type=%FF").unwrap_err().parameter, "type");
+        assert!(parse("other=%FF").is_ok());
+        assert_eq!(
+            parse_subscribe_query(Some("source=%FF"))
+                .unwrap_err()
+                .parameter,
+            "source"
+        );
+    }
 
     fn parse(query: &str) -> Result<EventQuery, QueryError> {
         EventQuery::parse(Some(query))

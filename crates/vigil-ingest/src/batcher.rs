@@ -23,7 +23,7 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, select};
 use tokio_util::sync::CancellationToken;
 use vigil_bus::{CommittedBatch, PublishedEvent};
-use vigil_core::UnixMillis;
+use vigil_core::{AtomicHistogram, UnixMillis};
 use vigil_store::{EventRow, InsertError, Store};
 
 use crate::error::IngestError;
@@ -36,8 +36,14 @@ const BACKOFF_CAP: Duration = Duration::from_secs(1);
 /// How often the batcher logs its batch sizes while busy.
 const STATS_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Counters of the batcher's work, readable from any thread.
-#[derive(Debug, Default)]
+/// Upper bounds of the batch size histogram, in rows.
+pub const BATCH_ROWS_BOUNDS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+];
+
+/// Counters of the batcher's work, readable from any thread (the metrics endpoint reads them
+/// at scrape time; the batcher only adds to atomics).
+#[derive(Debug)]
 pub struct BatchStats {
     /// Batches committed.
     pub batches: AtomicU64,
@@ -47,6 +53,28 @@ pub struct BatchStats {
     pub max_batch_rows: AtomicU64,
     /// Requests answered with an error.
     pub failed_requests: AtomicU64,
+    /// Database calls of the write path that failed (id reservations, inserts, outcome
+    /// checks), retried or not.
+    pub store_errors: AtomicU64,
+    /// Rows per committed batch.
+    pub batch_rows: AtomicHistogram,
+    /// Seconds from the start of a batch's write to its answer (retries included), committed
+    /// or not.
+    pub flush_seconds: AtomicHistogram,
+}
+
+impl Default for BatchStats {
+    fn default() -> Self {
+        BatchStats {
+            batches: AtomicU64::new(0),
+            rows: AtomicU64::new(0),
+            max_batch_rows: AtomicU64::new(0),
+            failed_requests: AtomicU64::new(0),
+            store_errors: AtomicU64::new(0),
+            batch_rows: AtomicHistogram::new(BATCH_ROWS_BOUNDS, 1.0),
+            flush_seconds: AtomicHistogram::latency_seconds(),
+        }
+    }
 }
 
 pub(crate) struct Batcher {
@@ -150,13 +178,31 @@ impl Batcher {
 
     fn write_and_answer(&mut self, runtime: &tokio::runtime::Runtime, mut batch: Vec<Submission>) {
         let rows: usize = batch.iter().map(|request| request.events.len()).sum();
+        let started = Instant::now();
         let written = std::panic::catch_unwind(AssertUnwindSafe(|| {
             runtime.block_on(self.write(&batch, rows))
         }));
+        self.shared
+            .stats
+            .flush_seconds
+            .observe(started.elapsed().as_secs_f64());
         let outcome = written.unwrap_or_else(|_| {
             tracing::error!(rows, "batch write panicked; its outcome is unknown");
             Err(IngestError::OutcomeUnknown)
         });
+        if outcome == Err(IngestError::Rejected) && batch.len() > 1 {
+            // Nothing was stored. One request's rows may be what the database refuses (a check
+            // Vigil's validation does not make): write each request alone, so the others are
+            // stored and only the refused one is answered with the error.
+            tracing::warn!(
+                requests = batch.len(),
+                "the database rejected a batch; writing its requests one by one to find the refused one"
+            );
+            for request in batch {
+                self.write_and_answer(runtime, vec![request]);
+            }
+            return;
+        }
         match outcome {
             Ok((ids, created_at)) => {
                 self.record_commit(rows);
@@ -201,7 +247,11 @@ impl Batcher {
         let mut backoff = BACKOFF_START;
 
         let ids = loop {
-            match self.store.allocate_ids(row_count).await {
+            let allocated = self.store.allocate_ids(row_count).await;
+            if allocated.is_err() {
+                self.count_store_error();
+            }
+            match allocated {
                 Ok(ids) => break ids,
                 Err(error) if error.is_retriable() && self.may_retry(started, window) => {
                     tracing::warn!(%error, "id allocation failed; retrying");
@@ -224,7 +274,14 @@ impl Batcher {
             .collect();
 
         loop {
-            let failure = match self.store.insert(&rows).await {
+            let inserted = self.store.insert(&rows).await;
+            if matches!(
+                inserted,
+                Err(InsertError::NotCommitted(_) | InsertError::OutcomeUnknown(_))
+            ) {
+                self.count_store_error();
+            }
+            let failure = match inserted {
                 Ok(()) => {
                     self.store_down = false;
                     return Ok((ids, created_at));
@@ -261,7 +318,10 @@ impl Batcher {
                     tracing::info!(committed, rows = ids.len(), "batch outcome settled");
                     return Some(committed);
                 }
-                Err(error) => tracing::warn!(%error, "could not settle the batch outcome yet"),
+                Err(error) => {
+                    self.count_store_error();
+                    tracing::warn!(%error, "could not settle the batch outcome yet");
+                }
             }
             if self.force.is_cancelled() {
                 tracing::error!(
@@ -272,6 +332,13 @@ impl Batcher {
             }
             self.pause(&mut backoff).await;
         }
+    }
+
+    fn count_store_error(&self) {
+        self.shared
+            .stats
+            .store_errors
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     fn may_retry(&self, started: Instant, window: Duration) -> bool {
@@ -306,6 +373,7 @@ impl Batcher {
         stats
             .max_batch_rows
             .fetch_max(rows as u64, Ordering::Relaxed);
+        stats.batch_rows.observe(rows as f64);
         self.batches_since_log += 1;
         self.rows_since_log += rows as u64;
         self.max_rows_since_log = self.max_rows_since_log.max(rows);
@@ -356,5 +424,5 @@ fn encode_batch(batch: &[Submission], ids: &[u64], created_at: UnixMillis) -> Co
             json: Bytes::from(event.as_stored(id, created_at, request_id).encode()),
         })
         .collect();
-    CommittedBatch { events }
+    CommittedBatch { events, created_at }
 }

@@ -18,7 +18,7 @@ mod error;
 mod queue;
 mod sink;
 
-pub use batcher::BatchStats;
+pub use batcher::{BATCH_ROWS_BOUNDS, BatchStats};
 pub use error::IngestError;
 pub use queue::{Ack, Ingest, IngestConfig, IngestQueue};
-pub use sink::CommitSink;
+pub use sink::{CommitSink, FanOut};

@@ -241,3 +241,60 @@ async fn committed_batches_are_published_in_commit_order_as_the_stored_json() {
         .unwrap();
     database.drop_database().await;
 }
+
+#[tokio::test]
+async fn a_request_the_database_refuses_fails_alone_and_its_batch_mates_are_stored() {
+    let database = TestDatabase::create().await;
+    let store = store_for(&database).await;
+    // A check Vigil's validation does not make: the database refuses one source.
+    let pool = sqlx::MySqlPool::connect(database.url()).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TRIGGER refuse_poison BEFORE INSERT ON events FOR EACH ROW \
+         IF NEW.source = 'poison' THEN \
+         SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'poison refused'; END IF",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let ingest = Ingest::start(store.clone(), IngestConfig::default(), None).unwrap();
+    let queue = ingest.queue();
+    // The table is locked while the requests queue, so they are written in one batch with the
+    // poison once it is released.
+    let mut locker = pool.acquire().await.unwrap();
+    sqlx::raw_sql("LOCK TABLES events WRITE")
+        .execute(&mut *locker)
+        .await
+        .unwrap();
+    let mut pending = Vec::new();
+    for n in 0..60 {
+        let source = if n == 30 {
+            "poison".to_owned()
+        } else {
+            format!("good-{n}")
+        };
+        let ack = queue
+            .submit(vec![event(&source)], format!("req-{n}"))
+            .unwrap();
+        pending.push((ack, source));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sqlx::raw_sql("UNLOCK TABLES")
+        .execute(&mut *locker)
+        .await
+        .unwrap();
+    drop(locker);
+    pool.close().await;
+    for (ack, source) in pending {
+        let answer = ack.wait().await;
+        if source == "poison" {
+            assert_eq!(answer, Err(IngestError::Rejected));
+        } else {
+            let ids = answer.unwrap_or_else(|error| panic!("{source}: {error}"));
+            assert_eq!(stored_sources(&store, &ids).await, [source]);
+        }
+    }
+    assert_eq!(queue.stats().failed_requests.load(Ordering::Relaxed), 1);
+    ingest.shutdown(Duration::from_secs(10)).await;
+    database.drop_database().await;
+}

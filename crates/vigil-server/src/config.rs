@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::security::{Origins, Tokens, TrustedProxies};
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -113,7 +115,8 @@ pub struct Config {
     #[arg(long, env = "VIGIL_ADDR", default_value = "0.0.0.0:3000")]
     pub addr: SocketAddr,
 
-    /// Database: mysql://user:password@host:3306/database.
+    /// Database: mysql://user:password@host:3306/database or sqlite:///path/vigil.db
+    /// (default: the embedded SQLite file in VIGIL_DATA_DIR).
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<SecretUrl>,
 
@@ -178,6 +181,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub header_read_timeout_s: u64,
 
+    /// Seconds a client may take to send a request's whole body once its headers are in; a
+    /// body that trickles longer is answered 408 `request_timeout` and the connection closed.
+    #[arg(long, env = "VIGIL_BODY_READ_TIMEOUT_S", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub body_read_timeout_s: u64,
+
     /// Threads serving HTTP (default: one per CPU; the batcher has a thread of its own).
     #[arg(long, env = "VIGIL_WORKER_THREADS",
           value_parser = clap::value_parser!(u32).range(1..=1024))]
@@ -189,6 +198,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub ws_client_queue: u32,
 
+    /// Most stored events replayed to a client resuming with `/ws?since=<id>`; past it the
+    /// replay ends with `"complete":false` and the client resumes again from its last id.
+    #[arg(long, env = "VIGIL_WS_RESUME_MAX", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub ws_resume_max: u32,
+
     /// Seconds between server pings on each WebSocket; a client silent for three intervals
     /// (no frame, no pong) is closed.
     #[arg(long, env = "VIGIL_WS_PING_INTERVAL_S", default_value_t = 20,
@@ -199,6 +214,66 @@ pub struct Config {
     #[arg(long, env = "VIGIL_WS_MAX_CLIENTS", default_value_t = 20_000,
           value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     pub ws_max_clients: u32,
+
+    /// Serve `/metrics` on this address only (e.g. 127.0.0.1:9090, kept off the public
+    /// listener); unset: `/metrics` is served on VIGIL_ADDR.
+    #[arg(long, env = "VIGIL_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
+    /// Seconds between SIGTERM and closing the listener, while `/api/ready` already answers
+    /// 503: time for a load balancer to stop sending before this instance stops accepting.
+    #[arg(long, env = "VIGIL_DRAIN_DELAY_S", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=600))]
+    pub drain_delay_s: u64,
+
+    /// Delete events older than this (`30d`, `12h`, `90m`; at least `1m`; `off`, the default,
+    /// keeps everything). Deletion runs in small batches that never stall ingest.
+    #[arg(long, env = "VIGIL_RETENTION", value_parser = parse_retention)]
+    pub retention: Option<Duration>,
+
+    /// Tokens that may post events, comma-separated (each 16-256 characters of
+    /// A-Z a-z 0-9 . _ ~ -); unset: anyone may post.
+    #[arg(long, env = "VIGIL_INGEST_TOKENS", value_parser = TokensParser)]
+    pub ingest_tokens: Option<Tokens>,
+
+    /// Tokens that may read events and open /ws, comma-separated; unset: anyone may read.
+    #[arg(long, env = "VIGIL_READ_TOKENS", value_parser = TokensParser)]
+    pub read_tokens: Option<Tokens>,
+
+    /// Browser origins allowed to call the API (CORS), comma-separated
+    /// (https://app.example.com) or `*`; unset: none.
+    #[arg(long, env = "VIGIL_CORS_ORIGINS", value_parser = Origins::parse)]
+    pub cors_origins: Option<Origins>,
+
+    /// Browser origins allowed to open /ws, comma-separated or `*`; unset: any (upgrades
+    /// without an Origin header, from non-browser clients, are always allowed).
+    #[arg(long, env = "VIGIL_WS_ORIGINS", value_parser = Origins::parse)]
+    pub ws_origins: Option<Origins>,
+
+    /// Ingest requests per second per token, fractions allowed (0.5: one every 2 s);
+    /// unset: unlimited. Requests without a token (open ingest) have no token bucket.
+    #[arg(long, env = "VIGIL_INGEST_RATE_PER_TOKEN", value_parser = parse_rate)]
+    pub ingest_rate_per_token: Option<f64>,
+
+    /// Ingest requests per second per client address, fractions allowed; unset: unlimited.
+    #[arg(long, env = "VIGIL_INGEST_RATE_PER_ADDR", value_parser = parse_rate)]
+    pub ingest_rate_per_addr: Option<f64>,
+
+    /// Requests a token or address may make at once before its rate applies (default: one
+    /// second's worth, at least 1).
+    #[arg(long, env = "VIGIL_INGEST_RATE_BURST",
+          value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub ingest_rate_burst: Option<u32>,
+
+    /// Most open WebSocket clients per client address; past it upgrades get 429.
+    #[arg(long, env = "VIGIL_WS_MAX_CLIENTS_PER_ADDR", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub ws_max_clients_per_addr: u32,
+
+    /// Proxies (address blocks, comma-separated: 10.0.0.0/8,fd00::/8) whose X-Forwarded-For
+    /// names the client; unset: the TCP peer is the client.
+    #[arg(long, env = "VIGIL_TRUSTED_PROXIES", value_parser = TrustedProxies::parse)]
+    pub trusted_proxies: Option<TrustedProxies>,
 
     /// Log format: text or json (filter with RUST_LOG, default info).
     #[arg(long, env = "VIGIL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -224,8 +299,34 @@ impl Config {
         Duration::from_secs(self.shutdown_timeout_s)
     }
 
+    /// The retention period, if retention is on.
+    pub fn retention(&self) -> Option<Duration> {
+        self.retention.filter(|period| !period.is_zero())
+    }
+
+    pub fn drain_delay(&self) -> Duration {
+        Duration::from_secs(self.drain_delay_s)
+    }
+
+    /// The embedded database's directory: `VIGIL_DATA_DIR`, else `$XDG_DATA_HOME/vigil`,
+    /// else `$HOME/.local/share/vigil`. Never relative to the current directory unless the
+    /// user gave a relative `VIGIL_DATA_DIR`.
+    pub fn resolved_data_dir(&self) -> Result<PathBuf, String> {
+        if let Some(dir) = &self.data_dir {
+            return Ok(dir.clone());
+        }
+        default_data_dir(
+            std::env::var_os("XDG_DATA_HOME").map(PathBuf::from),
+            std::env::var_os("HOME").map(PathBuf::from),
+        )
+    }
+
     pub fn header_read_timeout(&self) -> Duration {
         Duration::from_secs(self.header_read_timeout_s)
+    }
+
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_read_timeout_s)
     }
 
     pub fn ws_ping_interval(&self) -> Duration {
@@ -246,6 +347,25 @@ impl Config {
     }
 }
 
+/// DESIGN.md's default data directory. Per the XDG base directory spec, an unset, empty or
+/// relative `XDG_DATA_HOME` is ignored.
+fn default_data_dir(
+    xdg_data_home: Option<PathBuf>,
+    home: Option<PathBuf>,
+) -> Result<PathBuf, String> {
+    if let Some(xdg) = xdg_data_home.filter(|dir| dir.is_absolute()) {
+        return Ok(xdg.join("vigil"));
+    }
+    if let Some(home) = home.filter(|dir| dir.is_absolute()) {
+        return Ok(home.join(".local/share/vigil"));
+    }
+    Err(
+        "neither XDG_DATA_HOME nor HOME is set: set VIGIL_DATA_DIR to the directory of the \
+         embedded database, or DATABASE_URL to mysql://… or sqlite://…"
+            .into(),
+    )
+}
+
 impl fmt::Display for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let optional = |value: Option<String>| value.unwrap_or_else(|| "(unset)".into());
@@ -254,8 +374,11 @@ impl fmt::Display for Config {
             "addr={} database_url={} redis_url={} data_dir={} redis_recent_key={} \
              redis_channel={} recent_size={} max_body_bytes={} max_bulk_events={} \
              queue_events={} batch_max_rows={} batch_max_bytes={} shutdown_timeout_s={} \
-             max_connections={} header_read_timeout_s={} ws_client_queue={} \
-             ws_ping_interval_s={} ws_max_clients={} worker_threads={} log_format={:?}",
+             max_connections={} header_read_timeout_s={} body_read_timeout_s={} ws_client_queue={} \
+             ws_resume_max={} ws_ping_interval_s={} ws_max_clients={} worker_threads={} \
+             metrics_addr={} drain_delay_s={} retention={} ingest_tokens={} read_tokens={} \
+             cors_origins={} ws_origins={} ingest_rate_per_token={} ingest_rate_per_addr={} \
+             ingest_rate_burst={} ws_max_clients_per_addr={} trusted_proxies={} log_format={:?}",
             self.addr,
             optional(self.database_url.as_ref().map(ToString::to_string)),
             optional(self.redis_url.as_ref().map(ToString::to_string)),
@@ -271,13 +394,81 @@ impl fmt::Display for Config {
             self.shutdown_timeout_s,
             self.max_connections,
             self.header_read_timeout_s,
+            self.body_read_timeout_s,
             self.ws_client_queue,
+            self.ws_resume_max,
             self.ws_ping_interval_s,
             self.ws_max_clients,
             self.worker_threads(),
+            optional(self.metrics_addr.map(|addr| addr.to_string())),
+            self.drain_delay_s,
+            optional(
+                self.retention()
+                    .map(|period| format!("{}s", period.as_secs()))
+            ),
+            optional(self.ingest_tokens.as_ref().map(ToString::to_string)),
+            optional(self.read_tokens.as_ref().map(ToString::to_string)),
+            optional(self.cors_origins.as_ref().map(ToString::to_string)),
+            optional(self.ws_origins.as_ref().map(ToString::to_string)),
+            optional(self.ingest_rate_per_token.map(|rate| rate.to_string())),
+            optional(self.ingest_rate_per_addr.map(|rate| rate.to_string())),
+            optional(self.ingest_rate_burst.map(|burst| burst.to_string())),
+            self.ws_max_clients_per_addr,
+            optional(self.trusted_proxies.as_ref().map(ToString::to_string)),
             self.log_format,
         )
     }
+}
+
+/// Parses a token list like [`Tokens::parse`], but, unlike a plain value parser, never lets
+/// clap echo the value it refused: a bad token list is often a real token with a typo.
+#[derive(Debug, Clone, Copy)]
+struct TokensParser;
+
+impl clap::builder::TypedValueParser for TokensParser {
+    type Value = Tokens;
+
+    fn parse_ref(
+        &self,
+        command: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Tokens, clap::Error> {
+        let name = arg.map_or_else(String::new, |arg| {
+            let flag = arg
+                .get_long()
+                .map_or_else(String::new, |long| format!("--{long}"));
+            match arg.get_env() {
+                Some(env) => format!("{flag} ({})", env.to_string_lossy()),
+                None => flag,
+            }
+        });
+        let refused = |problem: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid value for {name}: {problem}\n"),
+            )
+            .with_cmd(command)
+        };
+        let text = value
+            .to_str()
+            .ok_or_else(|| refused("tokens are ASCII".into()))?;
+        Tokens::parse(text).map_err(refused)
+    }
+}
+
+/// A rate in requests per second: positive, finite, at most ten million.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|rate| rate.is_finite() && *rate > 0.0 && *rate <= 10_000_000.0)
+        .ok_or_else(|| "a rate in requests per second, e.g. 50 or 0.5".to_owned())
+}
+
+/// `VIGIL_RETENTION`: a period (see [`crate::retention::parse_period`]); `off` is zero.
+fn parse_retention(text: &str) -> Result<Duration, String> {
+    crate::retention::parse_period(text).map(Option::unwrap_or_default)
 }
 
 #[cfg(test)]
@@ -315,13 +506,50 @@ mod tests {
             "mysql://vigil:s3cret@db/vigil",
             "--redis-url",
             "redis://:t0ken@cache",
+            "--ingest-tokens",
+            "ingest-secret-0123456789,other-ingest-secret-0123",
+            "--read-tokens",
+            "read-secret-0123456789",
         ])
         .unwrap();
         let shown = format!("{config} {config:?}");
         assert!(
-            !shown.contains("s3cret") && !shown.contains("t0ken"),
+            !shown.contains("s3cret") && !shown.contains("t0ken") && !shown.contains("secret-"),
             "{shown}"
         );
+        assert!(shown.contains("ingest_tokens=<2 tokens>"), "{shown}");
+    }
+
+    #[test]
+    fn a_refused_token_is_not_echoed() {
+        let error = Config::try_parse_from(["vigil", "--ingest-tokens", "secret+with+plus+signs"])
+            .unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+        let shown = error.to_string();
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("VIGIL_INGEST_TOKENS"), "{shown}");
+    }
+
+    #[test]
+    fn the_data_dir_defaults_to_xdg_then_home() {
+        let xdg = Some(PathBuf::from("/xdg"));
+        let home = Some(PathBuf::from("/home/u"));
+        assert_eq!(
+            default_data_dir(xdg.clone(), home.clone()),
+            Ok(PathBuf::from("/xdg/vigil"))
+        );
+        assert_eq!(
+            default_data_dir(Some(PathBuf::from("relative")), home.clone()),
+            Ok(PathBuf::from("/home/u/.local/share/vigil"))
+        );
+        assert_eq!(
+            default_data_dir(None, home),
+            Ok(PathBuf::from("/home/u/.local/share/vigil"))
+        );
+        let error = default_data_dir(None, None).unwrap_err();
+        assert!(error.contains("VIGIL_DATA_DIR"), "{error}");
+        let given = Config::try_parse_from(["vigil", "--data-dir", "/data"]).unwrap();
+        assert_eq!(given.resolved_data_dir(), Ok(PathBuf::from("/data")));
     }
 
     #[test]
@@ -334,6 +562,15 @@ mod tests {
             ["vigil", "--log-format", "xml"],
             ["vigil", "--ws-client-queue", "0"],
             ["vigil", "--ws-ping-interval-s", "0"],
+            ["vigil", "--metrics-addr", "9100"],
+            ["vigil", "--drain-delay-s", "601"],
+            ["vigil", "--ingest-tokens", "too-short"],
+            ["vigil", "--read-tokens", "has a space in it, sadly"],
+            ["vigil", "--cors-origins", "app.example.com"],
+            ["vigil", "--ws-origins", "https://a.test/"],
+            ["vigil", "--trusted-proxies", "10.0.0.0/40"],
+            ["vigil", "--ingest-rate-per-addr", "0"],
+            ["vigil", "--ingest-rate-per-token", "NaN"],
         ] {
             assert!(Config::try_parse_from(args).is_err(), "{args:?}");
         }

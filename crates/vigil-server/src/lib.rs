@@ -4,9 +4,14 @@
 //! [`Application::build`] then [`Application::run_until_stopped`]; everything else is this
 //! library, so integration tests start the real server on `127.0.0.1:0`.
 //!
-//! Start-up: connect the store (running migrations), start the realtime hub and its feed (the
-//! Redis bridge, or the in-process feed without Redis), start the ingest pipeline, bind.
-//! Shutdown (SIGINT/SIGTERM): stop accepting, close the ingest queue to new events, let
+//! Start-up: pick the mode (DESIGN.md's Modes: no `DATABASE_URL` is the embedded SQLite file
+//! in `VIGIL_DATA_DIR`, no `REDIS_URL` is the in-process cache and broadcast) and log it in
+//! one line; connect the store (running migrations), start the realtime hub and its feed (the
+//! Redis bridge, or the in-process feed without Redis), start the ingest pipeline with one
+//! commit sink (the publisher; or the in-process feed, fanned out with the in-process recent
+//! list in the embedded mode), warm the recent list, bind.
+//! Shutdown (SIGINT/SIGTERM): mark the process draining (`/api/ready` answers 503) and wait
+//! `VIGIL_DRAIN_DELAY_S` so load balancers stop sending; then stop accepting, close the ingest queue to new events, let
 //! in-flight requests finish while the batcher commits and acknowledges everything queued,
 //! all within `VIGIL_SHUTDOWN_TIMEOUT_S`; the hub delivers what it was fed and closes every
 //! WebSocket with 1001; then close the database pool.
@@ -14,6 +19,9 @@
 pub mod cache;
 pub mod config;
 pub mod http;
+pub mod metrics;
+pub mod retention;
+pub mod security;
 pub mod server;
 pub mod shutdown;
 pub mod state;
@@ -23,18 +31,21 @@ pub mod ws;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
-use vigil_bus::{BusNames, Publisher, RedisBus};
+use vigil_bus::{BusNames, LocalRecent, Publisher, RedisBus};
 use vigil_core::Limits;
-use vigil_ingest::{CommitSink, Ingest, IngestConfig};
+use vigil_ingest::{CommitSink, FanOut, Ingest, IngestConfig};
 use vigil_store::{Store, StoreOptions};
 
-use crate::cache::RecentCache;
+use crate::cache::{RecentCache, RecentSource};
 use crate::config::Config;
+use crate::metrics::{Exporter, Metrics, Sources};
+use crate::retention::Retention;
 use crate::server::ServerOptions;
 use crate::state::AppState;
 use crate::ws::{Bridge, BridgeStats, Hub, HubSettings, LocalFeed};
@@ -57,6 +68,8 @@ const WS_CLOSE_DEADLINE: Duration = Duration::from_secs(10);
 pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
+    /// The separate `/metrics` listener, when `VIGIL_METRICS_ADDR` is set.
+    metrics_listener: Option<TcpListener>,
     state: Arc<AppState>,
     ingest: Ingest,
     publisher: Option<Publisher>,
@@ -64,6 +77,10 @@ pub struct Application {
     hub: Hub,
     /// What feeds the hub: the Redis bridge, or the in-process feed's task.
     feed: HubFeed,
+    /// The backfill task (ends when the hub shuts down).
+    backfill: tokio::task::JoinHandle<()>,
+    /// Deletes expired events, when `VIGIL_RETENTION` is set.
+    retention: Option<Retention>,
 }
 
 /// The hub's source of events.
@@ -75,16 +92,35 @@ enum HubFeed {
     Local(tokio::task::JoinHandle<()>),
 }
 
+impl HubFeed {
+    fn bridge_stats(&self) -> Option<Arc<BridgeStats>> {
+        match self {
+            HubFeed::Redis(bridge) => Some(bridge.stats()),
+            HubFeed::Local(_) => None,
+        }
+    }
+}
+
 impl Application {
     /// Connects to the database, starts the ingest pipeline and binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
-        let Some(database_url) = config.database_url.clone() else {
-            bail!("DATABASE_URL is not set: set it to mysql://user:password@host:3306/database");
-        };
-        let store = Store::connect(database_url.expose(), &StoreOptions::default())
-            .await
-            .with_context(|| format!("connect to the database at {database_url}"))?;
-        tracing::info!(database = %database_url, "database ready");
+        let store = open_store(&config).await?;
+        let mode = Mode::of(&store, &config);
+        tracing::info!(
+            mode = mode.name,
+            store = %store.description(),
+            cache = mode.cache,
+            broadcast = mode.broadcast,
+            why = mode.why,
+            "vigil mode"
+        );
+        if store.backend_name() == "sqlite" && config.redis_url.is_some() {
+            tracing::warn!(
+                "SQLite with REDIS_URL: the events stay in this instance's file; several \
+                 instances cannot share one SQLite database, so each serves its own events \
+                 (use DATABASE_URL=mysql://… to scale out)"
+            );
+        }
 
         let ingest_config = IngestConfig {
             queue_events: config.queue_events as usize,
@@ -113,13 +149,13 @@ impl Application {
                 }
                 Some(bus)
             }
-            None => {
-                tracing::info!(
-                    "REDIS_URL is not set: list reads come from the database, nothing is published to redis, and websocket clients get this instance's events only"
-                );
-                None
-            }
+            None => None,
         };
+        // The embedded mode's recent list: with SQLite this process is the only writer, so
+        // its own commits are the whole story. With MySQL another instance may write, so
+        // without Redis list reads go to the database.
+        let local_recent = (bus.is_none() && store.backend_name() == "sqlite")
+            .then(|| LocalRecent::new(config.recent_size as usize));
         let hub = Hub::new(HubSettings {
             client_queue: config.ws_client_queue as usize,
             max_clients: config.ws_max_clients as usize,
@@ -128,6 +164,16 @@ impl Application {
         let publisher = bus
             .clone()
             .map(|bus| Publisher::start(bus, PUBLISH_QUEUE_BATCHES));
+        let gap_channel = bus.as_ref().map(|bus| bus.names().gap_channel());
+        // Re-reads from the database what the live feed lost; ends with the hub.
+        let backfill = ws::backfill::start(hub.clone(), store.clone());
+        let retention = config.retention().map(|keep| {
+            tracing::info!(
+                retention_s = keep.as_secs(),
+                "deleting events older than the retention period"
+            );
+            Retention::start(store.clone(), keep)
+        });
         // With Redis, committed batches go to the publisher and every instance's hub hears
         // them on the channel; without it, the batcher feeds this instance's hub directly.
         let (sink, feed): (Arc<dyn CommitSink>, HubFeed) = match (&publisher, &config.redis_url) {
@@ -135,6 +181,7 @@ impl Application {
                 let bridge = Bridge::start(
                     redis_url.expose(),
                     config.redis_channel.clone(),
+                    gap_channel.clone().unwrap_or_default(),
                     hub.clone(),
                 )
                 .with_context(|| format!("configure redis at {redis_url}"))?;
@@ -145,13 +192,33 @@ impl Application {
             }
             _ => {
                 let (feed, task) = LocalFeed::start(&hub);
-                (feed, HubFeed::Local(task))
+                let sink: Arc<dyn CommitSink> = match &local_recent {
+                    Some(list) => Arc::new(FanOut::new(vec![Arc::new(list.clone()), feed])),
+                    None => feed,
+                };
+                (sink, HubFeed::Local(task))
             }
         };
         let ingest = Ingest::start(store.clone(), ingest_config, Some(sink))
             .context("start the batcher thread")?;
-        let cache =
-            bus.map(|bus| RecentCache::new(bus, config.recent_size as usize, publisher.clone()));
+        let recent_size = config.recent_size as usize;
+        let cache = match (bus, local_recent) {
+            (Some(bus), _) => Some(RecentCache::new(
+                RecentSource::Redis {
+                    bus,
+                    publisher: publisher.clone(),
+                },
+                recent_size,
+            )),
+            (None, Some(list)) => Some(RecentCache::new(
+                RecentSource::Local {
+                    list,
+                    ingest: ingest.queue(),
+                },
+                recent_size,
+            )),
+            (None, None) => None,
+        };
         if let Some(cache) = &cache
             && let Err(error) = cache.warm(&store).await
         {
@@ -160,27 +227,52 @@ impl Application {
 
         let listener = bind(config.addr).with_context(|| format!("listen on {}", config.addr))?;
         let local_addr = listener.local_addr().context("read the bound address")?;
+        let metrics_listener = match config.metrics_addr {
+            Some(addr) => {
+                Some(bind(addr).with_context(|| format!("listen on {addr} for metrics"))?)
+            }
+            None => None,
+        };
         let limits = Limits {
             max_bulk_events: config.max_bulk_events as usize,
             ..Limits::default()
         };
+        let metrics = Arc::new(Metrics::default());
+        let exporter = Arc::new(Exporter::new(Sources {
+            metrics: Arc::clone(&metrics),
+            ingest: ingest.queue(),
+            queue_capacity: u64::from(config.queue_events),
+            publisher: publisher.clone(),
+            cache: cache.as_ref().map(RecentCache::stats),
+            hub: hub.clone(),
+            bridge: feed.bridge_stats(),
+            retention: retention.as_ref().map(Retention::stats),
+        }));
+        let security = security::Security::from_config(&config);
         let state = Arc::new(AppState {
+            security,
             config,
             limits,
             ingest: ingest.queue(),
             store: store.clone(),
             cache,
             hub: hub.clone(),
+            metrics,
+            exporter,
+            draining: AtomicBool::new(false),
         });
         Ok(Application {
             listener,
             local_addr,
+            metrics_listener,
             state,
             ingest,
             publisher,
             store,
             hub,
             feed,
+            backfill,
+            retention,
         })
     }
 
@@ -191,15 +283,19 @@ impl Application {
 
     /// The Redis bridge's counters, when `REDIS_URL` is set.
     pub fn bridge_stats(&self) -> Option<Arc<BridgeStats>> {
-        match &self.feed {
-            HubFeed::Redis(bridge) => Some(bridge.stats()),
-            HubFeed::Local(_) => None,
-        }
+        self.feed.bridge_stats()
     }
 
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The metrics listener's bound address, when `VIGIL_METRICS_ADDR` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
     }
 
     /// Serves until `stop` resolves, then shuts down gracefully.
@@ -214,6 +310,14 @@ impl Application {
         tracing::info!(addr = %self.local_addr, "vigil listening");
 
         let stopping = CancellationToken::new();
+        let metrics_stopping = CancellationToken::new();
+        let metrics_server = self.metrics_listener.map(|listener| {
+            tokio::spawn(server::serve_metrics(
+                listener,
+                Arc::clone(&self.state.exporter),
+                metrics_stopping.clone(),
+            ))
+        });
         let server = tokio::spawn(server::serve(
             self.listener,
             Arc::clone(&self.state),
@@ -221,6 +325,15 @@ impl Application {
             stopping.clone(),
         ));
         stop.await;
+        self.state.draining.store(true, Ordering::Release);
+        let drain_delay = config.drain_delay();
+        if !drain_delay.is_zero() {
+            tracing::info!(
+                drain_delay_s = drain_delay.as_secs(),
+                "draining: /api/ready answers 503; still serving until the delay ends"
+            );
+            tokio::time::sleep(drain_delay).await;
+        }
         tracing::info!(deadline_s = deadline.as_secs(), "shutting down");
         stopping.cancel();
         let (served, ()) = tokio::join!(server, self.ingest.shutdown(deadline));
@@ -242,11 +355,87 @@ impl Application {
             }
         }
         self.hub.shutdown(WS_CLOSE_DEADLINE).await;
+        let _ = self.backfill.await;
+        if let Some(retention) = self.retention {
+            retention.stop().await;
+        }
         tokio::time::timeout(Duration::from_secs(5), self.store.close())
             .await
             .ok();
+        metrics_stopping.cancel();
+        if let Some(metrics_server) = metrics_server {
+            let _ = metrics_server.await;
+        }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Opens the store DESIGN.md's Modes name: `DATABASE_URL` when set (`mysql://…` or
+/// `sqlite://…`), else the embedded SQLite file in `VIGIL_DATA_DIR`, created if missing.
+async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let options = StoreOptions::default();
+    match &config.database_url {
+        Some(database_url) => Store::connect(database_url.expose(), &options)
+            .await
+            .with_context(|| format!("connect to the database at {database_url}")),
+        None => {
+            let data_dir = config.resolved_data_dir().map_err(anyhow::Error::msg)?;
+            Store::open_embedded(&data_dir, &options)
+                .await
+                .with_context(|| {
+                    format!(
+                        "open the embedded database in {} (VIGIL_DATA_DIR)",
+                        data_dir.display()
+                    )
+                })
+        }
+    }
+}
+
+/// Which mode runs and why, for the one start-up line that says so.
+struct Mode {
+    name: &'static str,
+    /// What serves the cache rule's page-1 reads.
+    cache: &'static str,
+    /// Whose events WebSocket clients get.
+    broadcast: &'static str,
+    why: &'static str,
+}
+
+impl Mode {
+    fn of(store: &Store, config: &Config) -> Mode {
+        let sqlite = store.backend_name() == "sqlite";
+        match (sqlite, config.redis_url.is_some()) {
+            (true, false) => Mode {
+                name: "embedded",
+                cache: "in-process recent list",
+                broadcast: "in-process, this instance",
+                why: if config.database_url.is_some() {
+                    "DATABASE_URL is sqlite and REDIS_URL is not set"
+                } else {
+                    "DATABASE_URL and REDIS_URL are not set"
+                },
+            },
+            (true, true) => Mode {
+                name: "sqlite with redis",
+                cache: "redis list",
+                broadcast: "redis channel, this instance's events only",
+                why: "DATABASE_URL is not mysql and REDIS_URL is set",
+            },
+            (false, true) => Mode {
+                name: "full",
+                cache: "redis list",
+                broadcast: "redis channel, every instance",
+                why: "DATABASE_URL is mysql and REDIS_URL is set",
+            },
+            (false, false) => Mode {
+                name: "mysql without redis",
+                cache: "none: list reads come from the database (other instances may write)",
+                broadcast: "in-process, this instance's events only",
+                why: "DATABASE_URL is mysql and REDIS_URL is not set",
+            },
+        }
     }
 }
 

@@ -17,11 +17,10 @@ const EXIT_CONFIG: u8 = 2;
 fn main() -> ExitCode {
     let config = Config::from_env_and_args();
     telemetry::init(config.log_format);
-    if config.database_url.is_none() {
-        tracing::error!(
-            "DATABASE_URL is not set; set it to mysql://user:password@host:3306/database \
-             (the embedded mode that needs no database is not built yet)"
-        );
+    if config.database_url.is_none()
+        && let Err(problem) = config.resolved_data_dir()
+    {
+        tracing::error!("{problem}");
         return ExitCode::from(EXIT_CONFIG);
     }
     match telemetry::raise_open_files_limit() {

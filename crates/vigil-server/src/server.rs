@@ -6,9 +6,12 @@
 //! closes, every connection finishes its in-flight request and closes, and `serve` returns
 //! when all are gone or the deadline passes.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ::http::{Method, Request};
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -18,7 +21,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::http;
+use crate::metrics::Exporter;
 use crate::state::AppState;
+
+/// How long a scraper may take to send a request's headers on the metrics listener.
+const METRICS_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connection handling settings.
 #[derive(Debug, Clone, Copy)]
@@ -65,7 +72,8 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let state = Arc::clone(&state);
-        let service = service_fn(move |request| http::serve(Arc::clone(&state), request));
+        let service =
+            service_fn(move |request| http::serve(Arc::clone(&state), peer.ip(), request));
         let connection = builder
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
@@ -96,4 +104,45 @@ pub async fn serve(
             tracing::warn!("connections still open at the shutdown deadline");
         }
     }
+}
+
+/// Serves `GET /metrics` alone on its own listener (`VIGIL_METRICS_ADDR`) until `shutdown`
+/// is cancelled. Scrapes are few and small: no connection cap, no drain.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    exporter: Arc<Exporter>,
+    shutdown: CancellationToken,
+) {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(METRICS_HEADER_READ_TIMEOUT);
+    let connections = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shutdown.cancelled() => break,
+        };
+        let Ok((stream, _)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let exporter = Arc::clone(&exporter);
+        let service = service_fn(move |request: Request<Incoming>| {
+            let response = match (request.method(), request.uri().path()) {
+                (&Method::GET | &Method::HEAD, "/metrics") => http::metrics_response(&exporter),
+                _ => http::error::ApiError::not_found().into_response(""),
+            };
+            std::future::ready(Ok::<_, Infallible>(response))
+        });
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            tokio::select! {
+                _ = connection => {}
+                () = shutdown.cancelled() => {}
+            }
+        });
+    }
+    connections.close();
 }

@@ -6,16 +6,21 @@
 //! a final period and never contain the database URL (it may hold a password): they carry the
 //! driver's message, which names error codes and ids but not credentials.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// A storage operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The URL's scheme names no backend this build has.
-    #[error(
-        "unsupported database url scheme `{scheme}`: expected mysql:// (sqlite:// comes with the embedded store)"
-    )]
+    #[error("unsupported database url scheme `{scheme}`: expected mysql:// or sqlite://")]
     UnsupportedScheme { scheme: String },
+    /// The embedded database's directory could not be created.
+    #[error("cannot create the database directory {}: {cause}", path.display())]
+    DataDirectory {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
     /// The URL could not be parsed; the message never repeats the URL.
     #[error("invalid database url: {cause}")]
     InvalidUrl { cause: sqlx::Error },
@@ -40,7 +45,8 @@ pub enum StoreError {
         operation: &'static str,
         after: Duration,
     },
-    /// The server refused an insert because rows with some of its ids exist (error 1062). The
+    /// The server refused an insert because rows with some of its ids exist (MySQL error 1062,
+    /// SQLite `SQLITE_CONSTRAINT_PRIMARYKEY`). The
     /// statement committed nothing; if it retried an attempt whose outcome was unknown, that
     /// attempt committed — confirm with `resolve`.
     #[error("rows with some of these ids already exist: {cause}")]
@@ -126,6 +132,7 @@ impl StoreError {
             StoreError::UnsupportedScheme { .. }
             | StoreError::InvalidUrl { .. }
             | StoreError::InvalidOptions { .. }
+            | StoreError::DataDirectory { .. }
             | StoreError::Migrate { .. }
             | StoreError::DuplicateIds { .. }
             | StoreError::InvalidRow { .. }
@@ -146,10 +153,31 @@ fn sqlx_error_is_retriable(error: &sqlx::Error) -> bool {
         | sqlx::Error::Protocol(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(_) => server_error_number(error)
-            .is_some_and(|number| RETRIABLE_SERVER_ERRORS.contains(&number)),
+        sqlx::Error::Database(_) => {
+            server_error_number(error)
+                .is_some_and(|number| RETRIABLE_SERVER_ERRORS.contains(&number))
+                || sqlite_result_code(error)
+                    .is_some_and(|code| SQLITE_RETRIABLE_PRIMARY_CODES.contains(&(code & 0xff)))
+        }
         _ => false,
     }
+}
+
+/// SQLite primary result codes that mean "try again": another connection (or process) holds
+/// the lock past the busy timeout, or the disk failed or filled up, which an operator can fix.
+const SQLITE_RETRIABLE_PRIMARY_CODES: &[i32] = &[
+    5,  // SQLITE_BUSY
+    6,  // SQLITE_LOCKED
+    10, // SQLITE_IOERR
+    13, // SQLITE_FULL
+    15, // SQLITE_PROTOCOL: a WAL lock race, retried
+];
+
+/// SQLite's extended result code of a database error (its primary code is the low byte).
+pub(crate) fn sqlite_result_code(error: &sqlx::Error) -> Option<i32> {
+    let database_error = error.as_database_error()?;
+    database_error.try_downcast_ref::<sqlx::sqlite::SqliteError>()?;
+    database_error.code()?.parse().ok()
 }
 
 /// The MySQL error number of a server error.
@@ -235,6 +263,20 @@ mod tests {
             .is_retriable()
         );
         assert!(StoreError::WriterStillRunning { connection_id: 7 }.is_retriable());
+    }
+
+    #[test]
+    fn sqlite_codes_are_read_from_the_error() {
+        // Not a database error: no code.
+        assert_eq!(sqlite_result_code(&sqlx::Error::PoolClosed), None);
+        assert!(SQLITE_RETRIABLE_PRIMARY_CODES.contains(&5));
+        assert!(
+            !StoreError::DataDirectory {
+                path: "/nonexistent".into(),
+                cause: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+            }
+            .is_retriable()
+        );
     }
 
     #[test]

@@ -5,10 +5,16 @@
 //! Galera's `auto_increment_increment`, and MySQL 8 has no `INSERT … RETURNING`. Ids come from
 //! the `vigil_id_blocks` row `events`: one autocommit
 //! `UPDATE … SET next_id = LAST_INSERT_ID(next_id + n)` reserves `[new - n, new)` for this
-//! process alone. This module holds the reserved range and the arithmetic; the statement itself
-//! runs in [`crate::mysql`]. The full argument is in `ID_SCHEME.md` beside this crate.
+//! process alone (SQLite: `UPDATE … RETURNING` under its single write lock). This module holds
+//! the reserved range, the arithmetic and the allocation both backends share; the reservation
+//! statements run in [`crate::mysql`] and [`crate::sqlite`]. The full argument is in
+//! `ID_SCHEME.md` beside this crate.
 
 use std::ops::Range;
+
+use tracing::debug;
+
+use crate::StoreError;
 
 /// Fewest ids reserved per round trip: a block of this size serves many batches, so the
 /// reservation's row lock is taken rarely even with many instances.
@@ -21,6 +27,58 @@ pub use vigil_core::MAX_ID_EXCLUSIVE;
 /// is needed to learn it.
 pub const RESERVE_SQL: &str =
     "UPDATE vigil_id_blocks SET next_id = LAST_INSERT_ID(next_id + ?) WHERE name = 'events'";
+
+/// SQLite's reservation: one autocommit statement that takes the database's write lock (so
+/// reservations from every connection and process serialise) and returns the new `next_id`.
+pub const SQLITE_RESERVE_SQL: &str =
+    "UPDATE vigil_id_blocks SET next_id = next_id + ? WHERE name = 'events' RETURNING next_id";
+
+/// A backend's reservation of a block: moves the database counter forward by `size` and
+/// returns the new `next_id`.
+pub(crate) trait ReserveBlock {
+    fn reserve_block(&self, size: u64) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
+
+/// `count` fresh ids, increasing: from `block`, and when it runs out from a new block of
+/// `max(missing, MIN_BLOCK_SIZE)` ids that `backend` reserves in the database. The caller holds
+/// `block`'s lock across the reservation, so concurrent callers wait for one round trip
+/// instead of each reserving a block.
+pub(crate) async fn allocate(
+    block: &mut IdBlock,
+    count: usize,
+    backend: &impl ReserveBlock,
+) -> Result<Vec<u64>, StoreError> {
+    let mut ids = Vec::with_capacity(count);
+    let mut missing = count as u64 - block.take_into(count as u64, &mut ids);
+    if missing == 0 {
+        return Ok(ids);
+    }
+    let size = block_size_for(missing);
+    let new_next_id = backend.reserve_block(size).await?;
+    let range = reserved_range(new_next_id, size).ok_or(StoreError::IdCounterMissing)?;
+    block
+        .refill(range.clone())
+        .map_err(|problem| match problem {
+            BlockProblem::Empty => StoreError::IdCounterMissing,
+            BlockProblem::Exhausted { next_id } => StoreError::IdsExhausted { next_id },
+            BlockProblem::WentBackwards {
+                reserved_start,
+                previous_end,
+            } => StoreError::IdCounterWentBackwards {
+                reserved_start,
+                previous_end,
+            },
+        })?;
+    debug!(
+        start = range.start,
+        end = range.end,
+        "reserved event id block"
+    );
+    missing -= block.take_into(missing, &mut ids);
+    debug_assert_eq!(missing, 0);
+    debug_assert!(ids.windows(2).all(|pair| pair[0] < pair[1]));
+    Ok(ids)
+}
 
 /// The ids of the current block not yet handed out.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

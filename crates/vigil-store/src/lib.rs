@@ -21,19 +21,26 @@
 //! # Backends
 //!
 //! [`Store`] is an enum over backends so callers stay backend-agnostic: MySQL/MariaDB
-//! ([`MySqlStore`]) today, an embedded SQLite variant later.
+//! ([`MySqlStore`]) for the full mode, where several instances share one database, and an
+//! embedded SQLite file ([`SqliteStore`]) for the default mode, which needs no service. Both
+//! run the same statements and plans ([`sql`]), the same id scheme and the same
+//! all-or-nothing insert contract, and return byte-identical events.
 
+mod common;
 pub mod error;
 pub mod ids;
 pub mod mysql;
 pub mod sql;
+pub mod sqlite;
 
+use std::path::Path;
 use std::time::Duration;
 
-use vigil_core::{EventQuery, Level, NewEvent, StoredEventRef, UnixMillis};
+use vigil_core::{EventFilter, EventQuery, Level, NewEvent, StoredEventRef, UnixMillis};
 
 pub use error::{InsertError, StoreError};
 pub use mysql::MySqlStore;
+pub use sqlite::{SqliteSettings, SqliteStore};
 
 /// One row to insert: an event with the id, `createdAt` and request id Vigil assigned.
 #[derive(Debug, Clone, Copy)]
@@ -120,16 +127,38 @@ impl Default for StoreOptions {
 #[derive(Clone)]
 pub enum Store {
     MySql(MySqlStore),
+    Sqlite(SqliteStore),
+}
+
+/// Dispatches a method call to whichever backend holds the store.
+macro_rules! on_backend {
+    ($store:expr, $backend:ident => $call:expr) => {
+        match $store {
+            Store::MySql($backend) => $call,
+            Store::Sqlite($backend) => $call,
+        }
+    };
 }
 
 impl Store {
-    /// Connects to the database named by `database_url` (`mysql://…`), pins every session to
-    /// UTC, runs the embedded migrations and opens the writer connection.
+    /// Connects to the database `database_url` names, runs the embedded migrations and opens
+    /// the writer connection:
+    ///
+    /// - `mysql://…` (or `mariadb://…`): every session pinned to UTC;
+    /// - `sqlite:///path/to/file.db` or `sqlite:/path/to/file.db`: the file and its directory
+    ///   are created when missing (`sqlite://relative.db` is relative to the current directory).
     pub async fn connect(database_url: &str, options: &StoreOptions) -> Result<Store, StoreError> {
+        // `ssl-mode=` runs rustls: choose its crypto provider (ring) here rather than leave it
+        // to rustls's features, which a workspace build can unify with another provider's
+        // (then rustls panics at the first handshake). A no-op when one is set already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let scheme = url_scheme(database_url);
         match scheme {
             "mysql" | "mariadb" => Ok(Store::MySql(
                 MySqlStore::connect(database_url, options).await?,
+            )),
+            "sqlite" => Ok(Store::Sqlite(
+                SqliteStore::connect(database_url, options).await?,
             )),
             _ => Err(StoreError::UnsupportedScheme {
                 scheme: printable_scheme(scheme),
@@ -137,82 +166,190 @@ impl Store {
         }
     }
 
+    /// Opens the embedded store: the SQLite file `<data_dir>/vigil.db`, creating the
+    /// directory and the file when missing.
+    pub async fn open_embedded(
+        data_dir: &Path,
+        options: &StoreOptions,
+    ) -> Result<Store, StoreError> {
+        Ok(Store::Sqlite(
+            SqliteStore::open_in(data_dir, options).await?,
+        ))
+    }
+
+    /// `"mysql"` or `"sqlite"`.
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Store::MySql(_) => "mysql",
+            Store::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Where the events are, for the start-up log, without credentials:
+    /// `mysql 127.0.0.1:3306/vigil` or `sqlite /path/vigil.db (wal, synchronous=full)`.
+    pub fn description(&self) -> String {
+        match self {
+            Store::MySql(store) => format!("mysql {}", store.location()),
+            Store::Sqlite(store) => {
+                format!("sqlite {} (wal, synchronous=full)", store.path().display())
+            }
+        }
+    }
+
     /// `count` fresh ids, increasing, from this store's cached block (reserving a new block in
     /// the database when it runs out).
     pub async fn allocate_ids(&self, count: usize) -> Result<Vec<u64>, StoreError> {
-        match self {
-            Store::MySql(store) => store.allocate_ids(count).await,
-        }
+        on_backend!(self, store => store.allocate_ids(count).await)
     }
 
     /// Stores the batch, all or nothing. See [`InsertError`] for what a failure means.
     pub async fn insert(&self, rows: &[EventRow<'_>]) -> Result<(), InsertError> {
-        match self {
-            Store::MySql(store) => store.insert(rows).await,
-        }
+        on_backend!(self, store => store.insert(rows).await)
     }
 
     /// After an [`InsertError::OutcomeUnknown`]: decides for certain whether the batch with
     /// these ids is in the table (`true`) or not (`false`).
     pub async fn resolve(&self, ids: &[u64]) -> Result<bool, StoreError> {
-        match self {
-            Store::MySql(store) => store.resolve(ids).await,
-        }
+        on_backend!(self, store => store.resolve(ids).await)
     }
 
     /// The event with this id, if stored.
     pub async fn get(&self, id: u64) -> Result<Option<StoredEvent>, StoreError> {
-        match self {
-            Store::MySql(store) => store.get(id).await,
-        }
+        on_backend!(self, store => store.get(id).await)
     }
 
     /// The `limit` newest events, newest (highest id) first.
     pub async fn latest(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
-        match self {
-            Store::MySql(store) => store.latest(limit).await,
-        }
+        on_backend!(self, store => store.latest(limit).await)
     }
 
     /// One page of the events `query` selects, newest first by id: filters, time window,
     /// offset or cursor. Every plan reads an index in id order and stops near the page size;
     /// see `sql::list`.
     pub async fn list(&self, query: &EventQuery) -> Result<EventPage, StoreError> {
-        match self {
-            Store::MySql(store) => store.list(query).await,
-        }
+        on_backend!(self, store => store.list(query).await)
     }
 
-    /// [`Store::list`], plus the rows the server examined for it (the session's
-    /// `Handler_read_*` counters around the very statements `list` runs). For tests and
-    /// measurements.
+    /// [`Store::list`], plus what it cost, for tests and measurements: on MySQL the rows the
+    /// server examined (the session's `Handler_read_*` counters around the very statements
+    /// `list` runs); on SQLite, which exposes no row counter through sqlx, the virtual-machine
+    /// instructions its statements ran (see [`SqliteStore::list_with_rows_examined`]).
     #[doc(hidden)]
     pub async fn list_with_rows_examined(
         &self,
         query: &EventQuery,
     ) -> Result<(EventPage, u64), StoreError> {
+        on_backend!(self, store => store.list_with_rows_examined(query).await)
+    }
+
+    /// Events with `id > after_id` that pass `filter`, oldest first, at most `limit` (a
+    /// WebSocket resume; see [`sql::forward`]).
+    pub async fn events_after(
+        &self,
+        after_id: u64,
+        filter: &EventFilter,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let statement = sql::forward::after_id(self.dialect(), after_id, filter, limit as u64);
+        self.fetch_events("replay events after an id", statement)
+            .await
+    }
+
+    /// The stored events among `ids`, in increasing id order.
+    pub async fn events_by_ids(&self, ids: &[u64]) -> Result<Vec<StoredEvent>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let statement = sql::forward::by_ids(self.dialect(), ids);
+        self.fetch_events("read events by id", statement).await
+    }
+
+    /// Events created at or after `from`, in `(createdAt, id)` order, strictly after
+    /// `cursor` (the last event of the previous page), at most `limit` (a realtime backfill).
+    pub async fn events_created_since(
+        &self,
+        from: UnixMillis,
+        cursor: Option<(UnixMillis, u64)>,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        match sql::forward::created_since(self.dialect(), from, cursor, limit as u64) {
+            Some(statement) => {
+                self.fetch_events("read events created since", statement)
+                    .await
+            }
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Retention: deletes at most `limit` of the events created before `cutoff`, oldest
+    /// first, in one short statement; returns how many went. Callers loop with pauses so
+    /// that deleting never holds the writer (SQLite) or many row locks (MySQL) for long.
+    pub async fn delete_created_before(
+        &self,
+        cutoff: UnixMillis,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        use vigil_core::time::{MAX_TIMESTAMP, MIN_TIMESTAMP};
+        if cutoff <= MIN_TIMESTAMP || limit == 0 {
+            return Ok(0);
+        }
+        let cutoff = cutoff.min(MAX_TIMESTAMP);
+        let statement = sql::list::Statement {
+            sql: sql::delete_expired_sql(self.dialect()).to_owned(),
+            binds: vec![
+                sql::list::time_bind(self.dialect(), cutoff),
+                sql::list::Bind::Unsigned(limit as u64),
+            ],
+        };
         match self {
-            Store::MySql(store) => store.list_with_rows_examined(query).await,
+            Store::MySql(store) => {
+                store
+                    .execute_write("delete expired events", statement)
+                    .await
+            }
+            Store::Sqlite(store) => {
+                store
+                    .execute_write("delete expired events", statement)
+                    .await
+            }
+        }
+    }
+
+    fn dialect(&self) -> sql::Dialect {
+        match self {
+            Store::MySql(_) => sql::Dialect::MySql,
+            Store::Sqlite(_) => sql::Dialect::Sqlite,
+        }
+    }
+
+    async fn fetch_events(
+        &self,
+        operation: &'static str,
+        statement: sql::list::Statement,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        match self {
+            Store::MySql(store) => store.fetch_events(operation, statement).await,
+            Store::Sqlite(store) => store.fetch_events(operation, statement).await,
         }
     }
 
     /// Whether the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        match self {
-            Store::MySql(store) => store.ping().await,
-        }
+        on_backend!(self, store => store.ping().await)
     }
 
     /// Closes the writer and the pool, waiting for borrowed connections to come back.
     pub async fn close(&self) {
-        match self {
-            Store::MySql(store) => store.close().await,
-        }
+        on_backend!(self, store => store.close().await)
     }
 }
 
-/// The scheme of a URL (before `://`), or `""` when there is none.
+/// The scheme of a URL (before `://`, or before `:` for `sqlite:path`), or `""` when there is
+/// none.
 fn url_scheme(url: &str) -> &str {
+    if url.starts_with("sqlite:") {
+        return "sqlite";
+    }
     url.split_once("://").map_or("", |(scheme, _)| scheme)
 }
 
@@ -239,6 +376,8 @@ mod tests {
     fn only_plain_schemes_are_repeated_in_errors() {
         assert_eq!(url_scheme("mysql://root@127.0.0.1/test"), "mysql");
         assert_eq!(url_scheme("127.0.0.1:3306"), "");
+        assert_eq!(url_scheme("sqlite:/var/lib/vigil.db"), "sqlite");
+        assert_eq!(url_scheme("sqlite:///var/lib/vigil.db"), "sqlite");
         assert_eq!(printable_scheme("sqlite"), "sqlite");
         assert_eq!(printable_scheme(""), "(none)");
         assert_eq!(printable_scheme("user:secret@host"), "(none)");
@@ -247,11 +386,7 @@ mod tests {
     #[tokio::test]
     async fn other_schemes_are_refused_with_a_clear_error() {
         let options = StoreOptions::default();
-        for url in [
-            "sqlite:///tmp/vigil.db",
-            "postgres://u:secret@h/db",
-            "u:secret@host/db",
-        ] {
+        for url in ["postgres://u:secret@h/db", "u:secret@host/db"] {
             let Err(error) = Store::connect(url, &options).await else {
                 panic!("{url} was accepted");
             };

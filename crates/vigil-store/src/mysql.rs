@@ -12,7 +12,6 @@
 //! Every connection runs with `time_zone = '+00:00'`; times are sent as exact `DATETIME(3)`
 //! literals and read back as microseconds computed by the server (see [`crate::sql`]).
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex as StdMutex};
@@ -21,14 +20,15 @@ use std::time::{Duration, Instant};
 use sqlx::mysql::{
     MySqlArguments, MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions, MySqlRow,
 };
-use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor, MySql, Row};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor, MySql};
 use tracing::{debug, info, warn};
-use vigil_core::{EventQuery, Level};
+use vigil_core::EventQuery;
 
+use crate::common::{self, bounded, insert_timeout, query_error, validate_options};
 use crate::error::{DUPLICATE_KEY, NO_SUCH_THREAD, server_error_number, server_refused};
 use crate::ids::{self, IdBlock};
-use crate::sql;
-use crate::sql::list::{self, Bind, TimeBounds};
+use crate::sql::list::{Bind, Statement, TimeBounds};
+use crate::sql::{self, Dialect};
 use crate::{EventPage, EventRow, InsertError, StoreError, StoreOptions, StoredEvent};
 
 /// The embedded migrations (`migrations/mysql` at the workspace root), run at connect.
@@ -46,9 +46,6 @@ const WRITER_STATEMENT_CACHE: usize = 256;
 
 /// How often `resolve` looks for a killed session in the process list.
 const KILLED_SESSION_POLL: Duration = Duration::from_millis(20);
-
-/// Ids per locking count in `resolve`, well below the placeholder limit.
-const RESOLVE_IDS_PER_QUERY: usize = 8192;
 
 /// The MySQL/MariaDB store. Cheap to clone.
 #[derive(Clone)]
@@ -79,15 +76,11 @@ struct Inner {
 struct Writer {
     /// The open writer session; `None` after a failure, reopened by the next insert.
     session: Option<WriterSession>,
-    /// INSERT texts by row count. The same `Arc<str>` goes to sqlx each time, which finds its
-    /// prepared statement by that text.
-    insert_sql: HashMap<usize, Arc<str>>,
+    /// INSERT texts by row count.
+    insert_sql: sql::InsertSqlCache,
     /// Reused buffer for the `DATETIME(3)` literals of the statement being bound.
     datetimes: String,
 }
-
-/// Most INSERT texts `Writer::insert_sql` keeps before it starts over.
-const MAX_CACHED_INSERT_SQL: usize = 512;
 
 /// An open writer connection.
 struct WriterSession {
@@ -152,62 +145,8 @@ impl MySqlStore {
     /// `count` fresh ids, increasing, from the cached block; reserves a new block of
     /// `max(missing, 4096)` ids when the cached one runs out.
     pub async fn allocate_ids(&self, count: usize) -> Result<Vec<u64>, StoreError> {
-        let mut ids = Vec::with_capacity(count);
         let mut block = self.inner.ids.lock().await;
-        let mut missing = count as u64 - block.take_into(count as u64, &mut ids);
-        if missing == 0 {
-            return Ok(ids);
-        }
-        let size = ids::block_size_for(missing);
-        let new_next_id = self.reserve_block(size).await?;
-        let range = ids::reserved_range(new_next_id, size).ok_or(StoreError::IdCounterMissing)?;
-        block
-            .refill(range.clone())
-            .map_err(|problem| match problem {
-                ids::BlockProblem::Empty => StoreError::IdCounterMissing,
-                ids::BlockProblem::Exhausted { next_id } => StoreError::IdsExhausted { next_id },
-                ids::BlockProblem::WentBackwards {
-                    reserved_start,
-                    previous_end,
-                } => StoreError::IdCounterWentBackwards {
-                    reserved_start,
-                    previous_end,
-                },
-            })?;
-        debug!(
-            start = range.start,
-            end = range.end,
-            "reserved event id block"
-        );
-        missing -= block.take_into(missing, &mut ids);
-        debug_assert_eq!(missing, 0);
-        debug_assert!(ids.windows(2).all(|pair| pair[0] < pair[1]));
-        Ok(ids)
-    }
-
-    /// Moves the database counter forward by `size` in one autocommit statement and returns
-    /// the new `next_id`, which the server reports as this statement's `LAST_INSERT_ID`.
-    ///
-    /// Runs on a connection of its own, opened for the purpose (once per block of thousands
-    /// of ids), not on the read pool: the write path (`allocate_ids`, `insert`, `resolve`)
-    /// never touches the pool, so the batcher can drive it from its own runtime without
-    /// pool connections becoming tied to that runtime.
-    async fn reserve_block(&self, size: u64) -> Result<u64, StoreError> {
-        let mut connection = self.open_connection().await?;
-        let result = self
-            .bounded_query(
-                "reserve ids",
-                sqlx::query(ids::RESERVE_SQL)
-                    .bind(size)
-                    .execute(&mut connection),
-            )
-            .await;
-        let _ = tokio::time::timeout(self.inner.options.connect_timeout, connection.close()).await;
-        let result = result?;
-        if result.rows_affected() == 0 {
-            return Err(StoreError::IdCounterMissing);
-        }
-        Ok(result.last_insert_id())
+        ids::allocate(&mut block, count, self).await
     }
 
     /// Stores the batch with one INSERT (or, when limits force a split, several in one
@@ -445,8 +384,8 @@ impl MySqlStore {
         }
 
         let mut present = 0u64;
-        for chunk in wanted.chunks(RESOLVE_IDS_PER_QUERY) {
-            let sql = sql::locking_count_sql(chunk.len());
+        for chunk in wanted.chunks(sql::RESOLVE_IDS_PER_QUERY) {
+            let sql = Dialect::MySql.count_ids_sql(chunk.len());
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for &id in chunk {
                 query = query.bind(id);
@@ -459,12 +398,7 @@ impl MySqlStore {
         }
         let _ = connection.close().await;
 
-        let expected = wanted.len() as u64;
-        match present {
-            0 => Ok(false),
-            _ if present == expected => Ok(true),
-            _ => Err(StoreError::PartiallyPresent { present, expected }),
-        }
+        sql::resolution(present, wanted.len() as u64)
     }
 
     /// `KILL`s a session and waits until the server no longer lists it.
@@ -578,41 +512,46 @@ impl MySqlStore {
         query: &EventQuery,
         bounds: &TimeBounds,
     ) -> Result<EventPage, StoreError> {
-        let window_size = match list::window_probe(query, bounds) {
-            Some(probe) => {
-                const OPERATION: &str = "size event window";
-                let row = self
-                    .bounded_query(OPERATION, bound_query(probe).fetch_one(&mut *connection))
-                    .await?;
-                let window: Option<i64> = decode(&row, 0, OPERATION)?;
-                let newer = match bounds.to {
-                    Some(_) => Some(decode::<Option<i64>>(&row, 1, OPERATION)?.is_some()),
-                    None => None,
-                };
-                Some(list::WindowSize {
-                    window_is_large: window.is_some(),
-                    newer_is_large: newer,
-                })
-            }
-            None => None,
+        let mut reads = ReadsOn {
+            store: self,
+            connection,
         };
-        let drive = list::drive_for(bounds, window_size);
-        let statement = list::list_statement(query, bounds, drive);
+        common::list_page(
+            Dialect::MySql,
+            query,
+            bounds,
+            sql::millis_from_micros,
+            &mut reads,
+        )
+        .await
+    }
+
+    /// Runs a short write that is not an insert batch (retention) on a pooled connection,
+    /// autocommit; the rows it changed.
+    pub(crate) async fn execute_write(
+        &self,
+        operation: &'static str,
+        statement: Statement,
+    ) -> Result<u64, StoreError> {
+        let result = self
+            .bounded_query(operation, bound_query(statement).execute(&self.inner.pool))
+            .await?;
+        Ok(result.rows_affected())
+    }
+
+    /// Runs a read that returns events (the forward reads of [`crate::sql::forward`]).
+    pub(crate) async fn fetch_events(
+        &self,
+        operation: &'static str,
+        statement: Statement,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
         let rows = self
             .bounded_query(
-                "list events",
-                bound_query(statement).fetch_all(&mut *connection),
+                operation,
+                bound_query(statement).fetch_all(&self.inner.pool),
             )
             .await?;
-        let size = usize::try_from(query.size).unwrap_or(usize::MAX);
-        let mut events = rows
-            .iter()
-            .map(stored_event_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        debug_assert!(events.windows(2).all(|pair| pair[0].id > pair[1].id));
-        let has_more = events.len() > size;
-        events.truncate(size);
-        Ok(EventPage { events, has_more })
+        rows.iter().map(stored_event_from_row).collect()
     }
 
     /// The session's index and table reads so far: the sum of the `Handler_read_*` counters
@@ -656,6 +595,17 @@ impl MySqlStore {
         Ok(())
     }
 
+    /// `host:port/database`, for the start-up log: never the user or password.
+    pub fn location(&self) -> String {
+        let options = &self.inner.connect_options;
+        format!(
+            "{}:{}/{}",
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or("")
+        )
+    }
+
     /// Closes the writer and the pool.
     pub async fn close(&self) {
         let session = self.inner.writer.lock().await.session.take();
@@ -688,10 +638,55 @@ impl MySqlStore {
         operation: &'static str,
         query: impl Future<Output = Result<T, sqlx::Error>>,
     ) -> Result<T, StoreError> {
-        bounded(operation, self.inner.options.statement_timeout, async {
-            query.await.map_err(|cause| query_error(operation, cause))
-        })
-        .await
+        common::bounded_query(operation, self.inner.options.statement_timeout, query).await
+    }
+}
+
+impl ids::ReserveBlock for MySqlStore {
+    /// Moves the database counter forward by `size` in one autocommit statement and returns
+    /// the new `next_id`, which the server reports as this statement's `LAST_INSERT_ID`.
+    ///
+    /// Runs on a connection of its own, opened for the purpose (once per block of thousands
+    /// of ids), not on the read pool: the write path (`allocate_ids`, `insert`, `resolve`)
+    /// never touches the pool, so the batcher can drive it from its own runtime without
+    /// pool connections becoming tied to that runtime.
+    async fn reserve_block(&self, size: u64) -> Result<u64, StoreError> {
+        let mut connection = self.open_connection().await?;
+        let result = self
+            .bounded_query(
+                "reserve ids",
+                sqlx::query(ids::RESERVE_SQL)
+                    .bind(size)
+                    .execute(&mut connection),
+            )
+            .await;
+        let _ = tokio::time::timeout(self.inner.options.connect_timeout, connection.close()).await;
+        let result = result?;
+        if result.rows_affected() == 0 {
+            return Err(StoreError::IdCounterMissing);
+        }
+        Ok(result.last_insert_id())
+    }
+}
+
+/// A store's reads on one connection, for [`common::list_page`].
+struct ReadsOn<'a> {
+    store: &'a MySqlStore,
+    connection: &'a mut MySqlConnection,
+}
+
+impl common::RunStatement for ReadsOn<'_> {
+    type Row = MySqlRow;
+
+    async fn fetch_all(
+        &mut self,
+        operation: &'static str,
+        statement: Statement,
+    ) -> Result<Vec<Self::Row>, StoreError> {
+        let connection = &mut *self.connection;
+        self.store
+            .bounded_query(operation, bound_query(statement).fetch_all(connection))
+            .await
     }
 }
 
@@ -748,20 +743,28 @@ async fn run_insert(
     timeout: Duration,
 ) -> Result<(), StatementFailure> {
     debug_assert!((1..=sql::MAX_ROWS_PER_STATEMENT).contains(&rows.len()));
-    if writer.insert_sql.len() >= MAX_CACHED_INSERT_SQL
-        && !writer.insert_sql.contains_key(&rows.len())
-    {
-        writer.insert_sql.clear();
+    let statement = writer.insert_sql.for_rows(rows.len());
+    let query = bound_insert(statement, rows, &mut writer.datetimes);
+    match tokio::time::timeout(timeout, query.execute(&mut *connection)).await {
+        Ok(Ok(result)) => {
+            debug_assert_eq!(result.rows_affected(), rows.len() as u64);
+            Ok(())
+        }
+        Ok(Err(cause)) => Err(StatementFailure::Driver(cause)),
+        Err(_) => Err(StatementFailure::TimedOut),
     }
-    let statement = Arc::clone(
-        writer
-            .insert_sql
-            .entry(rows.len())
-            .or_insert_with(|| Arc::from(sql::insert_sql(rows.len()))),
-    );
+}
 
+/// The INSERT of `rows` with all its values bound, as the writer sends it: each row's two times
+/// formatted side by side into `datetimes` (cleared first), then eight binds per row (sqlx
+/// encodes each into the argument buffer as it is added). Public for the INSERT-building
+/// bench (`benches/benches/insert_sql.rs`).
+pub fn bound_insert<'q>(
+    statement: Arc<str>,
+    rows: &'q [EventRow<'q>],
+    datetimes: &'q mut String,
+) -> sqlx::query::Query<'q, MySql, MySqlArguments> {
     // Each row's two times side by side: created_at, then occurred_at (or filler when absent).
-    let datetimes = &mut writer.datetimes;
     datetimes.clear();
     for row in rows {
         let created_ok = sql::push_datetime(datetimes, row.created_at);
@@ -777,6 +780,7 @@ async fn run_insert(
             "row_problem checks the time range first"
         );
     }
+    let datetimes: &'q String = datetimes;
 
     let mut query = sqlx::query(AssertSqlSafe(statement));
     for (index, row) in rows.iter().enumerate() {
@@ -795,14 +799,7 @@ async fn run_insert(
             .bind(created_at)
             .bind(row.request_id);
     }
-    match tokio::time::timeout(timeout, query.execute(&mut *connection)).await {
-        Ok(Ok(result)) => {
-            debug_assert_eq!(result.rows_affected(), rows.len() as u64);
-            Ok(())
-        }
-        Ok(Err(cause)) => Err(StatementFailure::Driver(cause)),
-        Err(_) => Err(StatementFailure::TimedOut),
-    }
+    query
 }
 
 /// A planned read with its values bound.
@@ -813,100 +810,21 @@ fn bound_query(
     for bind in statement.binds {
         query = match bind {
             Bind::Unsigned(value) => query.bind(value),
+            Bind::Signed(value) => query.bind(value),
             Bind::Text(value) => query.bind(value),
         };
     }
     query
 }
 
-fn insert_timeout(after: Duration) -> StoreError {
-    StoreError::Timeout {
-        operation: "insert",
-        after,
-    }
-}
-
-fn query_error(operation: &'static str, cause: sqlx::Error) -> StoreError {
-    StoreError::Query { operation, cause }
-}
-
-/// Runs `work` under `timeout`, turning expiry into [`StoreError::Timeout`].
-async fn bounded<T>(
-    operation: &'static str,
-    timeout: Duration,
-    work: impl Future<Output = Result<T, StoreError>>,
-) -> Result<T, StoreError> {
-    tokio::time::timeout(timeout, work)
-        .await
-        .unwrap_or(Err(StoreError::Timeout {
-            operation,
-            after: timeout,
-        }))
-}
-
-fn validate_options(options: &StoreOptions) -> Result<(), StoreError> {
-    let reason = if options.max_connections == 0 {
-        "max_connections must be at least 1"
-    } else if options.statement_timeout.is_zero() {
-        "statement_timeout must be positive"
-    } else if options.connect_timeout.is_zero() {
-        "connect_timeout must be positive"
-    } else {
-        return Ok(());
-    };
-    Err(StoreError::InvalidOptions { reason })
-}
-
 fn decode<'r, T>(row: &'r MySqlRow, index: usize, operation: &'static str) -> Result<T, StoreError>
 where
     T: sqlx::Decode<'r, sqlx::MySql> + sqlx::Type<sqlx::MySql>,
 {
-    row.try_get(index)
-        .map_err(|cause| query_error(operation, cause))
+    common::decode(row, index, operation)
 }
 
-/// Decodes a row selected by [`sql::SELECT_BY_ID`] or [`sql::SELECT_LATEST`].
+/// Decodes a row selected with [`Dialect::columns`]: times come as microseconds.
 fn stored_event_from_row(row: &MySqlRow) -> Result<StoredEvent, StoreError> {
-    const OPERATION: &str = "read event";
-    let id: u64 = decode(row, 0, OPERATION)?;
-    let level_text: &str = decode(row, 3, OPERATION)?;
-    let level: Level = level_text.parse().map_err(|()| StoreError::CorruptRow {
-        id,
-        reason: "unknown level",
-    })?;
-    let occurred_micros: Option<i64> = decode(row, 5, OPERATION)?;
-    let created_micros: i64 = decode(row, 6, OPERATION)?;
-    Ok(StoredEvent {
-        id,
-        source: decode(row, 1, OPERATION)?,
-        event_type: decode(row, 2, OPERATION)?,
-        level,
-        payload: decode(row, 4, OPERATION)?,
-        occurred_at: occurred_micros.map(sql::millis_from_micros),
-        created_at: sql::millis_from_micros(created_micros),
-        request_id: decode(row, 7, OPERATION)?,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn options_are_validated() {
-        assert!(validate_options(&StoreOptions::default()).is_ok());
-        let zero_pool = StoreOptions {
-            max_connections: 0,
-            ..StoreOptions::default()
-        };
-        assert!(matches!(
-            validate_options(&zero_pool),
-            Err(StoreError::InvalidOptions { .. })
-        ));
-        let zero_timeout = StoreOptions {
-            statement_timeout: Duration::ZERO,
-            ..StoreOptions::default()
-        };
-        assert!(validate_options(&zero_timeout).is_err());
-    }
+    common::stored_event_from_row(row, sql::millis_from_micros)
 }

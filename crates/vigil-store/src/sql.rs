@@ -1,32 +1,46 @@
-//! SQL text and batch planning for the MySQL backend, with no I/O so it is unit-tested alone.
+//! SQL text and batch planning for both backends, with no I/O so it is unit-tested alone.
+//!
+//! The two backends run the same statements wherever they can; what differs is isolated in
+//! [`Dialect`]: how times are stored (MySQL `DATETIME(3)`, SQLite integer milliseconds), how a
+//! read names its index (`FORCE INDEX` / `INDEXED BY`), how a `UNION ALL` of ordered, limited
+//! branches is spelled, how many placeholders one statement may hold, and whether resolve's
+//! count must lock.
 //!
 //! A batch becomes as few multi-row `INSERT … VALUES (…),(…)` statements as the protocol
-//! allows: one, unless the 65,535-placeholder limit of a prepared statement or the server's
-//! `max_allowed_packet` forces a split. Row sizes are estimated from above so a planned
-//! statement never exceeds the packet limit. Times travel as `YYYY-MM-DD HH:MM:SS.sss` text
-//! (exact for `DATETIME(3)`, independent of time zones) and come back as whole microseconds
-//! since the epoch computed by the server (`TIMESTAMPDIFF`), so no rounding happens anywhere.
+//! allows: one, unless the placeholder limit (MySQL 65,535, SQLite 32,766) or the server's
+//! `max_allowed_packet` (MySQL) forces a split. Row sizes are estimated from above so a planned
+//! statement never exceeds the packet limit. On MySQL, times travel as
+//! `YYYY-MM-DD HH:MM:SS.sss` text (exact for `DATETIME(3)`, independent of time zones) and come
+//! back as whole microseconds since the epoch computed by the server (`TIMESTAMPDIFF`); on
+//! SQLite they are the milliseconds themselves. No rounding happens anywhere.
 //!
 //! The reads of `GET /api/events` are planned in [`list`].
 
-pub mod list;
-
+use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::Arc;
 
 use vigil_core::UnixMillis;
 use vigil_core::time::{MAX_TIMESTAMP, MIN_TIMESTAMP};
 
 use crate::EventRow;
 
-/// Placeholders one prepared statement may hold (the protocol counts them in a `u16`).
+/// Placeholders one MySQL prepared statement may hold (the protocol counts them in a `u16`).
 pub const MAX_PLACEHOLDERS: usize = 65_535;
+
+/// Placeholders one SQLite statement may hold: `SQLITE_MAX_VARIABLE_NUMBER`, 32,766 by default
+/// since SQLite 3.32 (the bundled library is built with the default).
+pub const SQLITE_MAX_PLACEHOLDERS: usize = 32_766;
 
 /// Bound values per events row: id, source, type, level, payload, occurred_at, created_at,
 /// request_id.
 pub const COLUMNS_PER_ROW: usize = 8;
 
-/// Most rows one INSERT can carry: 8191 (65,528 placeholders).
+/// Most rows one MySQL INSERT can carry: 8191 (65,528 placeholders).
 pub const MAX_ROWS_PER_STATEMENT: usize = MAX_PLACEHOLDERS / COLUMNS_PER_ROW;
+
+/// Most rows one SQLite INSERT can carry: 4095 (32,760 placeholders).
+pub const SQLITE_MAX_ROWS_PER_STATEMENT: usize = SQLITE_MAX_PLACEHOLDERS / COLUMNS_PER_ROW;
 
 /// Bytes of a row's encoded parameters beyond its strings: the id, two 23-byte times, eight
 /// 2-byte type codes, length prefixes (at most 9 bytes each) and a null-bitmap bit, rounded up.
@@ -45,25 +59,133 @@ pub const DATETIME_LEN: usize = 23;
 const INSERT_PREFIX: &str = "INSERT INTO events (id, source, type, level, payload, occurred_at, created_at, request_id) VALUES ";
 const ROW_PLACEHOLDERS: &str = "(?,?,?,?,?,?,?,?)";
 
-/// The columns every read selects, in [`crate::mysql`]'s decoding order. Times come back as
-/// microseconds since the epoch: exact integers computed by the server, whatever the
+/// The columns every MySQL read selects, in [`crate::row`]'s decoding order. Times come back
+/// as microseconds since the epoch: exact integers computed by the server, whatever the
 /// session's time zone.
-macro_rules! select_events {
+macro_rules! mysql_columns {
     () => {
         "SELECT id, source, type, level, payload, \
          TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', occurred_at), \
-         TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', created_at), request_id FROM events"
+         TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', created_at), request_id"
     };
 }
 
-/// The columns every read selects, up to and including `FROM events`.
-pub const SELECT_EVENTS: &str = select_events!();
+/// The columns every SQLite read selects, in the same order. Times are stored as milliseconds.
+macro_rules! sqlite_columns {
+    () => {
+        "SELECT id, source, type, level, payload, occurred_at, created_at, request_id"
+    };
+}
 
-/// One event by id.
-pub const SELECT_BY_ID: &str = concat!(select_events!(), " WHERE id = ?");
+// After the column macros, which `list` spells its unions with.
+pub mod forward;
+pub mod list;
 
-/// The newest events, newest first.
-pub const SELECT_LATEST: &str = concat!(select_events!(), " ORDER BY id DESC LIMIT ?");
+/// The columns every MySQL read selects, up to and including `FROM events`.
+pub const SELECT_EVENTS: &str = concat!(mysql_columns!(), " FROM events");
+
+/// One event by id (MySQL).
+pub const SELECT_BY_ID: &str = concat!(mysql_columns!(), " FROM events WHERE id = ?");
+
+/// The newest events, newest first (MySQL).
+pub const SELECT_LATEST: &str = concat!(mysql_columns!(), " FROM events ORDER BY id DESC LIMIT ?");
+
+/// The SQL spellings that differ between the backends. Everything else (statement shapes,
+/// plans, placeholders `?`) is shared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    MySql,
+    Sqlite,
+}
+
+impl Dialect {
+    /// `SELECT <columns>`, in [`crate::row`]'s decoding order.
+    pub fn columns(self) -> &'static str {
+        match self {
+            Dialect::MySql => mysql_columns!(),
+            Dialect::Sqlite => sqlite_columns!(),
+        }
+    }
+
+    /// The columns every read selects, up to and including `FROM events`.
+    pub fn select_events(self) -> &'static str {
+        match self {
+            Dialect::MySql => SELECT_EVENTS,
+            Dialect::Sqlite => concat!(sqlite_columns!(), " FROM events"),
+        }
+    }
+
+    /// One event by id.
+    pub fn select_by_id(self) -> &'static str {
+        match self {
+            Dialect::MySql => SELECT_BY_ID,
+            Dialect::Sqlite => concat!(sqlite_columns!(), " FROM events WHERE id = ?"),
+        }
+    }
+
+    /// The newest events, newest first.
+    pub fn select_latest(self) -> &'static str {
+        match self {
+            Dialect::MySql => SELECT_LATEST,
+            Dialect::Sqlite => concat!(sqlite_columns!(), " FROM events ORDER BY id DESC LIMIT ?"),
+        }
+    }
+
+    /// Most rows one INSERT may carry (the placeholder limit over eight columns).
+    pub fn max_rows_per_statement(self) -> usize {
+        match self {
+            Dialect::MySql => MAX_ROWS_PER_STATEMENT,
+            Dialect::Sqlite => SQLITE_MAX_ROWS_PER_STATEMENT,
+        }
+    }
+
+    /// `SELECT COUNT(*) … WHERE id IN (?,…)` for `count` ids, as `resolve` runs it. On MySQL a
+    /// locking read (`LOCK IN SHARE MODE`), so it waits for any transaction still holding
+    /// those rows and then sees the committed truth; SQLite has one writer, which `resolve`
+    /// settles before counting, and readers always see the last commit.
+    pub fn count_ids_sql(self, count: usize) -> String {
+        debug_assert!(count >= 1);
+        let mut sql = String::with_capacity(64 + count * 2);
+        sql.push_str("SELECT COUNT(*) FROM events WHERE id IN (");
+        for index in 0..count {
+            if index > 0 {
+                sql.push(',');
+            }
+            sql.push('?');
+        }
+        sql.push(')');
+        if self == Dialect::MySql {
+            sql.push_str(" LOCK IN SHARE MODE");
+        }
+        sql
+    }
+}
+
+/// Retention: deletes at most `?` (second bind) of the events created before `?` (first bind),
+/// oldest first, walking the `(created_at, id)` index so one call touches only the rows it
+/// deletes. SQLite's `DELETE … LIMIT` is a compile-time option, hence the subquery there.
+pub fn delete_expired_sql(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::MySql => "DELETE FROM events WHERE created_at < ? ORDER BY created_at, id LIMIT ?",
+        Dialect::Sqlite => {
+            "DELETE FROM events WHERE id IN (SELECT id FROM events INDEXED BY events_created_at_id \
+             WHERE created_at < ? ORDER BY created_at, id LIMIT ?)"
+        }
+    }
+}
+
+/// Ids per count in `resolve`, well below either placeholder limit.
+pub const RESOLVE_IDS_PER_QUERY: usize = 8192;
+
+/// What `resolve` concludes from `present` of a batch's `expected` rows: all → committed,
+/// none → not committed, some → an error (impossible for an all-or-nothing batch by Vigil).
+pub fn resolution(present: u64, expected: u64) -> Result<bool, crate::StoreError> {
+    match present {
+        0 => Ok(false),
+        _ if present == expected => Ok(true),
+        _ => Err(crate::StoreError::PartiallyPresent { present, expected }),
+    }
+}
 
 /// Bound in place of an absent `occurred_at` so every row's times sit at fixed offsets in one
 /// buffer; never sent (the bind is `NULL`).
@@ -81,6 +203,30 @@ pub fn insert_sql(rows: usize) -> String {
         sql.push_str(ROW_PLACEHOLDERS);
     }
     sql
+}
+
+/// INSERT texts by row count, kept by a writer. The same `Arc<str>` goes to sqlx each time,
+/// which finds its prepared statement by that text, so a repeated batch size costs no prepare.
+#[derive(Debug, Default)]
+pub struct InsertSqlCache {
+    texts: HashMap<usize, Arc<str>>,
+}
+
+/// Most INSERT texts an [`InsertSqlCache`] keeps before it starts over.
+pub const MAX_CACHED_INSERT_SQL: usize = 512;
+
+impl InsertSqlCache {
+    /// The INSERT text for `rows` rows.
+    pub fn for_rows(&mut self, rows: usize) -> Arc<str> {
+        if self.texts.len() >= MAX_CACHED_INSERT_SQL && !self.texts.contains_key(&rows) {
+            self.texts.clear();
+        }
+        Arc::clone(
+            self.texts
+                .entry(rows)
+                .or_insert_with(|| Arc::from(insert_sql(rows))),
+        )
+    }
 }
 
 /// Bytes a row adds to an INSERT's execute packet, from above.
@@ -176,22 +322,6 @@ pub fn row_problem(row: &EventRow<'_>) -> Option<&'static str> {
         return Some("occurred_at must fall between years 1000 and 9999");
     }
     None
-}
-
-/// `SELECT COUNT(*) … WHERE id IN (?,…) LOCK IN SHARE MODE` for `count` ids: a locking read,
-/// so it waits for any transaction still holding those rows and then sees the committed truth.
-pub fn locking_count_sql(count: usize) -> String {
-    debug_assert!(count >= 1);
-    let mut sql = String::with_capacity(64 + count * 2);
-    sql.push_str("SELECT COUNT(*) FROM events WHERE id IN (");
-    for index in 0..count {
-        if index > 0 {
-            sql.push(',');
-        }
-        sql.push('?');
-    }
-    sql.push_str(") LOCK IN SHARE MODE");
-    sql
 }
 
 #[cfg(test)]
@@ -363,10 +493,46 @@ mod tests {
     }
 
     #[test]
-    fn locking_count_names_each_id() {
+    fn resolve_counts_name_each_id_and_lock_on_mysql_only() {
         assert_eq!(
-            locking_count_sql(3),
+            Dialect::MySql.count_ids_sql(3),
             "SELECT COUNT(*) FROM events WHERE id IN (?,?,?) LOCK IN SHARE MODE"
+        );
+        assert_eq!(
+            Dialect::Sqlite.count_ids_sql(2),
+            "SELECT COUNT(*) FROM events WHERE id IN (?,?)"
+        );
+        const { assert!(RESOLVE_IDS_PER_QUERY <= SQLITE_MAX_PLACEHOLDERS) };
+    }
+
+    #[test]
+    fn resolution_is_all_or_nothing() {
+        assert!(!resolution(0, 5).unwrap());
+        assert!(resolution(5, 5).unwrap());
+        assert!(matches!(
+            resolution(3, 5),
+            Err(crate::StoreError::PartiallyPresent {
+                present: 3,
+                expected: 5
+            })
+        ));
+    }
+
+    #[test]
+    fn sqlite_selects_read_the_same_columns_in_the_same_order() {
+        assert_eq!(
+            Dialect::Sqlite.select_by_id(),
+            "SELECT id, source, type, level, payload, occurred_at, created_at, request_id FROM events WHERE id = ?"
+        );
+        assert!(
+            Dialect::Sqlite
+                .select_latest()
+                .ends_with("FROM events ORDER BY id DESC LIMIT ?")
+        );
+        assert_eq!(Dialect::MySql.select_by_id(), SELECT_BY_ID);
+        assert_eq!(SQLITE_MAX_ROWS_PER_STATEMENT, 4095);
+        assert!(
+            placeholders(&insert_sql(SQLITE_MAX_ROWS_PER_STATEMENT)) <= SQLITE_MAX_PLACEHOLDERS
         );
     }
 }

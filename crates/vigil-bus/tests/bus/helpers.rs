@@ -78,6 +78,7 @@ pub fn event(id: u64) -> PublishedEvent {
 pub fn batch(ids: impl IntoIterator<Item = u64>) -> CommittedBatch {
     CommittedBatch {
         events: ids.into_iter().map(event).collect(),
+        created_at: vigil_core::UnixMillis::now(),
     }
 }
 

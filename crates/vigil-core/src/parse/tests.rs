@@ -178,10 +178,20 @@ fn refuses_bad_events_naming_the_field() {
 fn payload_at_the_limits_is_accepted() {
     let at_depth = format!(
         r#"{{"source":"s","type":"T","level":"INFO","payload":{}1{}}}"#,
-        r#"{"a":"#.repeat(32),
-        "}".repeat(32)
+        r#"{"a":"#.repeat(31),
+        "}".repeat(31)
     );
     single(&at_depth);
+    // One more is refused by validation (MariaDB's JSON_VALID would refuse it at insert).
+    let too_deep = format!(
+        r#"{{"source":"s","type":"T","level":"INFO","payload":{}[]{}}}"#,
+        r#"{"a":"#.repeat(31),
+        "}".repeat(31)
+    );
+    assert_eq!(
+        problems(&too_deep, BodyFormat::Json),
+        vec![(None, "payload".to_owned())]
+    );
     // 16 KiB exactly once minified: `{"b":"…"}` is 8 bytes of framing.
     let at_size = format!(
         r#"{{"source":"s","type":"T","level":"INFO","payload":{{ "b" : "{}" }}}}"#,

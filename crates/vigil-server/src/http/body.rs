@@ -58,8 +58,24 @@ pub fn body_format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {
     Ok(format)
 }
 
-/// Reads the whole body, refusing it past `max_bytes`.
+/// Reads the whole body, refusing it past `max_bytes` or if it takes longer than `deadline`
+/// (a client trickling a body must not hold a connection and its buffer for ever).
 pub async fn read_limited(
+    headers: &HeaderMap,
+    body: Incoming,
+    max_bytes: u64,
+    deadline: std::time::Duration,
+) -> Result<Bytes, ApiError> {
+    match tokio::time::timeout(deadline, read_within(headers, body, max_bytes)).await {
+        Ok(read) => read,
+        Err(_) => Err(ApiError::request_timeout(format!(
+            "the request body did not arrive within {} s",
+            deadline.as_secs()
+        ))),
+    }
+}
+
+async fn read_within(
     headers: &HeaderMap,
     mut body: Incoming,
     max_bytes: u64,

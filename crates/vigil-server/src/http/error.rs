@@ -2,12 +2,14 @@
 //!
 //! Handlers return `Err(ApiError)`; the service wrapper renders it as
 //! `{"error":"<code>","message":"…","requestId":"…","details":[…]}` with the right status
-//! and headers (`Allow`, `Retry-After`, `Connection: close`, and for 426 `Upgrade` and
-//! `Sec-WebSocket-Version`). Library errors are mapped to an
+//! and headers (`Allow`, `Retry-After`, `Connection: close`, `WWW-Authenticate` for 401, and
+//! for 426 `Upgrade` and `Sec-WebSocket-Version`). Library errors are mapped to an
 //! `ApiError` here and nowhere else, so a status never depends on which handler saw it.
 
 use bytes::Bytes;
-use http::header::{ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER, SEC_WEBSOCKET_VERSION, UPGRADE};
+use http::header::{
+    ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER, SEC_WEBSOCKET_VERSION, UPGRADE, WWW_AUTHENTICATE,
+};
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 use vigil_core::{FieldError, ParseError, write_json_string};
@@ -31,6 +33,8 @@ pub struct ApiError {
     pub close_connection: bool,
     /// Name the protocol to upgrade to (426 on `/ws`).
     pub upgrade_websocket: bool,
+    /// Ask for a bearer token (`WWW-Authenticate`, 401).
+    pub bearer_challenge: bool,
 }
 
 impl ApiError {
@@ -44,6 +48,15 @@ impl ApiError {
             retry_after_s: None,
             close_connection: false,
             upgrade_websocket: false,
+            bearer_challenge: false,
+        }
+    }
+
+    /// 401: the route needs a token and none was presented.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        ApiError {
+            bearer_challenge: true,
+            ..ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
         }
     }
 
@@ -60,6 +73,12 @@ impl ApiError {
                 format!("this route allows {allow}"),
             )
         }
+    }
+
+    /// The body did not arrive within `VIGIL_BODY_READ_TIMEOUT_S`; the connection is closed
+    /// (the rest of the body is not read).
+    pub fn request_timeout(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", message).closing_connection()
     }
 
     pub fn payload_too_large(message: impl Into<String>) -> Self {
@@ -161,6 +180,12 @@ impl ApiError {
         }
         if self.close_connection {
             headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        if self.bearer_challenge {
+            headers.insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"vigil\""),
+            );
         }
         if self.upgrade_websocket {
             headers.insert(UPGRADE, HeaderValue::from_static("websocket"));

@@ -6,6 +6,7 @@
 //! than handing the body to another thread.
 
 use std::cell::RefCell;
+use std::net::IpAddr;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -15,6 +16,7 @@ use vigil_ingest::IngestError;
 use super::body::{body_format, read_limited};
 use super::error::ApiError;
 use super::{Body, json};
+use crate::security::Scope;
 use crate::state::AppState;
 
 thread_local! {
@@ -29,10 +31,41 @@ pub async fn ingest(
     state: &AppState,
     request: Request<Incoming>,
     request_id: &str,
+    client: IpAddr,
+) -> Result<Response<Body>, ApiError> {
+    let answer = match admit(state, &request, client) {
+        Ok(()) => validate_and_store(state, request, request_id).await,
+        Err(refused) => Err(refused),
+    };
+    if let Err(error) = &answer {
+        state.metrics.record_ingest_rejected(error.code);
+    }
+    answer
+}
+
+/// Tokens first, then rate limits: an unauthorized caller never spends a producer's budget.
+fn admit(state: &AppState, request: &Request<Incoming>, client: IpAddr) -> Result<(), ApiError> {
+    let access =
+        state
+            .security
+            .authorize(Scope::Ingest, request.headers(), request.uri().query())?;
+    state.security.limit_ingest(access, client)
+}
+
+async fn validate_and_store(
+    state: &AppState,
+    request: Request<Incoming>,
+    request_id: &str,
 ) -> Result<Response<Body>, ApiError> {
     let format = body_format(request.headers())?;
     let (parts, body) = request.into_parts();
-    let bytes = read_limited(&parts.headers, body, state.config.max_body_bytes).await?;
+    let bytes = read_limited(
+        &parts.headers,
+        body,
+        state.config.max_body_bytes,
+        state.config.body_read_timeout(),
+    )
+    .await?;
 
     let ParsedBody { events, bulk } = PARSER.with_borrow_mut(|parser| {
         parser

@@ -1,7 +1,8 @@
 //! `GET /api/events` and `GET /api/events/{id}`: reading events back.
 //!
-//! The cache rule (DESIGN.md): page 1, size ≤ 50, no filter, no cursor → the Redis list
-//! `events:recent` (`X-Cache: HIT`), else the database (`X-Cache: MISS`). The list answers
+//! The cache rule (DESIGN.md): page 1, size ≤ 50, no filter, no cursor → the recent list
+//! (Redis's `events:recent`, or the embedded mode's in-process list; see `cache.rs`)
+//! (`X-Cache: HIT`), else the database (`X-Cache: MISS`). The list answers
 //! only when it can do so truthfully (it holds more than `size` entries and no gap is
 //! marked); otherwise the database answers and the list is refilled in the background.
 //! Every item is the stored-event JSON, byte-identical whichever side answers.
@@ -28,14 +29,22 @@ pub async fn list(
         if let Some(body) = cache.page(&query).await {
             return Ok(with_cache_header(json(StatusCode::OK, body), "HIT"));
         }
-        let page = state.store.list(&query).await.map_err(store_error)?;
+        let page = state
+            .store
+            .list(&query)
+            .await
+            .map_err(|error| store_error(state, error))?;
         cache.refill_soon(&state.store);
         return Ok(with_cache_header(
             json(StatusCode::OK, page_body(&query, &page)),
             "MISS",
         ));
     }
-    let page = state.store.list(&query).await.map_err(store_error)?;
+    let page = state
+        .store
+        .list(&query)
+        .await
+        .map_err(|error| store_error(state, error))?;
     Ok(with_cache_header(
         json(StatusCode::OK, page_body(&query, &page)),
         "MISS",
@@ -48,7 +57,12 @@ pub async fn get(state: &AppState, id_text: &str) -> Result<Response<Body>, ApiE
         .ok()
         .filter(|id| (1..MAX_ID_EXCLUSIVE).contains(id) && !id_text.starts_with('+'))
         .ok_or_else(no_such_event)?;
-    match state.store.get(id).await.map_err(store_error)? {
+    match state
+        .store
+        .get(id)
+        .await
+        .map_err(|error| store_error(state, error))?
+    {
         Some(event) => Ok(json(StatusCode::OK, event.as_ref().encode())),
         None => Err(no_such_event()),
     }
@@ -121,7 +135,8 @@ fn invalid_query(error: QueryError) -> ApiError {
 }
 
 /// The one place read-side store failures become HTTP answers.
-fn store_error(error: StoreError) -> ApiError {
+fn store_error(state: &AppState, error: StoreError) -> ApiError {
+    state.metrics.record_db_read_error();
     if error.is_retriable() {
         tracing::warn!(%error, "event read failed");
         ApiError::store_unavailable("the database is unavailable; retry shortly", 1)

@@ -2,42 +2,87 @@
 //!
 //! The wrapper gives each request its id, catches a panicking handler (answering 500 instead
 //! of dropping the connection and everything in flight on it), renders errors, and stamps
-//! `X-Request-Id` on every response. Handlers live in their own modules and return
-//! `Result<Response, ApiError>`.
+//! `X-Request-Id` on every response, answers CORS preflights from allowed origins and adds
+//! the CORS headers to their actual requests, and records the request in the metrics (route
+//! pattern, method, status, latency; never the query, which may hold `?token=`). The routing
+//! table checks tokens per route ([`crate::security`]). Handlers live in their own modules and
+//! return `Result<Response, ApiError>`.
 
 pub mod body;
 pub mod error;
 mod events;
 pub mod list;
+mod ready;
 pub mod request_id;
 
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
-use http::header::CONTENT_TYPE;
+use http::header::{ACCESS_CONTROL_REQUEST_METHOD, CONTENT_TYPE, ORIGIN};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
+use crate::metrics::{Exporter, Route};
+use crate::security::Scope;
 use crate::state::AppState;
 use error::ApiError;
 
 /// Every response body is a complete buffer.
 pub type Body = Full<Bytes>;
 
-/// Serves one request: request id, routing, errors, panics.
+/// The OpenAPI 3.1 description of this API (`crates/vigil-server/openapi.json`), served at
+/// `GET /api/openapi.json`.
+pub const OPENAPI_JSON: &str = include_str!("../../openapi.json");
+
+/// Every route [`route`] serves, as OpenAPI path patterns with their methods. The OpenAPI
+/// test checks `openapi.json` against this table and this table against the server.
+pub const ROUTES: &[(&str, &[&str])] = &[
+    ("/api/health", &["GET", "HEAD"]),
+    ("/api/ready", &["GET", "HEAD"]),
+    ("/api/openapi.json", &["GET", "HEAD"]),
+    ("/metrics", &["GET", "HEAD"]),
+    ("/ws", &["GET"]),
+    ("/api/events", &["GET", "HEAD", "POST"]),
+    ("/api/events/{id}", &["GET", "HEAD"]),
+];
+
+/// Serves one request from the TCP peer `peer`: request id, CORS, routing, errors, panics.
 pub async fn serve(
     state: Arc<AppState>,
+    peer: IpAddr,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
     let request_id = request_id::from_headers(request.headers());
     let method = request.method().clone();
-    let routed = AssertUnwindSafe(route(&state, request, &request_id))
-        .catch_unwind()
-        .await;
+    let metrics_route = Route::of(request.uri().path());
+    let origin = request.headers().get(ORIGIN).cloned();
+    let preflight = (method == Method::OPTIONS
+        && request
+            .headers()
+            .contains_key(ACCESS_CONTROL_REQUEST_METHOD))
+    .then(|| state.security.cors.preflight(origin.as_ref()))
+    .flatten();
+    let client = state.security.client_addr(peer, request.headers());
+    let routed = match preflight {
+        Some(headers) => {
+            let mut response = Response::new(Full::new(Bytes::new()));
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            *response.headers_mut() = headers;
+            Ok(Ok(response))
+        }
+        None => {
+            AssertUnwindSafe(route(&state, request, &request_id, client))
+                .catch_unwind()
+                .await
+        }
+    };
     let mut response = match routed {
         Ok(Ok(response)) => response,
         Ok(Err(error)) => {
@@ -59,14 +104,27 @@ pub async fn serve(
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(request_id::HEADER, value);
     }
+    if response.status() != StatusCode::NO_CONTENT || method != Method::OPTIONS {
+        state
+            .security
+            .cors
+            .decorate(origin.as_ref(), response.headers_mut());
+    }
+    state.metrics.record_request(
+        metrics_route,
+        &method,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
     Ok(response)
 }
 
-/// The routing table: method and path to handler, in one place.
+/// The routing table: method and path to handler, and who may call it, in one place.
 async fn route(
     state: &AppState,
     request: Request<Incoming>,
     request_id: &str,
+    client: IpAddr,
 ) -> Result<Response<Body>, ApiError> {
     let path = request.uri().path();
     match path {
@@ -76,23 +134,60 @@ async fn route(
             }
             _ => Err(ApiError::method_not_allowed("GET, HEAD")),
         },
+        "/api/ready" => match *request.method() {
+            Method::GET | Method::HEAD => Ok(ready::ready(state).await),
+            _ => Err(ApiError::method_not_allowed("GET, HEAD")),
+        },
+        "/api/openapi.json" => match *request.method() {
+            Method::GET | Method::HEAD => Ok(json(StatusCode::OK, OPENAPI_JSON)),
+            _ => Err(ApiError::method_not_allowed("GET, HEAD")),
+        },
+        // With VIGIL_METRICS_ADDR set, metrics are served on that listener only.
+        "/metrics" if state.config.metrics_addr.is_none() => match *request.method() {
+            Method::GET | Method::HEAD => Ok(metrics_response(&state.exporter)),
+            _ => Err(ApiError::method_not_allowed("GET, HEAD")),
+        },
         "/ws" => match *request.method() {
-            Method::GET => crate::ws::upgrade(state, request).await,
+            Method::GET => crate::ws::upgrade(state, request, client).await,
             _ => Err(ApiError::method_not_allowed("GET")),
         },
         "/api/events" => match *request.method() {
-            Method::POST => events::ingest(state, request, request_id).await,
-            Method::GET | Method::HEAD => list::list(state, &request).await,
+            Method::POST => events::ingest(state, request, request_id, client).await,
+            Method::GET | Method::HEAD => {
+                authorize_read(state, &request)?;
+                list::list(state, &request).await
+            }
             _ => Err(ApiError::method_not_allowed("GET, HEAD, POST")),
         },
         _ => match path.strip_prefix("/api/events/") {
             Some(id) if !id.contains('/') => match *request.method() {
-                Method::GET | Method::HEAD => list::get(state, id).await,
+                Method::GET | Method::HEAD => {
+                    authorize_read(state, &request)?;
+                    list::get(state, id).await
+                }
                 _ => Err(ApiError::method_not_allowed("GET, HEAD")),
             },
             _ => Err(ApiError::not_found()),
         },
     }
+}
+
+/// Refuses a read without a valid read token (when read tokens are configured).
+fn authorize_read(state: &AppState, request: &Request<Incoming>) -> Result<(), ApiError> {
+    state
+        .security
+        .authorize(Scope::Read, request.headers(), request.uri().query())
+        .map(drop)
+}
+
+/// A scrape answer.
+pub fn metrics_response(exporter: &Exporter) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(exporter.render())));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+    );
+    response
 }
 
 /// A JSON response.

@@ -5,8 +5,14 @@
 //! connection cut, a health-check ping unanswered) the bridge reconnects with capped
 //! exponential back-off, logging each attempt at warn with its number and counting it in
 //! [`BridgeStats::reconnects`]. Messages arriving together are fanned out together (one hub
-//! read lock per run). Redis pub/sub is at-most-once: what was published while the
-//! subscription was down is not delivered here (backfill from the database is a later step).
+//! read lock per run).
+//!
+//! Redis pub/sub is at-most-once, so the bridge asks the hub to **backfill** from the
+//! database whenever the channel may have lost events:
+//! - after the subscription comes back, from the last moment it was known alive (the last
+//!   message or answered health-check ping), so a silently dead connection loses nothing;
+//! - on a gap notice (`<channel>:gaps`, see `vigil_bus::BusNames::gap_channel`): a publisher,
+//!   on any instance, dropped events created from then on.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,6 +22,8 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+use vigil_core::UnixMillis;
 
 use super::hub::Hub;
 
@@ -66,16 +74,25 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    /// Starts subscribing to `channel` at `redis_url` and feeding `hub`. Fails only on a URL
-    /// the redis client cannot use; Redis being down is retried in the background.
-    pub fn start(redis_url: &str, channel: String, hub: Hub) -> redis::RedisResult<Bridge> {
-        let client = redis::Client::open(redis_url)?;
+    /// Starts subscribing to `channel` (and its gap channel `gap_channel`) at `redis_url` and
+    /// feeding `hub`. Fails only on a URL the redis client cannot use; Redis being down is
+    /// retried in the background.
+    pub fn start(
+        redis_url: &str,
+        channel: String,
+        gap_channel: String,
+        hub: Hub,
+    ) -> Result<Bridge, vigil_bus::BusError> {
+        let client = vigil_bus::open_client(redis_url)?;
         let stats = Arc::new(BridgeStats::default());
         let (subscribed_sender, subscribed) = watch::channel(false);
         let stop = CancellationToken::new();
         let task = tokio::spawn(run(
             client,
-            channel,
+            Channels {
+                events: channel,
+                gaps: gap_channel,
+            },
             hub,
             Arc::clone(&stats),
             subscribed_sender,
@@ -115,9 +132,15 @@ impl Drop for Bridge {
     }
 }
 
+/// The channels the bridge listens to.
+struct Channels {
+    events: String,
+    gaps: String,
+}
+
 async fn run(
     client: redis::Client,
-    channel: String,
+    channels: Channels,
     hub: Hub,
     stats: Arc<BridgeStats>,
     subscribed: watch::Sender<bool>,
@@ -125,26 +148,34 @@ async fn run(
 ) {
     let mut backoff = BACKOFF_START;
     let mut attempt: u64 = 0;
+    // When the last subscription was last known to receive everything; `None` before the first.
+    let mut alive_until: Option<UnixMillis> = None;
     loop {
         let connected = tokio::select! {
             () = stop.cancelled() => return,
-            connected = tokio::time::timeout(SUBSCRIBE_TIMEOUT, subscribe(&client, &channel)) => connected,
+            connected = tokio::time::timeout(SUBSCRIBE_TIMEOUT, subscribe(&client, &channels)) => connected,
         };
         let lost = match connected {
             Ok(Ok(pubsub)) => {
-                if attempt > 0 {
-                    tracing::info!(attempts = attempt, "redis subscription restored");
+                if let Some(alive_until) = alive_until {
+                    tracing::info!(
+                        attempts = attempt,
+                        "redis subscription restored; backfilling what the channel missed"
+                    );
+                    hub.request_backfill(alive_until.0);
                 } else {
-                    tracing::info!(channel, "subscribed to the event channel");
+                    tracing::info!(channel = channels.events, "subscribed to the event channel");
                 }
+                let mut alive = UnixMillis::now();
                 attempt = 0;
                 backoff = BACKOFF_START;
                 stats.subscribed.store(true, Ordering::Relaxed);
                 subscribed.send_replace(true);
                 let lost = tokio::select! {
                     () = stop.cancelled() => return,
-                    lost = pump(pubsub, &hub, &stats) => lost,
+                    lost = pump(pubsub, &channels, &hub, &stats, &mut alive) => lost,
                 };
+                alive_until = Some(alive);
                 stats.subscribed.store(false, Ordering::Relaxed);
                 subscribed.send_replace(false);
                 lost
@@ -170,49 +201,67 @@ async fn run(
 
 async fn subscribe(
     client: &redis::Client,
-    channel: &str,
+    channels: &Channels,
 ) -> redis::RedisResult<redis::aio::PubSub> {
     let mut pubsub = client.get_async_pubsub().await?;
-    pubsub.subscribe(channel).await?;
+    pubsub
+        .subscribe(&[channels.events.as_str(), channels.gaps.as_str()])
+        .await?;
     Ok(pubsub)
 }
 
-/// Feeds the hub until the subscription fails; returns why.
-async fn pump(pubsub: redis::aio::PubSub, hub: &Hub, stats: &BridgeStats) -> String {
+/// Feeds the hub until the subscription fails; returns why. `alive` follows the last moment
+/// the subscription was known to be receiving (a message, an answered ping).
+async fn pump(
+    pubsub: redis::aio::PubSub,
+    channels: &Channels,
+    hub: &Hub,
+    stats: &BridgeStats,
+    alive: &mut UnixMillis,
+) -> String {
     let (mut sink, mut stream) = pubsub.split();
     let mut health = tokio::time::interval(HEALTH_CHECK_INTERVAL);
     health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     health.tick().await;
-    let mut events = Vec::new();
+    let mut messages = Vec::with_capacity(MAX_MESSAGES_PER_FAN_OUT);
     loop {
         tokio::select! {
             message = stream.next() => {
                 let Some(message) = message else {
                     return "the connection closed".to_owned();
                 };
-                let mut received = 1;
-                // With no client connected, nothing is parsed or framed.
-                let listening = hub.client_count() > 0;
-                if listening {
-                    events.extend(hub.read_event(message.get_payload_bytes()));
-                }
-                // Whatever else has already arrived goes out under the same read lock.
-                while received < MAX_MESSAGES_PER_FAN_OUT {
+                messages.push(message);
+                // Whatever else has already arrived goes out under the same locks.
+                while messages.len() < MAX_MESSAGES_PER_FAN_OUT {
                     let Some(Some(message)) = stream.next().now_or_never() else {
                         break;
                     };
-                    received += 1;
-                    if listening {
-                        events.extend(hub.read_event(message.get_payload_bytes()));
+                    messages.push(message);
+                }
+                *alive = UnixMillis::now();
+                stats.messages.fetch_add(messages.len() as u64, Ordering::Relaxed);
+                for message in &messages {
+                    if message.get_channel_name() == channels.gaps
+                        && let Some(from_ms) = vigil_bus::read_gap_notice(message.get_payload_bytes())
+                    {
+                        tracing::warn!(from_ms, "a publisher dropped events; backfilling them");
+                        hub.request_backfill(from_ms);
                     }
                 }
-                stats.messages.fetch_add(received as u64, Ordering::Relaxed);
-                hub.broadcast(&events);
-                events.clear();
+                let events: Vec<&[u8]> = messages
+                    .iter()
+                    .filter(|message| message.get_channel_name() == channels.events)
+                    .map(|message| message.get_payload_bytes())
+                    .collect();
+                hub.deliver_paced(&events).await;
+                drop(events);
+                messages.clear();
             }
             _ = health.tick() => {
+                let asked = UnixMillis::now();
                 match tokio::time::timeout(HEALTH_CHECK_TIMEOUT, sink.ping::<redis::Value>()).await {
-                    Ok(Ok(_)) => {}
+                    // Everything published before the ping was asked has been received.
+                    Ok(Ok(_)) => *alive = (*alive).max(asked),
                     Ok(Err(error)) => return error.to_string(),
                     Err(_) => return "a health-check ping went unanswered".to_owned(),
                 }

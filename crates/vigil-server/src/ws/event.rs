@@ -36,7 +36,12 @@ impl HubEvent {
     /// Reads the filter fields from `json`'s prefix and builds its frame; `None` if `json` is
     /// not an event in Vigil's encoding.
     pub fn from_json(json: &[u8]) -> Option<HubEvent> {
-        let id = entry_id(json)?;
+        HubEvent::with_id(entry_id(json)?, json)
+    }
+
+    /// [`HubEvent::from_json`] for a `json` whose id `entry_id` has already read.
+    pub fn with_id(id: u64, json: &[u8]) -> Option<HubEvent> {
+        debug_assert_eq!(entry_id(json), Some(id));
         // `entry_id` checked the `{"id":<digits>,` prefix.
         let digits = json[6..].iter().take_while(|b| b.is_ascii_digit()).count();
         let rest = &json[6 + digits + 1..];

@@ -7,25 +7,36 @@
 //! per matching client and event; registration and removal take the write lock briefly.
 //!
 //! **Slow-consumer policy.** Every client has a bounded queue of frames
-//! (`VIGIL_WS_CLIENT_QUEUE`). When an event finds a client's queue full, that client is
-//! removed from the hub at once (it gets no further events) and its socket task closes it with
-//! 1008 (policy violation) and the reason "slow consumer", after at most a short grace for the
-//! write in progress; it is counted in [`HubStats::slow_consumers`]. The hub and the other
-//! clients never wait: a client that cannot keep up must reconnect (and, once resume lands,
-//! resume from the last id it saw).
+//! (`VIGIL_WS_CLIENT_QUEUE`). Sources hand the hub events in slices of at most a quarter of a
+//! queue ([`Hub::deliver_paced`]); before a slice, the hub waits until every client has room
+//! for it, at most [`SLOW_CONSUMER_GRACE`]. A burst (the publisher draining its backlog after
+//! Redis came back, a backfill) thus reaches every client that keeps reading, however large.
+//! A client whose queue is still full after the grace is removed from the hub at once (it
+//! gets no further events) and its socket task closes it with 1008 (policy violation) and the
+//! reason "slow consumer", after at most a short grace for the write in progress; it is counted
+//! in [`HubStats::slow_consumers`]. So a stuck client costs the others one grace period, once,
+//! and must reconnect and resume from the last id it saw (`/ws?since=<id>`).
+//!
+//! **Delivery log.** The hub remembers the ids it fanned out, in fan-out order, for the last
+//! [`DELIVERY_LOG_EVENTS`] events. Every source goes through it ([`Hub::deliver`]): an id
+//! already fanned out is not sent again, so the live channel, a backfill and a late publish
+//! can overlap freely. Fan-out order is the Redis channel's order, which every instance sees
+//! alike; that is what makes resume exact across instances: a client that last saw `since`
+//! missed exactly the events logged after it, whatever their ids ([`Hub::register_resuming`]).
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::sync::Notify;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use vigil_bus::CommittedBatch;
+use vigil_bus::{CommittedBatch, entry_id};
 use vigil_core::EventFilter;
 use vigil_ingest::CommitSink;
 
@@ -34,6 +45,20 @@ use super::event::HubEvent;
 /// Committed batches the in-process feed holds for the hub task; past it batches are dropped
 /// and counted (the database keeps them; backfill will recover them).
 const LOCAL_FEED_BATCHES: usize = 4096;
+
+/// Ids the delivery log remembers (about 7 MB): 13 s of fan-out at 20,000 events/s, hours at
+/// a site's usual rates. Resume is exact across instances for a `since` still in the log;
+/// backfill and late publishes are deduplicated within it.
+pub const DELIVERY_LOG_EVENTS: usize = 1 << 18;
+
+/// How long the hub waits for a full client queue to make room before closing that client as a
+/// slow consumer (see the module docs).
+pub const SLOW_CONSUMER_GRACE: Duration = Duration::from_millis(250);
+/// How often the room in client queues is looked at while waiting.
+const ROOM_POLL: Duration = Duration::from_millis(2);
+
+/// `backfill_from_ms` when no backfill is requested.
+const NO_BACKFILL: i64 = i64::MAX;
 
 /// The hub's bounds, from configuration.
 #[derive(Debug, Clone, Copy)]
@@ -63,6 +88,15 @@ pub struct HubStats {
     frames_queued: AtomicU64,
     /// Events the in-process feed dropped because the hub task was behind.
     feed_dropped_events: AtomicU64,
+    /// Events fanned out again by a source after they had been (dropped, not sent).
+    duplicates_dropped: AtomicU64,
+    /// Backfill runs completed.
+    pub(crate) backfills: AtomicU64,
+    /// Events a backfill found missing and fanned out.
+    pub(crate) backfilled_events: AtomicU64,
+    /// Resumes served, and the events they replayed.
+    pub(crate) resumes: AtomicU64,
+    pub(crate) replayed_events: AtomicU64,
 }
 
 impl HubStats {
@@ -93,6 +127,83 @@ impl HubStats {
     pub fn feed_dropped_events(&self) -> u64 {
         self.feed_dropped_events.load(Ordering::Relaxed)
     }
+
+    pub fn duplicates_dropped(&self) -> u64 {
+        self.duplicates_dropped.load(Ordering::Relaxed)
+    }
+
+    pub fn backfills(&self) -> u64 {
+        self.backfills.load(Ordering::Relaxed)
+    }
+
+    pub fn backfilled_events(&self) -> u64 {
+        self.backfilled_events.load(Ordering::Relaxed)
+    }
+
+    pub fn resumes(&self) -> u64 {
+        self.resumes.load(Ordering::Relaxed)
+    }
+
+    pub fn replayed_events(&self) -> u64 {
+        self.replayed_events.load(Ordering::Relaxed)
+    }
+}
+
+/// The ids fanned out recently, in fan-out order.
+struct DeliveryLog {
+    order: VecDeque<u64>,
+    seen: HashSet<u64>,
+    capacity: usize,
+}
+
+impl DeliveryLog {
+    fn new(capacity: usize) -> DeliveryLog {
+        DeliveryLog {
+            order: VecDeque::new(),
+            seen: HashSet::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Records `id` as fanned out; `false` if it already was.
+    fn admit(&mut self, id: u64) -> bool {
+        if !self.seen.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > self.capacity
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.seen.remove(&oldest);
+        }
+        true
+    }
+
+    /// Where `since` stands in the log; `None` if it is not in the log.
+    fn resume_point(&self, since: u64) -> Option<ResumePoint> {
+        if !self.seen.contains(&since) {
+            return None;
+        }
+        let position = self.order.iter().rposition(|&id| id == since)?;
+        Some(ResumePoint {
+            logged_after: self.order.range(position + 1..).copied().collect(),
+            seen_above: self
+                .order
+                .range(..position)
+                .copied()
+                .filter(|&id| id > since)
+                .collect(),
+        })
+    }
+}
+
+/// What a resuming client missed among the events already fanned out, and what it saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumePoint {
+    /// The ids fanned out after `since`, in fan-out order: missed.
+    pub logged_after: Vec<u64>,
+    /// The ids above `since` fanned out before it (another instance's newer id block): seen.
+    pub seen_above: HashSet<u64>,
 }
 
 /// The handle on the hub. Cheap to clone.
@@ -104,6 +215,19 @@ pub struct Hub {
 struct Inner {
     /// Connected clients by id.
     clients: RwLock<HashMap<u64, ClientSlot>>,
+    /// `clients.len()`, kept beside the map (updated under its write lock) so that
+    /// [`Hub::deliver`] can read it under the log's lock without taking the map's.
+    client_count: AtomicUsize,
+    /// What was fanned out, in order. Lock order: `clients`, then `log`.
+    log: Mutex<DeliveryLog>,
+    /// A lower bound on the free slots of every client's queue: the least room the last look
+    /// found, less every frame queued since (clients draining only add room). Lets
+    /// [`Hub::deliver_paced`] skip looking at every queue before every slice.
+    room_hint: AtomicUsize,
+    /// The earliest `createdAt` (ms) a requested backfill must cover; [`NO_BACKFILL`] if none.
+    backfill_from_ms: AtomicI64,
+    /// Wakes the backfill task.
+    backfill_wake: Notify,
     /// The next client id.
     next_client_id: AtomicU64,
     settings: HubSettings,
@@ -156,6 +280,18 @@ impl Registration {
     pub fn id(&self) -> u64 {
         self.id
     }
+
+    /// Takes the next frame queued for this client without waiting: `None` when the queue is
+    /// empty. Socket tasks await their frames instead; this is for in-process consumers
+    /// (the fan-out bench, tests).
+    pub fn try_next_frame(&mut self) -> Option<Bytes> {
+        self.frames.try_recv().ok()
+    }
+
+    /// The hub this client belongs to.
+    pub(crate) fn hub(&self) -> Hub {
+        self.hub.clone()
+    }
 }
 
 impl Drop for Registration {
@@ -169,6 +305,11 @@ impl Hub {
         Hub {
             inner: Arc::new(Inner {
                 clients: RwLock::new(HashMap::new()),
+                client_count: AtomicUsize::new(0),
+                room_hint: AtomicUsize::new(0),
+                log: Mutex::new(DeliveryLog::new(DELIVERY_LOG_EVENTS)),
+                backfill_from_ms: AtomicI64::new(NO_BACKFILL),
+                backfill_wake: Notify::new(),
                 next_client_id: AtomicU64::new(1),
                 settings,
                 stats: HubStats::default(),
@@ -188,18 +329,38 @@ impl Hub {
 
     /// Clients connected now.
     pub fn client_count(&self) -> usize {
-        self.read_clients().len()
+        self.inner.client_count.load(Ordering::Acquire)
     }
 
     /// Adds a client that wants the events `filter` matches.
     pub fn register(&self, filter: EventFilter) -> Result<Registration, RegisterError> {
+        self.register_inner(filter, None)
+            .map(|(registration, _)| registration)
+    }
+
+    /// Adds a client that resumes after the event `since`, and says where `since` stands in
+    /// the delivery log (`None` when it is not there). Everything fanned out from now on
+    /// reaches the client's queue.
+    pub fn register_resuming(
+        &self,
+        filter: EventFilter,
+        since: u64,
+    ) -> Result<(Registration, Option<ResumePoint>), RegisterError> {
+        self.register_inner(filter, Some(since))
+    }
+
+    fn register_inner(
+        &self,
+        filter: EventFilter,
+        since: Option<u64>,
+    ) -> Result<(Registration, Option<ResumePoint>), RegisterError> {
         if self.inner.shutdown.is_cancelled() {
             return Err(RegisterError::ShuttingDown);
         }
         let (sender, frames) = mpsc::channel(self.inner.settings.client_queue.max(1));
         let kick = CancellationToken::new();
         let id = self.inner.next_client_id.fetch_add(1, Ordering::Relaxed);
-        {
+        let missed = {
             let mut clients = self.write_clients();
             if clients.len() >= self.inner.settings.max_clients {
                 drop(clients);
@@ -217,42 +378,156 @@ impl Hub {
                     kick: kick.clone(),
                 },
             );
-        }
+            self.inner
+                .client_count
+                .store(clients.len(), Ordering::Release);
+            // Taken after the client joined (and before the map's lock is let go): an event
+            // logged before this point is in the snapshot, one logged after it is fanned out
+            // to this client (see `deliver`).
+            since.and_then(|since| self.lock_log().resume_point(since))
+        };
         self.inner
             .stats
             .clients_accepted
             .fetch_add(1, Ordering::Relaxed);
-        Ok(Registration {
-            hub: self.clone(),
-            id,
-            frames,
-            kick,
-        })
+        Ok((
+            Registration {
+                hub: self.clone(),
+                id,
+                frames,
+                kick,
+            },
+            missed,
+        ))
     }
 
-    /// Reads one message from the channel or the feed: the event, or `None` (counted) if it is
-    /// not a Vigil event.
-    pub fn read_event(&self, json: &[u8]) -> Option<HubEvent> {
-        let event = HubEvent::from_json(json);
-        if event.is_none() {
-            let count = self
-                .inner
-                .stats
-                .unreadable_messages
-                .fetch_add(1, Ordering::Relaxed);
-            if count == 0 {
-                tracing::warn!(
-                    bytes = json.len(),
-                    "a message on the channel is not a vigil event; dropping such messages"
-                );
+    /// Fans out each encoded event of `messages`, in order, unless it was fanned out before
+    /// (within the delivery log). Every source feeds the hub through here: the Redis bridge,
+    /// the in-process feed and backfills. Returns how many events were new.
+    pub fn deliver<'a>(&self, messages: impl IntoIterator<Item = &'a [u8]>) -> usize {
+        let mut events = Vec::new();
+        let mut admitted = 0;
+        let mut duplicates = 0;
+        {
+            let mut log = self.lock_log();
+            // Read under the log's lock: a client registering concurrently either is counted
+            // here (and gets these events) or snapshots the log after them (and replays them).
+            let listening = self.client_count() > 0;
+            for json in messages {
+                let Some(id) = entry_id(json) else {
+                    self.count_unreadable(json);
+                    continue;
+                };
+                if !log.admit(id) {
+                    duplicates += 1;
+                    continue;
+                }
+                admitted += 1;
+                // With no client connected, nothing more is parsed, and nothing framed.
+                if listening {
+                    match HubEvent::with_id(id, json) {
+                        Some(event) => events.push(event),
+                        None => self.count_unreadable(json),
+                    }
+                }
             }
         }
-        event
+        if duplicates > 0 {
+            self.inner
+                .stats
+                .duplicates_dropped
+                .fetch_add(duplicates, Ordering::Relaxed);
+        }
+        self.broadcast(&events);
+        admitted
+    }
+
+    /// [`Hub::deliver`] in slices of a quarter of a client queue, each once every client has
+    /// room for it (waiting at most [`SLOW_CONSUMER_GRACE`] per slice). Returns how many
+    /// events were new.
+    pub async fn deliver_paced(&self, messages: &[&[u8]]) -> usize {
+        let slice = (self.inner.settings.client_queue / 4).max(1);
+        let mut admitted = 0;
+        for chunk in messages.chunks(slice) {
+            if self.inner.room_hint.load(Ordering::Acquire) < chunk.len() {
+                self.wait_for_room(chunk.len()).await;
+            }
+            admitted += self.deliver(chunk.iter().copied());
+            let _ =
+                self.inner
+                    .room_hint
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |room| {
+                        Some(room.saturating_sub(chunk.len()))
+                    });
+        }
+        admitted
+    }
+
+    /// Waits until every client's queue has room for `frames` more, at most
+    /// [`SLOW_CONSUMER_GRACE`].
+    async fn wait_for_room(&self, frames: usize) {
+        let deadline = tokio::time::Instant::now() + SLOW_CONSUMER_GRACE;
+        loop {
+            let room = self.least_room();
+            self.inner.room_hint.store(room, Ordering::Release);
+            if room >= frames || tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(ROOM_POLL).await;
+        }
+    }
+
+    /// The fewest free frame slots among the connected clients' queues (the queue size when
+    /// none is connected).
+    fn least_room(&self) -> usize {
+        self.read_clients()
+            .values()
+            .map(|client| client.frames.capacity())
+            .min()
+            .unwrap_or(self.inner.settings.client_queue)
+    }
+
+    /// Asks the backfill task (see `super::backfill`) to re-read the events created from
+    /// `from_ms` on and fan out those the hub has not: after the channel lost messages.
+    pub fn request_backfill(&self, from_ms: i64) {
+        self.inner
+            .backfill_from_ms
+            .fetch_min(from_ms, Ordering::AcqRel);
+        self.inner.backfill_wake.notify_one();
+    }
+
+    /// Waits for a backfill request; the earliest `createdAt` (ms) it must cover.
+    pub(crate) async fn next_backfill(&self) -> i64 {
+        loop {
+            let from = self
+                .inner
+                .backfill_from_ms
+                .swap(NO_BACKFILL, Ordering::AcqRel);
+            if from != NO_BACKFILL {
+                return from;
+            }
+            self.inner.backfill_wake.notified().await;
+        }
+    }
+
+    fn count_unreadable(&self, json: &[u8]) {
+        let count = self
+            .inner
+            .stats
+            .unreadable_messages
+            .fetch_add(1, Ordering::Relaxed);
+        if count == 0 {
+            tracing::warn!(
+                bytes = json.len(),
+                "a message on the channel is not a vigil event; dropping such messages"
+            );
+        }
     }
 
     /// Queues each event, in order, to every client whose filter matches it. Never waits: a
     /// client whose queue is full is dropped from the hub and told to close (slow consumer).
-    pub fn broadcast(&self, events: &[HubEvent]) {
+    /// Bypasses the delivery log: sources use [`Hub::deliver`].
+    fn broadcast(&self, events: &[HubEvent]) {
         if events.is_empty() {
             return;
         }
@@ -287,6 +562,9 @@ impl Hub {
             for id in &overflowed {
                 clients.remove(id);
             }
+            self.inner
+                .client_count
+                .store(clients.len(), Ordering::Release);
             drop(clients);
             stats
                 .slow_consumers
@@ -329,7 +607,18 @@ impl Hub {
     }
 
     fn remove(&self, id: u64) {
-        self.write_clients().remove(&id);
+        let mut clients = self.write_clients();
+        clients.remove(&id);
+        self.inner
+            .client_count
+            .store(clients.len(), Ordering::Release);
+    }
+
+    fn lock_log(&self) -> MutexGuard<'_, DeliveryLog> {
+        self.inner
+            .log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn read_clients(&self) -> std::sync::RwLockReadGuard<'_, HashMap<u64, ClientSlot>> {
@@ -364,20 +653,10 @@ impl LocalFeed {
         let (batches, mut receiver) = mpsc::channel::<CommittedBatch>(LOCAL_FEED_BATCHES);
         let task_hub = hub.clone();
         let task = tokio::spawn(async move {
-            let mut events = Vec::new();
             while let Some(batch) = receiver.recv().await {
-                // With no client connected, nothing is parsed or framed.
-                if task_hub.client_count() == 0 {
-                    continue;
-                }
-                events.extend(
-                    batch
-                        .events
-                        .iter()
-                        .filter_map(|event| task_hub.read_event(&event.json)),
-                );
-                task_hub.broadcast(&events);
-                events.clear();
+                let messages: Vec<&[u8]> =
+                    batch.events.iter().map(|event| &event.json[..]).collect();
+                task_hub.deliver_paced(&messages).await;
             }
         });
         let feed = Arc::new(LocalFeed {
@@ -392,6 +671,7 @@ impl LocalFeed {
 impl CommitSink for LocalFeed {
     fn committed(&self, batch: CommittedBatch) {
         let events = batch.events.len() as u64;
+        let created_at = batch.created_at;
         match self.batches.try_send(batch) {
             Ok(()) => {
                 if self.dropping.swap(false, Ordering::Relaxed) {
@@ -404,6 +684,8 @@ impl CommitSink for LocalFeed {
                     .stats
                     .feed_dropped_events
                     .fetch_add(events, Ordering::Relaxed);
+                // The database has them: the backfill task fans them out once it catches up.
+                self.hub.request_backfill(created_at.0);
                 if !self.dropping.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
                         "the realtime feed is behind; dropping committed batches for live clients"
@@ -511,7 +793,9 @@ mod tests {
     #[test]
     fn unreadable_messages_are_counted_not_sent() {
         let hub = Hub::new(settings(2, 2));
-        assert!(hub.read_event(b"not an event").is_none());
+        let mut client = hub.register(EventFilter::default()).unwrap();
+        assert_eq!(hub.deliver([&b"not an event"[..]]), 0);
         assert_eq!(hub.stats().unreadable_messages(), 1);
+        assert!(drain(&mut client).is_empty());
     }
 }

@@ -12,26 +12,34 @@
 //!
 //! - [`event`]: reading an event's id and filter fields from its JSON prefix, building its frame;
 //! - [`hub`]: clients, filters, fan-out and the slow-consumer policy;
-//! - [`bridge`]: the Redis subscription, reconnecting with back-off;
-//! - [`client`]: one socket's task.
+//! - [`bridge`]: the Redis subscription, reconnecting with back-off and asking for backfills;
+//! - [`backfill`]: re-reading from the database what the live feed lost;
+//! - [`client`]: one socket's task, including a resume's replay.
 //!
 //! Upgrade requests are checked here, before anything is spawned, and refused with DESIGN.md's
 //! JSON errors: not a WebSocket upgrade, or a `Sec-WebSocket-Version` other than 13 → 426
 //! `upgrade_required` (with `Upgrade: websocket` and `Sec-WebSocket-Version: 13`, as RFC 6455
 //! asks); a missing or malformed `Sec-WebSocket-Key` → 400 `invalid_upgrade`; bad filter values
-//! → 400 `invalid_query`; `VIGIL_WS_MAX_CLIENTS` reached or shutting down → 503 `overloaded`.
+//! or a bad `since` → 400 `invalid_query`; `VIGIL_WS_MAX_CLIENTS` reached or shutting down → 503 `overloaded`.
+//! Then access ([`crate::security`]): an `Origin` not on `VIGIL_WS_ORIGINS` → 403 `forbidden`;
+//! no read token → 401, a wrong one → 403; `VIGIL_WS_MAX_CLIENTS_PER_ADDR` reached → 429
+//! `rate_limited`. A client offering the subprotocol `vigil.v1` (browsers pass their token as
+//! a second one, `vigil.bearer.<token>`) is answered `Sec-WebSocket-Protocol: vigil.v1`.
 
+pub mod backfill;
 pub mod bridge;
 pub mod client;
 pub mod event;
 pub mod hub;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION};
+use std::net::IpAddr;
+
+use http::header::{HeaderValue, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use vigil_core::{EventFilter, QueryError};
+use vigil_core::EventFilter;
 
 pub use bridge::{Bridge, BridgeStats};
 pub use event::HubEvent;
@@ -39,6 +47,7 @@ pub use hub::{Hub, HubSettings, HubStats, LocalFeed, RegisterError};
 
 use crate::http::Body;
 use crate::http::error::ApiError;
+use crate::security::{self, Scope};
 use crate::state::AppState;
 
 /// The only WebSocket version there is (RFC 6455).
@@ -49,6 +58,7 @@ const WEBSOCKET_VERSION: &[u8] = b"13";
 pub async fn upgrade(
     state: &AppState,
     mut request: Request<Incoming>,
+    client: IpAddr,
 ) -> Result<Response<Body>, ApiError> {
     if !fastwebsockets::upgrade::is_upgrade_request(&request) {
         return Err(ApiError::upgrade_required(
@@ -75,16 +85,39 @@ pub async fn upgrade(
             "Sec-WebSocket-Key must be 16 random bytes in base64",
         ));
     }
-    let filter = parse_filter(request.uri().query()).map_err(|error| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", error.to_string())
-    })?;
+    state.security.check_ws_origin(headers)?;
+    state
+        .security
+        .authorize(Scope::Read, headers, request.uri().query())?;
+    let answer_subprotocol = security::offers_subprotocol(headers);
+    let (filter, since) = parse_query(request.uri().query())
+        .map_err(|message| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", message))?;
+    // Held by the socket's task: the address's count drops when the socket closes.
+    let slot = state.security.ws_slot(client)?;
 
-    let registration = state.hub.register(filter).map_err(|error| match error {
+    let refused = |error| match error {
         RegisterError::Full => {
             ApiError::overloaded("too many websocket clients are connected; retry later", 5)
         }
         RegisterError::ShuttingDown => ApiError::overloaded("the server is shutting down", 1),
-    })?;
+    };
+    let (registration, resume) = match since {
+        None => (state.hub.register(filter).map_err(refused)?, None),
+        Some(since) => {
+            let (registration, point) = state
+                .hub
+                .register_resuming(filter.clone(), since)
+                .map_err(refused)?;
+            let resume = client::Resume {
+                store: state.store.clone(),
+                since,
+                filter,
+                point,
+                max_events: state.config.ws_resume_max as usize,
+            };
+            (registration, Some(resume))
+        }
+    };
     let (response, upgraded) = fastwebsockets::upgrade::upgrade(&mut request).map_err(|error| {
         // The headers were checked above; this is not expected.
         tracing::warn!(%error, "websocket upgrade refused");
@@ -96,26 +129,25 @@ pub async fn upgrade(
     })?;
     let ping_interval = state.hub.settings().ping_interval;
     let shutdown = state.hub.shutdown_token();
-    state.hub.spawn(client::serve(
-        upgraded,
-        registration,
-        ping_interval,
-        shutdown,
-    ));
-    let (parts, _) = response.into_parts();
+    let serve = client::serve(upgraded, registration, resume, ping_interval, shutdown);
+    state.hub.spawn(async move {
+        serve.await;
+        drop(slot);
+    });
+    let (mut parts, _) = response.into_parts();
+    if answer_subprotocol {
+        parts.headers.insert(
+            SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(security::SUBPROTOCOL),
+        );
+    }
     Ok(Response::from_parts(parts, Full::new(Bytes::new())))
 }
 
-/// The `type`, `level` and `source` filters of a `/ws` query (same syntax as the list API).
-fn parse_filter(raw_query: Option<&str>) -> Result<EventFilter, QueryError> {
-    let pairs: Vec<(String, String)> = form_urlencoded::parse(raw_query.unwrap_or("").as_bytes())
-        .map(|(key, value)| (key.into_owned(), value.into_owned()))
-        .collect();
-    EventFilter::from_pairs(
-        pairs
-            .iter()
-            .map(|(key, value)| (key.as_str(), value.as_str())),
-    )
+/// The `type`, `level` and `source` filters of a `/ws` query (same syntax as the list API)
+/// and `since`, the last event id a resuming client saw.
+fn parse_query(raw_query: Option<&str>) -> Result<(EventFilter, Option<u64>), String> {
+    vigil_core::parse_subscribe_query(raw_query).map_err(|error| error.to_string())
 }
 
 /// RFC 6455: the key is a base64-encoded 16-byte value (24 characters ending in `==`).
@@ -147,10 +179,35 @@ mod tests {
 
     #[test]
     fn filters_use_the_list_api_syntax() {
-        let filter = parse_filter(Some("type=GAS,SMOKE&level=WARN&source=sensor%2D1&x=1")).unwrap();
+        let (filter, since) =
+            parse_query(Some("type=GAS,SMOKE&level=WARN&source=sensor%2D1&x=1")).unwrap();
         assert_eq!(filter.types, ["GAS", "SMOKE"]);
         assert_eq!(filter.sources, ["sensor-1"]);
-        assert!(parse_filter(Some("level=LOUD")).is_err());
-        assert!(parse_filter(None).unwrap().is_empty());
+        assert_eq!(since, None);
+        assert!(parse_query(Some("level=LOUD")).is_err());
+        assert!(parse_query(None).unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn since_is_an_event_id() {
+        assert_eq!(parse_query(Some("since=0")).unwrap().1, Some(0));
+        assert_eq!(
+            parse_query(Some("since=9007199254740991&type=GAS"))
+                .unwrap()
+                .1,
+            Some(9_007_199_254_740_991)
+        );
+        for bad in [
+            "since=",
+            "since=-1",
+            "since=1.5",
+            "since=abc",
+            "since=%2B5",
+            "since=9007199254740992",
+            "since=99999999999999999999",
+            "since=1&since=2",
+        ] {
+            assert!(parse_query(Some(bad)).is_err(), "{bad}");
+        }
     }
 }

@@ -1,5 +1,7 @@
-//! The Redis recent list behind `GET /api/events?page=1&size<=50`, and Redis faults.
-//! Each test uses its own key and channel names; none ever flushes Redis.
+//! The recent list behind `GET /api/events?page=1&size<=50`: the rule's tests run in the
+//! embedded mode (the in-process list) and the full mode (the Redis list); Redis faults are
+//! tested in the full mode only. Each Redis test uses its own key and channel names; none
+//! ever flushes Redis.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,7 +9,7 @@ use std::time::Duration;
 
 use vigil_testkit::proxy::FaultProxy;
 
-use crate::helpers::{TestApp, TestResponse, event_json};
+use crate::helpers::{Mode, TestApp, TestResponse, event_json, in_each_mode};
 
 async fn post_many(app: &TestApp, count: usize, prefix: &str) {
     let events: Vec<String> = (0..count)
@@ -18,7 +20,7 @@ async fn post_many(app: &TestApp, count: usize, prefix: &str) {
 }
 
 /// Reads `path` until the list answers it (X-Cache: HIT); a guard against waiting forever.
-async fn until_hit(app: &TestApp, path: &str) -> TestResponse {
+pub async fn until_hit(app: &TestApp, path: &str) -> TestResponse {
     for _ in 0..200 {
         let response = app.get(path).await;
         assert_eq!(response.status, 200);
@@ -30,9 +32,8 @@ async fn until_hit(app: &TestApp, path: &str) -> TestResponse {
     panic!("{path} never became a cache hit");
 }
 
-#[tokio::test]
-async fn page_one_is_served_from_the_list_byte_identical_to_the_database() {
-    let app = TestApp::spawn_with_redis(&[]).await;
+async fn page_one_is_served_from_the_list_byte_identical_to_the_database(mode: Mode) {
+    let app = TestApp::spawn_in(mode, &[]).await;
     post_many(&app, 70, "a").await;
 
     let hit = until_hit(&app, "/api/events?page=1&size=20").await;
@@ -47,7 +48,19 @@ async fn page_one_is_served_from_the_list_byte_identical_to_the_database() {
     assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first");
     assert_eq!(json["hasMore"], true);
 
-    // The same page from the database: delete our own list key so the list cannot answer.
+    // The same page from the database: a filter every event matches is never cached.
+    let miss = app.get("/api/events?page=1&size=20&level=WARN").await;
+    assert_eq!(miss.header("x-cache"), Some("MISS"));
+    assert_eq!(
+        miss.body, hit.body,
+        "cache and database answers are byte-identical"
+    );
+    if mode != Mode::MySqlRedis {
+        app.stop().await.drop_database().await;
+        return;
+    }
+
+    // Delete our own list key so the list cannot answer, and it refills.
     let mut redis = app.redis().await;
     let _: () = redis::cmd("DEL")
         .arg(app.recent_key())
@@ -73,9 +86,8 @@ async fn page_one_is_served_from_the_list_byte_identical_to_the_database() {
     app.stop().await.drop_database().await;
 }
 
-#[tokio::test]
-async fn only_the_cache_rule_reads_the_list() {
-    let app = TestApp::spawn_with_redis(&[]).await;
+async fn only_the_cache_rule_reads_the_list(mode: Mode) {
+    let app = TestApp::spawn_in(mode, &[]).await;
     post_many(&app, 80, "b").await;
     until_hit(&app, "/api/events").await;
     until_hit(&app, "/api/events?size=50").await;
@@ -96,9 +108,8 @@ async fn only_the_cache_rule_reads_the_list() {
     app.stop().await.drop_database().await;
 }
 
-#[tokio::test]
-async fn a_short_list_never_hides_events_the_database_has() {
-    let app = TestApp::spawn_with_redis(&[]).await;
+async fn a_short_list_never_hides_events_the_database_has(mode: Mode) {
+    let app = TestApp::spawn_in(mode, &[]).await;
     post_many(&app, 10, "c").await;
     let response = app.get("/api/events?size=20").await;
     assert_eq!(
@@ -110,41 +121,38 @@ async fn a_short_list_never_hides_events_the_database_has() {
     app.stop().await.drop_database().await;
 }
 
-#[tokio::test]
-async fn the_list_is_warmed_at_start_from_the_database() {
-    let first = TestApp::spawn_with_redis(&[]).await;
+async fn the_list_is_warmed_at_start_from_the_database(mode: Mode) {
+    let first = TestApp::spawn_in(mode, &[]).await;
     post_many(&first, 60, "d").await;
     until_hit(&first, "/api/events?size=20").await;
-    let prefix = first.redis_prefix.clone().unwrap();
-    let recent_key = first.recent_key();
-    // Drop the list, restart on the same database and names: start-up refills it.
-    let mut redis = first.redis().await;
-    let _: () = redis::cmd("DEL")
-        .arg(&recent_key)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    let database = first.stop().await;
-    let channel = format!("{prefix}:events:new");
-    let config = crate::helpers::test_config(
-        database.url(),
-        &[
-            "--redis-url",
-            crate::helpers::REDIS_URL,
-            "--redis-recent-key",
-            &recent_key,
-            "--redis-channel",
-            &channel,
-        ],
-    );
-    let mut second = TestApp::spawn_on(database, config).await;
-    second.redis_prefix = Some(prefix);
-    let length: usize = redis::cmd("LLEN")
-        .arg(&recent_key)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    assert_eq!(length, 60);
+    let redis_prefix = first.redis_prefix.clone();
+    // Restart on the same store (and Redis names), the Redis list dropped first: start-up
+    // fills the list from the database, so the first read is a hit.
+    let mut redis = None;
+    let mut redis_args = Vec::new();
+    if mode == Mode::MySqlRedis {
+        let mut connection = first.redis().await;
+        let _: () = redis::cmd("DEL")
+            .arg(first.recent_key())
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        redis = Some(connection);
+        redis_args = first.redis_args();
+    }
+    let store = first.stop().await;
+    let redis_args: Vec<&str> = redis_args.iter().map(String::as_str).collect();
+    let config = store.config(&redis_args);
+    let mut second = TestApp::spawn_on(store, config).await;
+    second.redis_prefix = redis_prefix;
+    if let Some(mut redis) = redis {
+        let length: usize = redis::cmd("LLEN")
+            .arg(second.recent_key())
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        assert_eq!(length, 60);
+    }
     assert_eq!(
         second.get("/api/events?size=20").await.header("x-cache"),
         Some("HIT")
@@ -229,3 +237,10 @@ async fn a_silent_redis_never_holds_back_acks() {
     let app = Arc::into_inner(app).unwrap();
     app.stop().await.drop_database().await;
 }
+
+in_each_mode!(
+    redis: page_one_is_served_from_the_list_byte_identical_to_the_database,
+    only_the_cache_rule_reads_the_list,
+    a_short_list_never_hides_events_the_database_has,
+    the_list_is_warmed_at_start_from_the_database,
+);

@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use http::Method;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, read_until_closed};
 
 #[tokio::test]
 async fn unknown_routes_are_404() {
@@ -187,16 +187,4 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
     assert!(closed.is_ok(), "the server closed the slow connection");
     assert_eq!(app.get("/api/health").await.status, 200);
     app.stop().await.drop_database().await;
-}
-
-async fn read_until_closed(stream: &mut TcpStream) -> String {
-    let mut received = Vec::new();
-    let mut buffer = [0u8; 8192];
-    loop {
-        match tokio::time::timeout(Duration::from_secs(30), stream.read(&mut buffer)).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
-            Ok(Ok(n)) => received.extend_from_slice(&buffer[..n]),
-        }
-    }
-    String::from_utf8_lossy(&received).into_owned()
 }

@@ -1,5 +1,11 @@
 //! `TestApp`: a running Vigil on a random port with its own fresh database, and a small
 //! HTTP client to talk to it.
+//!
+//! The suites of ingest, list, cache and realtime run in each [`Mode`] (DESIGN.md's Modes):
+//! [`in_each_mode!`] turns one `async fn name(mode: Mode)` into the tests `name::embedded`
+//! and `name::mysql` (or `name::mysql_redis`), so both modes run the very same assertions.
+//! Tests that are MySQL- or Redis-specific by nature (two instances on one database, Redis
+//! cut through a proxy) call the MySQL spawns directly.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,12 +17,16 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use sqlx::Row as _;
 use sqlx::mysql::MySqlPool;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
+use tempfile::TempDir;
 use tokio::sync::oneshot;
 use vigil_server::Application;
 use vigil_server::config::Config;
 use vigil_server::ws::{BridgeStats, Hub};
 use vigil_testkit::database::TestDatabase;
+use vigil_testkit::proxy::FaultProxy;
 
 /// A response, fully read.
 pub struct TestResponse {
@@ -70,9 +80,154 @@ impl TestResponse {
     }
 }
 
+/// Makes, for each `async fn name(mode: Mode)`, a module `name` with one test per mode:
+///
+/// - `in_each_mode!(a, b)`: `embedded` and `mysql` (no Redis);
+/// - `in_each_mode!(redis: a, b)`: `embedded` and `mysql_redis` (the cache tests, whose list
+///   is Redis's in the full mode);
+/// - `in_each_mode!(all: a, b)`: all three (realtime, whose feed differs in each).
+macro_rules! in_each_mode {
+    (@test $name:ident, $test:ident, $mode:ident) => {
+        #[tokio::test]
+        async fn $test() {
+            super::$name($crate::helpers::Mode::$mode).await
+        }
+    };
+    (redis: $($name:ident),* $(,)?) => {
+        $(mod $name {
+            $crate::helpers::in_each_mode!(@test $name, embedded, Embedded);
+            $crate::helpers::in_each_mode!(@test $name, mysql_redis, MySqlRedis);
+        })*
+    };
+    (all: $($name:ident),* $(,)?) => {
+        $(mod $name {
+            $crate::helpers::in_each_mode!(@test $name, embedded, Embedded);
+            $crate::helpers::in_each_mode!(@test $name, mysql, MySql);
+            $crate::helpers::in_each_mode!(@test $name, mysql_redis, MySqlRedis);
+        })*
+    };
+    ($($name:ident),* $(,)?) => {
+        $(mod $name {
+            $crate::helpers::in_each_mode!(@test $name, embedded, Embedded);
+            $crate::helpers::in_each_mode!(@test $name, mysql, MySql);
+        })*
+    };
+}
+pub(crate) use in_each_mode;
+
+/// Which of DESIGN.md's modes a mode-neutral test runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// No `DATABASE_URL`, no `REDIS_URL`: SQLite in a temporary `VIGIL_DATA_DIR`, the
+    /// in-process recent list and broadcast.
+    Embedded,
+    /// A fresh database on the machine's MariaDB, no Redis.
+    MySql,
+    /// A fresh MariaDB database and the machine's Redis under this test's own names.
+    MySqlRedis,
+}
+
+/// Where a test server's events live, removed by [`TestStore::drop_database`]: a MariaDB
+/// database, or a temporary data directory holding the embedded SQLite file.
+pub enum TestStore {
+    MySql(TestDatabase),
+    Embedded { dir: TempDir, url: String },
+}
+
+impl From<TestDatabase> for TestStore {
+    fn from(database: TestDatabase) -> Self {
+        TestStore::MySql(database)
+    }
+}
+
+impl TestStore {
+    /// A fresh, empty store for `mode` (Redis, if the mode has it, is not part of a store).
+    pub async fn create(mode: Mode) -> TestStore {
+        match mode {
+            Mode::Embedded => TestStore::embedded(),
+            Mode::MySql | Mode::MySqlRedis => TestDatabase::create().await.into(),
+        }
+    }
+
+    /// A fresh, empty embedded data directory.
+    pub fn embedded() -> TestStore {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let url = format!("sqlite://{}", dir.path().join("vigil.db").display());
+        TestStore::Embedded { dir, url }
+    }
+
+    /// A `DATABASE_URL` naming this store (for the embedded one, its SQLite file).
+    pub fn url(&self) -> &str {
+        match self {
+            TestStore::MySql(database) => database.url(),
+            TestStore::Embedded { url, .. } => url,
+        }
+    }
+
+    /// A test configuration on this store: `--database-url` for MariaDB; for the embedded
+    /// store only `--data-dir`, as a user of the default mode would run it.
+    pub fn config(&self, extra: &[&str]) -> Config {
+        match self {
+            TestStore::MySql(database) => test_config(database.url(), extra),
+            TestStore::Embedded { dir, .. } => {
+                let dir = dir.path().to_str().expect("a UTF-8 temporary path");
+                let mut args = vec!["vigil", "--addr", "127.0.0.1:0", "--data-dir", dir];
+                args.extend_from_slice(extra);
+                Config::from_args(&args).expect("a valid test configuration")
+            }
+        }
+    }
+
+    /// Every stored row, by id, read straight from the database (not through Vigil).
+    pub async fn rows(&self) -> Vec<Row> {
+        match self {
+            TestStore::MySql(database) => {
+                let pool = MySqlPool::connect(database.url())
+                    .await
+                    .expect("connect to the test database");
+                let rows = all_rows(&pool).await;
+                pool.close().await;
+                rows
+            }
+            TestStore::Embedded { dir, .. } => {
+                let options = SqliteConnectOptions::new()
+                    .filename(dir.path().join("vigil.db"))
+                    .read_only(true);
+                let pool = SqlitePool::connect_with(options)
+                    .await
+                    .expect("open the embedded database");
+                let rows = sqlx::query(ROWS_QUERY)
+                    .fetch_all(&pool)
+                    .await
+                    .expect("read the events table")
+                    .iter()
+                    .map(|row| Row {
+                        id: u64::try_from(row.get::<i64, _>("id")).expect("a positive id"),
+                        source: row.get("source"),
+                        event_type: row.get("type"),
+                        level: row.get("level"),
+                        payload: row.get("payload"),
+                        request_id: row.get("request_id"),
+                    })
+                    .collect();
+                pool.close().await;
+                rows
+            }
+        }
+    }
+
+    /// Removes the database or the data directory.
+    pub async fn drop_database(self) {
+        match self {
+            TestStore::MySql(database) => database.drop_database().await,
+            TestStore::Embedded { dir, .. } => drop(dir),
+        }
+    }
+}
+
 pub struct TestApp {
     pub addr: SocketAddr,
-    pub database: TestDatabase,
+    pub database: TestStore,
     /// This test's Redis key prefix, when it uses Redis.
     pub redis_prefix: Option<String>,
     pub client: Client<HttpConnector, Full<Bytes>>,
@@ -80,6 +235,8 @@ pub struct TestApp {
     pub hub: Hub,
     /// The Redis bridge's counters, when the server uses Redis.
     pub bridge: Option<Arc<BridgeStats>>,
+    /// The separate metrics listener, when `--metrics-addr` is set.
+    pub metrics_addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     running: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -109,14 +266,29 @@ impl TestApp {
         Self::spawn_on(database, config).await
     }
 
+    /// A server in `mode` with extra command-line settings.
+    pub async fn spawn_in(mode: Mode, extra: &[&str]) -> TestApp {
+        match mode {
+            Mode::Embedded => {
+                let store = TestStore::embedded();
+                let config = store.config(extra);
+                Self::spawn_on(store, config).await
+            }
+            Mode::MySql => Self::spawn_with(extra).await,
+            Mode::MySqlRedis => Self::spawn_with_redis(extra).await,
+        }
+    }
+
     /// A server with this configuration, owning `database` for cleanup and inspection.
-    pub async fn spawn_on(database: TestDatabase, config: Config) -> TestApp {
+    pub async fn spawn_on(database: impl Into<TestStore>, config: Config) -> TestApp {
+        let database = database.into();
         let application = Application::build(config)
             .await
             .expect("build the application");
         let addr = application.local_addr();
         let hub = application.hub();
         let bridge = application.bridge_stats();
+        let metrics_addr = application.metrics_addr();
         let (stop, stopped) = oneshot::channel::<()>();
         let running = tokio::spawn(application.run_until_stopped(async {
             let _ = stopped.await;
@@ -129,9 +301,22 @@ impl TestApp {
             client,
             hub,
             bridge,
+            metrics_addr,
             stop: Some(stop),
             running,
         }
+    }
+
+    /// A server whose database connections go through a fault proxy in front of the
+    /// machine's MariaDB.
+    pub async fn spawn_behind_db_proxy(extra: &[&str]) -> (TestApp, FaultProxy) {
+        let database = TestDatabase::create().await;
+        let proxy = FaultProxy::start(MARIADB.parse::<SocketAddr>().unwrap())
+            .await
+            .unwrap();
+        let proxied_url = format!("mysql://root@{}/{}", proxy.addr(), database.name());
+        let config = test_config(&proxied_url, extra);
+        (TestApp::spawn_on(database, config).await, proxy)
     }
 
     /// A server with Redis at `redis_url` under this test's own key and channel names.
@@ -172,6 +357,14 @@ impl TestApp {
             "--redis-channel".into(),
             format!("{prefix}:events:new"),
         ]
+    }
+
+    /// This test's event channel.
+    pub fn channel(&self) -> String {
+        format!(
+            "{}:events:new",
+            self.redis_prefix.as_deref().expect("a Redis test app")
+        )
     }
 
     /// This test's recent-list key.
@@ -237,18 +430,44 @@ impl TestApp {
             .await
     }
 
-    /// A pool on this test's database, to check what the table holds.
+    /// A request with these headers (`(name, value)` pairs).
+    pub async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> TestResponse {
+        let mut builder = Request::builder().method(method).uri(self.url(path));
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        self.request(builder.body(Full::new(body.into())).unwrap())
+            .await
+    }
+
+    /// A pool on this test's MariaDB database, to check what the table holds.
     pub async fn db(&self) -> MySqlPool {
         MySqlPool::connect(self.database.url())
             .await
             .expect("connect to the test database")
     }
 
-    /// Stops the server gracefully and waits for it; removes this test's Redis keys.
-    pub async fn stop(mut self) -> TestDatabase {
+    /// Every stored row, by id, in either mode.
+    pub async fn rows(&self) -> Vec<Row> {
+        self.database.rows().await
+    }
+
+    /// Starts a graceful shutdown (as SIGTERM would) without waiting for it.
+    pub fn begin_stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+
+    /// Stops the server gracefully and waits for it; removes this test's Redis keys.
+    pub async fn stop(mut self) -> TestStore {
+        self.begin_stop();
         tokio::time::timeout(Duration::from_secs(60), &mut self.running)
             .await
             .expect("the server stops within a minute")
@@ -270,8 +489,35 @@ impl TestApp {
     }
 }
 
+/// `POST /api/events` to `addr` with a JSON `body`, for tests that drive a server by address
+/// (a second instance, the real binary) or from their own client.
+pub fn post_events_request(addr: SocketAddr, body: impl Into<Bytes>) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method(Method::POST)
+        .uri(format!("http://{addr}/api/events"))
+        .header("content-type", "application/json")
+        .body(Full::new(body.into()))
+        .unwrap()
+}
+
+/// Reads until the server closes the connection (or 30 s pass between two reads); what it sent.
+pub async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 8192];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), stream.read(&mut buffer)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => received.extend_from_slice(&buffer[..n]),
+        }
+    }
+    String::from_utf8_lossy(&received).into_owned()
+}
+
 /// The machine's Redis.
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
+/// The machine's MariaDB.
+pub const MARIADB: &str = "127.0.0.1:3306";
 
 /// A JSON array of valid events, one per source.
 pub fn bulk_json(sources: &[String]) -> String {
@@ -296,13 +542,14 @@ pub struct Row {
     pub request_id: String,
 }
 
+const ROWS_QUERY: &str =
+    "SELECT id, source, type, level, payload, request_id FROM events ORDER BY id";
+
 pub async fn all_rows(pool: &MySqlPool) -> Vec<Row> {
-    sqlx::query_as::<_, Row>(
-        "SELECT id, source, type, level, payload, request_id FROM events ORDER BY id",
-    )
-    .fetch_all(pool)
-    .await
-    .expect("read the events table")
+    sqlx::query_as::<_, Row>(ROWS_QUERY)
+        .fetch_all(pool)
+        .await
+        .expect("read the events table")
 }
 
 /// Another Vigil on an existing test's database (a second instance sharing it).

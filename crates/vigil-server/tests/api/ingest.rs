@@ -1,15 +1,15 @@
-//! `POST /api/events`: acknowledged ids are exactly the stored rows.
+//! `POST /api/events`: acknowledged ids are exactly the stored rows, in each mode (the
+//! rows read straight from MariaDB or the embedded SQLite file).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::Method;
 
-use crate::helpers::{ExtraInstance, TestApp, all_rows, bulk_json, event_json};
+use crate::helpers::{ExtraInstance, Mode, TestApp, bulk_json, event_json, in_each_mode};
 
-#[tokio::test]
-async fn a_single_event_is_stored_and_acknowledged_with_its_id() {
-    let app = TestApp::spawn().await;
+async fn a_single_event_is_stored_and_acknowledged_with_its_id(mode: Mode) {
+    let app = TestApp::spawn_in(mode, &[]).await;
     let response = app
         .post_json(r#"{"source":"sensor-1","type":"GAS","level":"WARN","payload":{ "ppm" : 120 },"occurredAt":"2026-11-24T07:12:09.5+02:00"}"#)
         .await;
@@ -19,8 +19,7 @@ async fn a_single_event_is_stored_and_acknowledged_with_its_id() {
     let id = json["id"].as_u64().expect("a numeric id");
     assert_eq!(json.as_object().unwrap().len(), 2, "{json}");
 
-    let pool = app.db().await;
-    let rows = all_rows(&pool).await;
+    let rows = app.rows().await;
     assert_eq!(rows.len(), 1);
     let row = &rows[0];
     assert_eq!(row.id, id);
@@ -34,18 +33,25 @@ async fn a_single_event_is_stored_and_acknowledged_with_its_id() {
     );
     assert_eq!(row.payload.as_deref(), Some(r#"{"ppm":120}"#));
     assert_eq!(row.request_id, response.request_id());
-    let occurred: String =
-        sqlx::query_scalar("SELECT DATE_FORMAT(occurred_at, '%Y-%m-%dT%H:%i:%s.%f') FROM events")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    assert_eq!(occurred, "2026-11-24T05:12:09.500000");
+    let stored = app.get(&format!("/api/events/{id}")).await.json();
+    assert_eq!(
+        stored["occurredAt"], "2026-11-24T05:12:09.500Z",
+        "stored in UTC, milliseconds kept"
+    );
+    if mode == Mode::MySql {
+        let occurred: String = sqlx::query_scalar(
+            "SELECT DATE_FORMAT(occurred_at, '%Y-%m-%dT%H:%i:%s.%f') FROM events",
+        )
+        .fetch_one(&app.db().await)
+        .await
+        .unwrap();
+        assert_eq!(occurred, "2026-11-24T05:12:09.500000");
+    }
     app.stop().await.drop_database().await;
 }
 
-#[tokio::test]
-async fn bulk_arrays_and_ndjson_are_acknowledged_with_ids_in_order() {
-    let app = TestApp::spawn().await;
+async fn bulk_arrays_and_ndjson_are_acknowledged_with_ids_in_order(mode: Mode) {
+    let app = TestApp::spawn_in(mode, &[]).await;
     let array = format!(
         "[{},{},{}]",
         event_json("a0"),
@@ -87,7 +93,7 @@ async fn bulk_arrays_and_ndjson_are_acknowledged_with_ids_in_order() {
     assert_eq!(one["count"], 1, "an array of one is still a bulk answer");
     let one_id = one["ids"][0].as_u64().unwrap();
 
-    let rows = all_rows(&app.db().await).await;
+    let rows = app.rows().await;
     let by_id: HashMap<u64, &str> = rows.iter().map(|r| (r.id, r.source.as_str())).collect();
     assert_eq!(rows.len(), 6);
     for (ids, sources) in [
@@ -105,9 +111,8 @@ async fn bulk_arrays_and_ndjson_are_acknowledged_with_ids_in_order() {
     app.stop().await.drop_database().await;
 }
 
-#[tokio::test]
-async fn many_concurrent_posters_get_exactly_their_rows() {
-    let app = Arc::new(TestApp::spawn().await);
+async fn many_concurrent_posters_get_exactly_their_rows(mode: Mode) {
+    let app = Arc::new(TestApp::spawn_in(mode, &[]).await);
     let mut posters = Vec::new();
     for poster in 0..64 {
         let app = Arc::clone(&app);
@@ -186,7 +191,7 @@ async fn assert_table_holds_exactly(
             );
         }
     }
-    let rows = all_rows(&app.db().await).await;
+    let rows = app.rows().await;
     assert_eq!(
         rows.len(),
         acked.len(),
@@ -202,3 +207,9 @@ async fn assert_table_holds_exactly(
         assert_eq!(row.payload.as_deref(), Some(r#"{"ppm":120}"#));
     }
 }
+
+in_each_mode!(
+    a_single_event_is_stored_and_acknowledged_with_its_id,
+    bulk_arrays_and_ndjson_are_acknowledged_with_ids_in_order,
+    many_concurrent_posters_get_exactly_their_rows,
+);

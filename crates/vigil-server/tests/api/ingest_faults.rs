@@ -2,31 +2,14 @@
 //! the shared MariaDB): 503 means nothing stored, 201 means stored exactly once.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use vigil_testkit::database::TestDatabase;
-use vigil_testkit::proxy::FaultProxy;
-
-use crate::helpers::{TestApp, all_rows, event_json, test_config};
-
-const MARIADB: &str = "127.0.0.1:3306";
-
-/// A server whose database connections go through a fault proxy.
-async fn app_behind_proxy(extra: &[&str]) -> (TestApp, FaultProxy) {
-    let database = TestDatabase::create().await;
-    let proxy = FaultProxy::start(MARIADB.parse::<SocketAddr>().unwrap())
-        .await
-        .unwrap();
-    let proxied_url = format!("mysql://root@{}/{}", proxy.addr(), database.name());
-    let config = test_config(&proxied_url, extra);
-    (TestApp::spawn_on(database, config).await, proxy)
-}
+use crate::helpers::{TestApp, all_rows, event_json};
 
 #[tokio::test]
 async fn over_the_queue_budget_posts_get_503_overloaded_at_once() {
-    let (app, proxy) = app_behind_proxy(&["--queue-events", "4"]).await;
+    let (app, proxy) = TestApp::spawn_behind_db_proxy(&["--queue-events", "4"]).await;
     proxy.set_delay(Duration::from_millis(300));
     let app = Arc::new(app);
     let mut posters = Vec::new();
@@ -69,7 +52,7 @@ async fn over_the_queue_budget_posts_get_503_overloaded_at_once() {
 
 #[tokio::test]
 async fn an_unreachable_database_gives_503_and_ingest_recovers_by_itself() {
-    let (app, proxy) = app_behind_proxy(&[]).await;
+    let (app, proxy) = TestApp::spawn_behind_db_proxy(&[]).await;
     assert_eq!(app.post_json(event_json("before")).await.status, 201);
 
     proxy.refuse_new(true);
@@ -111,7 +94,7 @@ async fn an_unreachable_database_gives_503_and_ingest_recovers_by_itself() {
 
 #[tokio::test]
 async fn a_connection_cut_right_after_the_insert_is_answered_truthfully_without_duplicates() {
-    let (app, proxy) = app_behind_proxy(&[]).await;
+    let (app, proxy) = TestApp::spawn_behind_db_proxy(&[]).await;
     assert_eq!(app.post_json(event_json("warm-up")).await.status, 201);
 
     // The INSERT reaches MariaDB and commits (autocommit); its OK reply is lost.

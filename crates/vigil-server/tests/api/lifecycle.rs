@@ -1,18 +1,18 @@
-//! The `vigil` binary itself: configuration errors, and SIGTERM under load.
+//! The `vigil` binary itself: configuration errors, SIGTERM under load, and the embedded
+//! mode with nothing configured but its data directory, across a restart.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-use vigil_testkit::database::TestDatabase;
 
-use crate::helpers::{all_rows, event_json};
+use crate::helpers::{Mode, TestStore, event_json, in_each_mode, post_events_request};
 
-fn vigil() -> Command {
+pub fn vigil() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_vigil"));
     command
         .env_clear()
@@ -26,11 +26,13 @@ fn vigil() -> Command {
 }
 
 #[tokio::test]
-async fn missing_database_url_exits_2_naming_the_variable() {
+async fn without_database_url_or_a_home_it_exits_2_naming_vigil_data_dir() {
+    // No DATABASE_URL means the embedded mode, whose directory defaults under $HOME: with
+    // neither HOME, XDG_DATA_HOME nor VIGIL_DATA_DIR there is nowhere to put it.
     let output = vigil().output().await.unwrap();
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("DATABASE_URL"), "{stderr}");
+    assert!(stderr.contains("VIGIL_DATA_DIR"), "{stderr}");
 }
 
 #[tokio::test]
@@ -49,18 +51,27 @@ async fn a_bad_setting_exits_2_with_a_clear_message() {
     );
 }
 
-/// Starts the binary on a random port; returns it and its address, read from its JSON log.
-async fn start_vigil(database_url: &str) -> (Child, SocketAddr) {
-    let mut child = vigil()
-        .env("DATABASE_URL", database_url)
+/// Starts `command` (the binary with its settings) on a random port; returns it and its
+/// address, read from its JSON log.
+pub async fn start(command: Command) -> (Child, SocketAddr) {
+    let (child, addr, _) = start_logged(command).await;
+    (child, addr)
+}
+
+/// [`start`], also returning everything the binary logs (on stderr), as it arrives.
+pub async fn start_logged(mut command: Command) -> (Child, SocketAddr, Arc<Mutex<String>>) {
+    let mut child = command
         .env("VIGIL_ADDR", "127.0.0.1:0")
         .env("VIGIL_LOG_FORMAT", "json")
         .env("VIGIL_SHUTDOWN_TIMEOUT_S", "20")
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let log = Arc::new(Mutex::new(String::new()));
     let addr = tokio::time::timeout(Duration::from_secs(60), async {
         while let Some(line) = lines.next_line().await.unwrap() {
+            log.lock().unwrap().push_str(&line);
+            log.lock().unwrap().push('\n');
             let Ok(log) = serde_json::from_str::<serde_json::Value>(&line) else {
                 continue;
             };
@@ -73,19 +84,48 @@ async fn start_vigil(database_url: &str) -> (Child, SocketAddr) {
     .await
     .expect("vigil starts within a minute");
     // Keep draining its log so it never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, addr)
+    let kept = Arc::clone(&log);
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let mut kept = kept.lock().unwrap();
+            kept.push_str(&line);
+            kept.push('\n');
+        }
+    });
+    (child, addr, log)
 }
 
-#[tokio::test]
-async fn sigterm_under_load_keeps_every_acknowledged_event() {
-    let database = TestDatabase::create().await;
-    let (mut child, addr) = start_vigil(database.url()).await;
+in_each_mode!(
+    sigterm_under_load_answers_everything_and_keeps_every_acknowledged_event,
+    sigkill_under_load_keeps_every_acknowledged_event_and_restarts,
+);
+
+/// How a load test ends the binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// A graceful stop: exit 0, every request answered.
+    Sigterm,
+    /// A crash: no chance to do anything.
+    Sigkill,
+}
+
+/// The binary on `store` (MySQL by URL, embedded by its data directory).
+fn vigil_on(store: &TestStore) -> Command {
+    let mut command = vigil();
+    match store {
+        TestStore::MySql(database) => command.env("DATABASE_URL", database.url()),
+        TestStore::Embedded { dir, .. } => command.env("VIGIL_DATA_DIR", dir.path()),
+    };
+    command
+}
+
+/// 32 producers post single events until the binary goes away; `ending` is sent after 1.5 s.
+/// Returns what was acknowledged, by id.
+async fn load_until(child: Child, addr: SocketAddr, ending: Ending) -> HashMap<u64, String> {
     let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build_http();
     let client = Arc::new(client);
-
     let mut posters = Vec::new();
     for poster in 0..32 {
         let client = Arc::clone(&client);
@@ -94,13 +134,12 @@ async fn sigterm_under_load_keeps_every_acknowledged_event() {
             let mut refused = 0;
             for n in 0.. {
                 let source = format!("p{poster}-{n}");
-                let request = http::Request::post(format!("http://{addr}/api/events"))
-                    .header("content-type", "application/json")
-                    .body(http_body_util::Full::new(bytes::Bytes::from(event_json(
-                        &source,
-                    ))))
-                    .unwrap();
-                let Ok(response) = client.request(request).await else {
+                let request = post_events_request(addr, event_json(&source));
+                let answered =
+                    tokio::time::timeout(Duration::from_secs(60), client.request(request))
+                        .await
+                        .expect("a post is answered or fails within a minute");
+                let Ok(response) = answered else {
                     break;
                 };
                 let status = response.status().as_u16();
@@ -124,6 +163,79 @@ async fn sigterm_under_load_keeps_every_acknowledged_event() {
     }
 
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    match ending {
+        Ending::Sigterm => stop_gracefully(child).await,
+        Ending::Sigkill => kill_hard(child).await,
+    }
+    let mut acked: HashMap<u64, String> = HashMap::new();
+    for poster in posters {
+        acked.extend(poster.await.unwrap());
+    }
+    assert!(acked.len() > 32, "posters were acknowledged before the end");
+    acked
+}
+
+/// Every acknowledged event is in the store under its id.
+async fn assert_all_stored(store: &TestStore, acked: &HashMap<u64, String>) {
+    let stored: HashMap<u64, String> = store
+        .rows()
+        .await
+        .into_iter()
+        .map(|row| (row.id, row.source))
+        .collect();
+    let lost: Vec<_> = acked
+        .iter()
+        .filter(|(id, source)| stored.get(*id) != Some(*source))
+        .take(10)
+        .collect();
+    assert!(lost.is_empty(), "acknowledged events missing: {lost:?}");
+}
+
+async fn sigterm_under_load_answers_everything_and_keeps_every_acknowledged_event(mode: Mode) {
+    let store = TestStore::create(mode).await;
+    let (child, addr) = start(vigil_on(&store)).await;
+    let acked = load_until(child, addr, Ending::Sigterm).await;
+    assert_all_stored(&store, &acked).await;
+    store.drop_database().await;
+}
+
+async fn sigkill_under_load_keeps_every_acknowledged_event_and_restarts(mode: Mode) {
+    let store = TestStore::create(mode).await;
+    let (child, addr) = start(vigil_on(&store)).await;
+    let acked = load_until(child, addr, Ending::Sigkill).await;
+    assert_all_stored(&store, &acked).await;
+
+    // The store recovers (SQLite replays its WAL) and ids go on above every acknowledged one.
+    let (child, addr) = start(vigil_on(&store)).await;
+    let (status, answer) = exchange(
+        addr,
+        http::Method::POST,
+        "/api/events",
+        Some(event_json("after-crash")),
+    )
+    .await;
+    assert_eq!(status, 201, "{answer}");
+    let id = answer["id"].as_u64().unwrap();
+    assert!(acked.keys().all(|&acked| acked < id), "ids go on upwards");
+    stop_gracefully(child).await;
+    assert_all_stored(&store, &acked).await;
+    store.drop_database().await;
+}
+
+/// Sends SIGKILL and reaps the process.
+async fn kill_hard(mut child: Child) {
+    let pid = child.id().expect("vigil is running") as i32;
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let status = child.wait().await.unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL)
+    );
+}
+
+/// Sends SIGTERM and waits for a clean exit.
+pub async fn stop_gracefully(mut child: Child) {
     let pid = child.id().expect("vigil is running") as i32;
     // SAFETY: sending a signal to our own child process.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
@@ -132,30 +244,114 @@ async fn sigterm_under_load_keeps_every_acknowledged_event() {
         .expect("vigil exits within a minute of SIGTERM")
         .unwrap();
     assert_eq!(status.code(), Some(0), "a graceful stop exits 0");
+}
 
-    let mut acked: HashMap<u64, String> = HashMap::new();
-    for poster in posters {
-        acked.extend(poster.await.unwrap());
+/// One plain HTTP/1.1 exchange with the binary.
+async fn exchange(
+    addr: SocketAddr,
+    method: http::Method,
+    path: &str,
+    body: Option<String>,
+) -> (u16, serde_json::Value) {
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    if body.is_some() {
+        request = request.header("content-type", "application/json");
     }
-    assert!(
-        acked.len() > 32,
-        "posters were acknowledged before the stop"
-    );
-    let pool = sqlx::mysql::MySqlPool::connect(database.url())
-        .await
+    let request = request
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.unwrap_or_default(),
+        )))
         .unwrap();
-    let stored: HashMap<u64, String> = all_rows(&pool)
+    let response = client.request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let body = http_body_util::BodyExt::collect(response.into_body())
         .await
-        .into_iter()
-        .map(|r| (r.id, r.source))
-        .collect();
-    for (id, source) in &acked {
-        assert_eq!(
-            stored.get(id),
-            Some(source),
-            "acknowledged event {id} is in the table"
-        );
-    }
-    pool.close().await;
-    database.drop_database().await;
+        .unwrap()
+        .to_bytes();
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+#[tokio::test]
+async fn with_only_a_data_dir_the_binary_serves_and_keeps_events_across_a_restart() {
+    let data_dir = tempfile::tempdir().unwrap();
+    // Not yet existing: the embedded mode creates it.
+    let data_dir = data_dir.path().join("nested/vigil");
+    let embedded = || {
+        let mut command = vigil();
+        command.env("VIGIL_DATA_DIR", &data_dir);
+        command
+    };
+    let (child, addr) = start(embedded()).await;
+    let (status, health) = exchange(addr, http::Method::GET, "/api/health", None).await;
+    assert_eq!((status, health), (200, serde_json::json!({"ok": true})));
+    let (status, ready) = exchange(addr, http::Method::GET, "/api/ready", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(ready["redis"], "off", "no Redis in the embedded mode");
+
+    let (status, single) = exchange(
+        addr,
+        http::Method::POST,
+        "/api/events",
+        Some(event_json("edge-single")),
+    )
+    .await;
+    assert_eq!(status, 201, "{single}");
+    let single_id = single["id"].as_u64().unwrap();
+    let sources: Vec<String> = (0..60).map(|n| format!("edge-bulk-{n}")).collect();
+    let (status, bulk) = exchange(
+        addr,
+        http::Method::POST,
+        "/api/events",
+        Some(crate::helpers::bulk_json(&sources)),
+    )
+    .await;
+    assert_eq!(status, 201, "{bulk}");
+    assert_eq!(bulk["count"], 60);
+    let (_, before) = exchange(addr, http::Method::GET, "/api/events?size=50", None).await;
+    stop_gracefully(child).await;
+    assert!(
+        data_dir.join("vigil.db").is_file(),
+        "the database file is in VIGIL_DATA_DIR"
+    );
+
+    let (child, addr) = start(embedded()).await;
+    let (status, after) = exchange(addr, http::Method::GET, "/api/events?size=50", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(after, before, "page 1 is the same after the restart");
+    assert_eq!(after["items"][0]["source"], "edge-bulk-59");
+    let (status, one) = exchange(
+        addr,
+        http::Method::GET,
+        &format!("/api/events/{single_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(one["source"], "edge-single");
+    let (_, filtered) = exchange(
+        addr,
+        http::Method::GET,
+        "/api/events?source=edge-single",
+        None,
+    )
+    .await;
+    assert_eq!(filtered["items"].as_array().unwrap().len(), 1);
+    let (status, later) = exchange(
+        addr,
+        http::Method::POST,
+        "/api/events",
+        Some(event_json("after-restart")),
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert!(
+        later["id"].as_u64().unwrap() > bulk["ids"][59].as_u64().unwrap(),
+        "ids keep increasing across a restart"
+    );
+    stop_gracefully(child).await;
 }

@@ -3,12 +3,26 @@
 
 mod helpers;
 
+mod auth;
+mod browser;
 mod cache;
+mod cors;
 mod errors;
 mod health;
+mod hostile;
 mod ingest;
 mod ingest_faults;
 mod lifecycle;
 mod list;
+mod metrics;
+mod no_loss;
+mod openapi;
+mod ops_files;
+mod rate_limit;
+mod ready;
 mod request_id;
+mod retention;
+mod soak;
+mod tls;
 mod ws;
+mod ws_resume;

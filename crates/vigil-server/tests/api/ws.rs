@@ -1,5 +1,6 @@
 //! `/ws`: live events over a real WebSocket client (fastwebsockets' client handshake over a
-//! TCP stream), with and without Redis.
+//! TCP stream), in each mode: embedded (the in-process feed), MySQL without Redis (the same
+//! feed) and MySQL with Redis (the channel); across instances with Redis only.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -13,28 +14,36 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpSocket, TcpStream};
 
-use vigil_testkit::proxy::FaultProxy;
-
-use crate::helpers::{ExtraInstance, TestApp, TestResponse, event_json};
+use crate::helpers::{
+    ExtraInstance, Mode, TestApp, TestResponse, event_json, in_each_mode, post_events_request,
+};
 
 /// How long a test waits for any one frame.
-const FRAME_WAIT: Duration = Duration::from_secs(30);
+pub const FRAME_WAIT: Duration = Duration::from_secs(30);
 
 /// What a client read.
 #[derive(Debug, PartialEq, Eq)]
-enum Received {
+pub enum Received {
     Text(String),
     Close(u16, String),
 }
 
-struct WsClient {
+pub struct WsClient {
     socket: WebSocket<TokioIo<Upgraded>>,
+    /// The headers of the server's 101.
+    pub response_headers: http::HeaderMap,
 }
 
 impl WsClient {
-    async fn connect(addr: SocketAddr, path: &str) -> WsClient {
+    pub async fn connect(addr: SocketAddr, path: &str) -> WsClient {
+        Self::connect_with(addr, path, &[]).await
+    }
+
+    /// A client whose upgrade request carries these extra headers (a token, an Origin,
+    /// subprotocols).
+    pub async fn connect_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> WsClient {
         let stream = TcpStream::connect(addr).await.unwrap();
-        Self::handshake(stream, addr, path).await
+        Self::handshake(stream, addr, path, headers).await
     }
 
     /// A client whose socket buffers almost nothing, so that a client that stops reading
@@ -43,30 +52,40 @@ impl WsClient {
         let socket = TcpSocket::new_v4().unwrap();
         socket.set_recv_buffer_size(4096).unwrap();
         let stream = socket.connect(addr).await.unwrap();
-        Self::handshake(stream, addr, path).await
+        Self::handshake(stream, addr, path, &[]).await
     }
 
-    async fn handshake(stream: TcpStream, addr: SocketAddr, path: &str) -> WsClient {
-        let request = Request::builder()
+    async fn handshake(
+        stream: TcpStream,
+        addr: SocketAddr,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> WsClient {
+        let mut request = Request::builder()
             .method("GET")
             .uri(format!("http://{addr}{path}"))
             .header("Host", addr.to_string())
             .header(UPGRADE, "websocket")
             .header(CONNECTION, "upgrade")
             .header("Sec-WebSocket-Key", handshake::generate_key())
-            .header("Sec-WebSocket-Version", "13")
-            .body(Empty::<Bytes>::new())
-            .unwrap();
+            .header("Sec-WebSocket-Version", "13");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(Empty::<Bytes>::new()).unwrap();
         let (socket, response) = handshake::client(&TokioExecutor::new(), request, stream)
             .await
             .expect("the websocket handshake succeeds");
         assert_eq!(response.status(), 101);
         assert!(response.headers().contains_key("x-request-id"));
-        WsClient { socket }
+        WsClient {
+            socket,
+            response_headers: response.headers().clone(),
+        }
     }
 
     /// The next text or close frame (pings are answered by the client on the way).
-    async fn next(&mut self) -> Received {
+    pub async fn next(&mut self) -> Received {
         let frame = tokio::time::timeout(FRAME_WAIT, async {
             loop {
                 let frame = self.socket.read_frame().await.expect("read a frame");
@@ -87,7 +106,7 @@ impl WsClient {
         frame.expect("a frame arrives in time")
     }
 
-    async fn next_text(&mut self) -> String {
+    pub async fn next_text(&mut self) -> String {
         match self.next().await {
             Received::Text(text) => text,
             other => panic!("expected an event, got {other:?}"),
@@ -99,68 +118,51 @@ impl WsClient {
     }
 }
 
-fn id_of(json: &str) -> u64 {
+pub fn id_of(json: &str) -> u64 {
     serde_json::from_str::<serde_json::Value>(json).unwrap()["id"]
         .as_u64()
         .unwrap()
 }
 
-async fn post_to(app: &TestApp, addr: SocketAddr, body: String) -> TestResponse {
-    let request = Request::builder()
-        .method(Method::POST)
-        .uri(format!("http://{addr}/api/events"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .unwrap();
-    app.request(request).await
+pub async fn post_to(app: &TestApp, addr: SocketAddr, body: String) -> TestResponse {
+    app.request(post_events_request(addr, body)).await
 }
 
 /// An event with these fields.
-fn event(source: &str, event_type: &str, level: &str) -> String {
+pub fn event(source: &str, event_type: &str, level: &str) -> String {
     format!(
         r#"{{"source":"{source}","type":"{event_type}","level":"{level}","payload":{{"n":1}}}}"#
     )
 }
 
-async fn post_one(app: &TestApp, body: String) -> u64 {
+pub async fn post_one(app: &TestApp, body: String) -> u64 {
     let response = app.post_json(body).await;
     assert_eq!(response.status, 201, "{:?}", response.body);
     response.json()["id"].as_u64().unwrap()
 }
 
 /// Posts one event and checks the client receives exactly its stored JSON.
-async fn receives_posted_event_as_stored(app: &TestApp) {
+async fn a_posted_event_arrives_as_its_stored_json(mode: Mode) {
+    let app = TestApp::spawn_in(mode, &[]).await;
     let mut client = WsClient::connect(app.addr, "/ws").await;
-    let id = post_one(app, event_json("ws-sensor-\\\"quoted\\\"")).await;
+    let id = post_one(&app, event_json("ws-sensor-\\\"quoted\\\"")).await;
     let frame = client.next_text().await;
     let stored = app.get(&format!("/api/events/{id}")).await;
     assert_eq!(stored.status, 200);
     assert_eq!(frame.as_bytes(), &stored.body[..]);
-}
-
-#[tokio::test]
-async fn a_posted_event_arrives_as_its_stored_json_without_redis() {
-    let app = TestApp::spawn().await;
-    receives_posted_event_as_stored(&app).await;
     app.stop().await;
 }
 
-#[tokio::test]
-async fn a_posted_event_arrives_as_its_stored_json_with_redis() {
-    let app = TestApp::spawn_with_redis(&[]).await;
-    receives_posted_event_as_stored(&app).await;
-    app.stop().await;
-}
-
-async fn filters_deliver_only_matching_events(app: &TestApp) {
+async fn filters_deliver_only_matching_events(mode: Mode) {
+    let app = TestApp::spawn_in(mode, &[]).await;
     let mut filtered =
         WsClient::connect(app.addr, "/ws?type=GAS,SMOKE&level=WARN&source=sensor-1").await;
     let mut everything = WsClient::connect(app.addr, "/ws").await;
-    let wanted_gas = post_one(app, event("sensor-1", "GAS", "WARN")).await;
-    post_one(app, event("sensor-1", "GAS", "INFO")).await;
-    post_one(app, event("sensor-2", "GAS", "WARN")).await;
-    post_one(app, event("sensor-1", "FIRE", "WARN")).await;
-    let wanted_smoke = post_one(app, event("sensor-1", "SMOKE", "WARN")).await;
+    let wanted_gas = post_one(&app, event("sensor-1", "GAS", "WARN")).await;
+    post_one(&app, event("sensor-1", "GAS", "INFO")).await;
+    post_one(&app, event("sensor-2", "GAS", "WARN")).await;
+    post_one(&app, event("sensor-1", "FIRE", "WARN")).await;
+    let wanted_smoke = post_one(&app, event("sensor-1", "SMOKE", "WARN")).await;
 
     assert_eq!(id_of(&filtered.next_text().await), wanted_gas);
     assert_eq!(id_of(&filtered.next_text().await), wanted_smoke);
@@ -171,19 +173,6 @@ async fn filters_deliver_only_matching_events(app: &TestApp) {
     assert_eq!(all.len(), 5);
     assert!(all.is_sorted(), "{all:?}");
     assert_eq!(all.last(), Some(&wanted_smoke));
-}
-
-#[tokio::test]
-async fn filters_deliver_only_matching_events_without_redis() {
-    let app = TestApp::spawn().await;
-    filters_deliver_only_matching_events(&app).await;
-    app.stop().await;
-}
-
-#[tokio::test]
-async fn filters_deliver_only_matching_events_with_redis() {
-    let app = TestApp::spawn_with_redis(&[]).await;
-    filters_deliver_only_matching_events(&app).await;
     app.stop().await;
 }
 
@@ -215,9 +204,8 @@ async fn an_event_posted_to_either_instance_reaches_clients_of_both() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn a_slow_consumer_is_closed_1008_while_a_fast_one_gets_everything() {
-    let app = TestApp::spawn_with(&["--ws-client-queue", "64"]).await;
+async fn a_slow_consumer_is_closed_1008_while_a_fast_one_gets_everything(mode: Mode) {
+    let app = TestApp::spawn_in(mode, &["--ws-client-queue", "64"]).await;
     let mut slow = WsClient::connect_with_small_buffer(app.addr, "/ws").await;
     let mut fast = WsClient::connect(app.addr, "/ws").await;
 
@@ -269,7 +257,8 @@ async fn a_slow_consumer_is_closed_1008_while_a_fast_one_gets_everything() {
     app.stop().await;
 }
 
-async fn shutdown_closes_clients_with_1001(app: TestApp) {
+async fn shutdown_closes_clients_with_1001(mode: Mode) {
+    let app = TestApp::spawn_in(mode, &[]).await;
     let mut client = WsClient::connect(app.addr, "/ws").await;
     let id = post_one(&app, event_json("before-shutdown")).await;
     assert_eq!(id_of(&client.next_text().await), id);
@@ -281,17 +270,7 @@ async fn shutdown_closes_clients_with_1001(app: TestApp) {
     );
 }
 
-#[tokio::test]
-async fn shutdown_closes_clients_with_1001_without_redis() {
-    shutdown_closes_clients_with_1001(TestApp::spawn().await).await;
-}
-
-#[tokio::test]
-async fn shutdown_closes_clients_with_1001_with_redis() {
-    shutdown_closes_clients_with_1001(TestApp::spawn_with_redis(&[]).await).await;
-}
-
-async fn upgrade_attempt(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> TestResponse {
+pub async fn upgrade_attempt(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> TestResponse {
     let mut builder = Request::builder().method(Method::GET).uri(app.url(path));
     for (name, value) in headers {
         builder = builder.header(*name, *value);
@@ -300,11 +279,10 @@ async fn upgrade_attempt(app: &TestApp, path: &str, headers: &[(&str, &str)]) ->
         .await
 }
 
-const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+pub const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
-#[tokio::test]
-async fn bad_upgrade_requests_get_a_json_error_not_a_hung_socket() {
-    let app = TestApp::spawn().await;
+async fn bad_upgrade_requests_get_a_json_error_not_a_hung_socket(mode: Mode) {
+    let app = TestApp::spawn_in(mode, &[]).await;
     let upgrade = [("connection", "Upgrade"), ("upgrade", "websocket")];
 
     let plain = upgrade_attempt(&app, "/ws", &[]).await;
@@ -357,9 +335,8 @@ async fn bad_upgrade_requests_get_a_json_error_not_a_hung_socket() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn upgrades_past_the_client_limit_get_503() {
-    let app = TestApp::spawn_with(&["--ws-max-clients", "1"]).await;
+async fn upgrades_past_the_client_limit_get_503(mode: Mode) {
+    let app = TestApp::spawn_in(mode, &["--ws-max-clients", "1"]).await;
     let mut first = WsClient::connect(app.addr, "/ws").await;
     let valid = [
         ("connection", "Upgrade"),
@@ -389,9 +366,8 @@ async fn upgrades_past_the_client_limit_get_503() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn client_frames_over_the_size_limit_close_with_1009_and_others_are_ignored() {
-    let app = TestApp::spawn().await;
+async fn client_frames_over_the_size_limit_close_with_1009_and_others_are_ignored(mode: Mode) {
+    let app = TestApp::spawn_in(mode, &[]).await;
     let mut client = WsClient::connect(app.addr, "/ws").await;
     // Small client messages are ignored; the stream goes on.
     client
@@ -410,9 +386,8 @@ async fn client_frames_over_the_size_limit_close_with_1009_and_others_are_ignore
     app.stop().await;
 }
 
-#[tokio::test]
-async fn a_client_silent_for_three_ping_intervals_is_closed() {
-    let app = TestApp::spawn_with(&["--ws-ping-interval-s", "1"]).await;
+async fn a_client_silent_for_three_ping_intervals_is_closed(mode: Mode) {
+    let app = TestApp::spawn_in(mode, &["--ws-ping-interval-s", "1"]).await;
     let mut client = WsClient::connect(app.addr, "/ws").await;
     // Not reading means not answering the server's pings.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -435,7 +410,7 @@ async fn a_client_silent_for_three_ping_intervals_is_closed() {
 }
 
 /// Waits (bounded) until `condition` holds.
-async fn eventually(what: &str, condition: impl Fn() -> bool) {
+pub async fn eventually(what: &str, condition: impl Fn() -> bool) {
     for _ in 0..600 {
         if condition() {
             return;
@@ -445,62 +420,16 @@ async fn eventually(what: &str, condition: impl Fn() -> bool) {
     panic!("timed out waiting until {what}");
 }
 
-#[tokio::test]
-async fn the_redis_subscription_comes_back_after_a_cut() {
-    let proxy = FaultProxy::start("127.0.0.1:6379".parse::<SocketAddr>().unwrap())
-        .await
-        .unwrap();
-    let app = TestApp::spawn_with_redis_at(&format!("redis://{}", proxy.addr()), &[]).await;
-    let bridge = app.bridge.clone().expect("a redis app has a bridge");
-    let mut client = WsClient::connect(app.addr, "/ws").await;
-    let id = post_one(&app, event_json("before-cut")).await;
-    assert_eq!(id_of(&client.next_text().await), id);
+in_each_mode!(
+    all: a_posted_event_arrives_as_its_stored_json,
+    filters_deliver_only_matching_events,
+    shutdown_closes_clients_with_1001,
+);
 
-    proxy.refuse_new(true);
-    proxy.cut_all();
-    eventually("the bridge notices and retries", || bridge.reconnects() > 0).await;
-    assert!(!bridge.is_subscribed());
-    proxy.refuse_new(false);
-    eventually("the subscription is back", || bridge.is_subscribed()).await;
-
-    // The publisher reconnects on its own; what it drops meanwhile is the backfill's job
-    // (not built yet), so post until an event gets through, then the stream is live again.
-    // The client reads in its own task: a read is never cut short by a timeout.
-    let (received, mut events) = tokio::sync::mpsc::unbounded_channel();
-    let reader = tokio::spawn(async move {
-        while let Received::Text(text) = client.next().await {
-            if received.send(id_of(&text)).is_err() {
-                break;
-            }
-        }
-    });
-    let mut posted = Vec::new();
-    let mut delivered = None;
-    for n in 0..50 {
-        posted.push(post_one(&app, event_json(&format!("after-cut-{n}"))).await);
-        if let Ok(received) = tokio::time::timeout(Duration::from_millis(500), events.recv()).await
-        {
-            delivered = received;
-            break;
-        }
-    }
-    let delivered = delivered.expect("events flow again after the subscription is back");
-    assert!(posted.contains(&delivered), "{delivered} not in {posted:?}");
-    // From then on nothing is lost: the next event arrives (after any late ones, in order).
-    let next = post_one(&app, event_json("steady")).await;
-    let mut previous = delivered;
-    loop {
-        let id = tokio::time::timeout(FRAME_WAIT, events.recv())
-            .await
-            .expect("the next event arrives")
-            .expect("the client is still reading");
-        assert!(id > previous, "{id} after {previous}");
-        previous = id;
-        if id == next {
-            break;
-        }
-        assert!(posted.contains(&id), "{id} not in {posted:?}");
-    }
-    reader.abort();
-    app.stop().await;
-}
+in_each_mode!(
+    a_slow_consumer_is_closed_1008_while_a_fast_one_gets_everything,
+    bad_upgrade_requests_get_a_json_error_not_a_hung_socket,
+    upgrades_past_the_client_limit_get_503,
+    client_frames_over_the_size_limit_close_with_1009_and_others_are_ignored,
+    a_client_silent_for_three_ping_intervals_is_closed,
+);

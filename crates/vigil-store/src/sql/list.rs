@@ -22,7 +22,17 @@
 //!
 //! There is no `(source, type, id)` index: it would read source+type pages exactly, but a
 //! fifth secondary index cost ingest about 7% (see the migration). Every branch names its
-//! index with `FORCE INDEX`, so the plan does not depend on the optimizer's statistics.
+//! index (MySQL `FORCE INDEX`, SQLite `INDEXED BY`, or `NOT INDEXED` for SQLite's rowid, which
+//! is the primary key), so the plan does not depend on the optimizer's statistics.
+//!
+//! # Dialects
+//!
+//! SQLite (`migrations/sqlite`) has the same indexes under the same names, so both backends
+//! run the same plans; [`Dialect`] spells the differences: the index hint, times bound as
+//! integer milliseconds instead of `DATETIME(3)` text, and the union, because SQLite allows
+//! neither parentheses around compound members nor `ORDER BY … LIMIT` on one, so each branch
+//! is wrapped as `SELECT id FROM (…)`, and the page is joined to `events` with `CROSS JOIN`,
+//! which makes SQLite read the page first and look each row up by id.
 //!
 //! # Time ranges
 //!
@@ -52,7 +62,7 @@
 use vigil_core::time::{MAX_TIMESTAMP, MIN_TIMESTAMP};
 use vigil_core::{EventQuery, Level, UnixMillis};
 
-use super::push_datetime;
+use super::{Dialect, push_datetime};
 
 /// Most `UNION ALL` branches one list statement may have: 20 values (the API's most per
 /// filter) × 4 levels. Larger products fall back to a plan with fewer branches.
@@ -77,6 +87,8 @@ pub const INDEX_CREATED_AT: &str = "events_created_at_id";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Bind {
     Unsigned(u64),
+    /// A time as SQLite stores it, milliseconds since the epoch.
+    Signed(i64),
     Text(String),
 }
 
@@ -96,15 +108,14 @@ pub enum Drive {
     ByWindow,
 }
 
-/// The query's `created_at` bounds as `DATETIME(3)` literals, or `None` when no row can
-/// match (an empty or out-of-range window). Bounds that every storable row satisfies are
-/// dropped.
+/// The query's `created_at` bounds, or `None` when no row can match (an empty or
+/// out-of-range window). Bounds that every storable row satisfies are dropped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TimeBounds {
     /// `created_at >= from`.
-    pub from: Option<String>,
+    pub from: Option<UnixMillis>,
     /// `created_at < to`.
-    pub to: Option<String>,
+    pub to: Option<UnixMillis>,
 }
 
 impl TimeBounds {
@@ -116,12 +127,12 @@ impl TimeBounds {
         }
         let from = match query.from {
             Some(from) if from > MAX_TIMESTAMP => return None,
-            Some(from) if from > MIN_TIMESTAMP => Some(datetime(from)),
+            Some(from) if from > MIN_TIMESTAMP => Some(from),
             _ => None,
         };
         let to = match query.to {
             Some(to) if to <= MIN_TIMESTAMP => return None,
-            Some(to) if to <= MAX_TIMESTAMP => Some(datetime(to)),
+            Some(to) if to <= MAX_TIMESTAMP => Some(to),
             _ => None,
         };
         Some(TimeBounds { from, to })
@@ -132,11 +143,35 @@ impl TimeBounds {
     }
 }
 
-fn datetime(at: UnixMillis) -> String {
-    let mut out = String::with_capacity(super::DATETIME_LEN);
-    let in_range = push_datetime(&mut out, at);
-    debug_assert!(in_range, "callers check the range first");
-    out
+/// A time bound as `dialect` compares it with `created_at`.
+pub(crate) fn time_bind(dialect: Dialect, at: UnixMillis) -> Bind {
+    match dialect {
+        Dialect::MySql => {
+            let mut out = String::with_capacity(super::DATETIME_LEN);
+            let in_range = push_datetime(&mut out, at);
+            debug_assert!(in_range, "TimeBounds::of checks the range first");
+            Bind::Text(out)
+        }
+        Dialect::Sqlite => Bind::Signed(at.0),
+    }
+}
+
+/// The index hint for `index`: MySQL `FORCE INDEX (…)`; SQLite `INDEXED BY …`, or
+/// `NOT INDEXED` for the primary key (SQLite's rowid, which `INDEXED BY` cannot name and
+/// `NOT INDEXED` still reads by rowid, in id order).
+pub(crate) fn push_index_hint(sql: &mut String, dialect: Dialect, index: &str) {
+    match dialect {
+        Dialect::MySql => {
+            sql.push_str(" FORCE INDEX (");
+            sql.push_str(index);
+            sql.push(')');
+        }
+        Dialect::Sqlite if index == INDEX_PRIMARY => sql.push_str(" NOT INDEXED"),
+        Dialect::Sqlite => {
+            sql.push_str(" INDEXED BY ");
+            sql.push_str(index);
+        }
+    }
 }
 
 /// Rows skipped before the page; saturating, so a hand-built query cannot overflow.
@@ -171,23 +206,26 @@ pub struct WindowSize {
 /// holds at least [`window_sort_limit`] rows and, when the window has an end, a non-`NULL`
 /// second column when at least that many rows were created at or after the end. Each part
 /// reads at most that many entries of `(created_at, id)`, index-only.
-pub fn window_probe(query: &EventQuery, bounds: &TimeBounds) -> Option<Statement> {
+pub fn window_probe(
+    dialect: Dialect,
+    query: &EventQuery,
+    bounds: &TimeBounds,
+) -> Option<Statement> {
     if bounds.is_open() {
         return None;
     }
     let skip = Bind::Unsigned(window_sort_limit(query).saturating_sub(1));
-    let mut sql = String::from("SELECT (SELECT 1 FROM events FORCE INDEX (");
-    sql.push_str(INDEX_CREATED_AT);
-    sql.push(')');
+    let mut sql = String::from("SELECT (SELECT 1 FROM events");
+    push_index_hint(&mut sql, dialect, INDEX_CREATED_AT);
     let mut binds = Vec::new();
-    push_time_conditions(&mut sql, &mut binds, bounds, " WHERE ");
+    push_time_conditions(&mut sql, &mut binds, dialect, bounds, " WHERE ");
     sql.push_str(" LIMIT 1 OFFSET ?)");
     binds.push(skip.clone());
-    if let Some(to) = &bounds.to {
-        sql.push_str(", (SELECT 1 FROM events FORCE INDEX (");
-        sql.push_str(INDEX_CREATED_AT);
-        sql.push_str(") WHERE created_at >= ? LIMIT 1 OFFSET ?)");
-        binds.push(Bind::Text(to.clone()));
+    if let Some(to) = bounds.to {
+        sql.push_str(", (SELECT 1 FROM events");
+        push_index_hint(&mut sql, dialect, INDEX_CREATED_AT);
+        sql.push_str(" WHERE created_at >= ? LIMIT 1 OFFSET ?)");
+        binds.push(time_bind(dialect, to));
         binds.push(skip);
     }
     Some(Statement { sql, binds })
@@ -348,8 +386,13 @@ fn window_access(values: &Values) -> Access {
 }
 
 /// The list statement for `query` read the `drive` way. Its rows are the page plus at most
-/// one more, newest first, in [`super::SELECT_BY_ID`]'s column order.
-pub fn list_statement(query: &EventQuery, bounds: &TimeBounds, drive: Drive) -> Statement {
+/// one more, newest first, in [`Dialect::select_by_id`]'s column order.
+pub fn list_statement(
+    dialect: Dialect,
+    query: &EventQuery,
+    bounds: &TimeBounds,
+    drive: Drive,
+) -> Statement {
     debug_assert!(
         drive == Drive::ById || !bounds.is_open(),
         "a window plan needs a window"
@@ -363,40 +406,85 @@ pub fn list_statement(query: &EventQuery, bounds: &TimeBounds, drive: Drive) -> 
     let offset = offset_of(query);
     let mut sql = String::with_capacity(512 + access.keys.len() * 160);
     let mut binds = Vec::new();
-    sql.push_str(super::SELECT_EVENTS);
+    let branch = BranchContext {
+        dialect,
+        access: &access,
+        query,
+        bounds,
+    };
     if let [key] = access.keys.as_slice() {
-        push_branch_body(&mut sql, &mut binds, &access, key, query, bounds);
+        sql.push_str(dialect.select_events());
+        push_branch_body(&mut sql, &mut binds, &branch, key);
         push_page_limit(&mut sql, &mut binds, query, offset);
         return Statement { sql, binds };
     }
-    sql.push_str(" JOIN (");
+    let union = UnionSpelling::of(dialect);
+    sql.push_str(union.open);
     for (index, key) in access.keys.iter().enumerate() {
         if index > 0 {
             sql.push_str(" UNION ALL ");
         }
-        sql.push_str("(SELECT id FROM events");
-        push_branch_body(&mut sql, &mut binds, &access, key, query, bounds);
+        sql.push_str(union.branch_open);
+        push_branch_body(&mut sql, &mut binds, &branch, key);
         sql.push_str(" LIMIT ?)");
         binds.push(Bind::Unsigned(fetch_limit(query)));
     }
     sql.push_str(" ORDER BY id DESC");
     push_page_limit(&mut sql, &mut binds, query, offset);
-    sql.push_str(") AS page USING (id) ORDER BY id DESC");
+    sql.push_str(union.close);
     Statement { sql, binds }
 }
 
-/// ` FORCE INDEX (…) WHERE … ORDER BY id DESC` for one branch.
+/// How a dialect spells the merge of several ordered, limited branches into one page, joined
+/// back to `events` for the page's columns.
+struct UnionSpelling {
+    /// The columns and everything before the first branch.
+    open: &'static str,
+    /// Before each branch's ` INDEX-HINT WHERE … ORDER BY id DESC LIMIT ?)`.
+    branch_open: &'static str,
+    /// After the merged page's `ORDER BY id DESC LIMIT ?`.
+    close: &'static str,
+}
+
+impl UnionSpelling {
+    fn of(dialect: Dialect) -> UnionSpelling {
+        match dialect {
+            Dialect::MySql => UnionSpelling {
+                open: concat!(mysql_columns!(), " FROM events JOIN ("),
+                branch_open: "(SELECT id FROM events",
+                close: ") AS page USING (id) ORDER BY id DESC",
+            },
+            Dialect::Sqlite => UnionSpelling {
+                open: concat!(sqlite_columns!(), " FROM ("),
+                branch_open: "SELECT id FROM (SELECT id FROM events",
+                close: ") AS page CROSS JOIN events USING (id) ORDER BY id DESC",
+            },
+        }
+    }
+}
+
+/// What every branch of one statement shares.
+struct BranchContext<'a> {
+    dialect: Dialect,
+    access: &'a Access,
+    query: &'a EventQuery,
+    bounds: &'a TimeBounds,
+}
+
+/// ` INDEX-HINT WHERE … ORDER BY id DESC` for one branch.
 fn push_branch_body(
     sql: &mut String,
     binds: &mut Vec<Bind>,
-    access: &Access,
+    branch: &BranchContext,
     key: &[String],
-    query: &EventQuery,
-    bounds: &TimeBounds,
 ) {
-    sql.push_str(" FORCE INDEX (");
-    sql.push_str(access.index);
-    sql.push(')');
+    let BranchContext {
+        dialect,
+        access,
+        query,
+        bounds,
+    } = *branch;
+    push_index_hint(sql, dialect, access.index);
     let mut joiner = " WHERE ";
     for (column, value) in access.key_columns.iter().zip(key) {
         sql.push_str(joiner);
@@ -410,7 +498,7 @@ fn push_branch_body(
         push_membership(sql, binds, condition);
         joiner = " AND ";
     }
-    if push_time_conditions(sql, binds, bounds, joiner) {
+    if push_time_conditions(sql, binds, dialect, bounds, joiner) {
         joiner = " AND ";
     }
     if let Some(before) = query.before {
@@ -444,18 +532,19 @@ fn push_membership(sql: &mut String, binds: &mut Vec<Bind>, condition: &Conditio
 fn push_time_conditions(
     sql: &mut String,
     binds: &mut Vec<Bind>,
+    dialect: Dialect,
     bounds: &TimeBounds,
     mut joiner: &str,
 ) -> bool {
     let mut wrote = false;
     for (bound, comparison) in [
-        (&bounds.from, "created_at >= ?"),
-        (&bounds.to, "created_at < ?"),
+        (bounds.from, "created_at >= ?"),
+        (bounds.to, "created_at < ?"),
     ] {
         if let Some(at) = bound {
             sql.push_str(joiner);
             sql.push_str(comparison);
-            binds.push(Bind::Text(at.clone()));
+            binds.push(time_bind(dialect, at));
             joiner = " AND ";
             wrote = true;
         }
@@ -484,7 +573,7 @@ mod tests {
 
     fn plan(query: &EventQuery) -> Statement {
         let bounds = TimeBounds::of(query).expect("a possible window");
-        list_statement(query, &bounds, Drive::ById)
+        list_statement(Dialect::MySql, query, &bounds, Drive::ById)
     }
 
     fn text(value: &str) -> Bind {
@@ -729,7 +818,7 @@ mod tests {
         let query =
             query("type=GAS,SMOKE&level=WARN&source=s1&to=2026-11-24T01:00:00Z&before=77&size=5");
         let bounds = TimeBounds::of(&query).unwrap();
-        let statement = list_statement(&query, &bounds, Drive::ByWindow);
+        let statement = list_statement(Dialect::MySql, &query, &bounds, Drive::ByWindow);
         assert_eq!(
             tail(&statement),
             " FORCE INDEX (events_created_at_id) WHERE source = ? AND type IN (?,?) AND level = ? AND created_at < ? AND id < ? ORDER BY id DESC LIMIT ?"
@@ -752,12 +841,12 @@ mod tests {
     fn the_probe_sizes_the_window_up_to_a_few_pages() {
         let no_window = query("type=GAS");
         let bounds = TimeBounds::of(&no_window).unwrap();
-        assert_eq!(window_probe(&no_window, &bounds), None);
+        assert_eq!(window_probe(Dialect::MySql, &no_window, &bounds), None);
         assert_eq!(drive_for(&bounds, None), Drive::ById);
 
         let since = query("from=2026-11-24T00:00:00Z&size=20&page=2");
         let bounds = TimeBounds::of(&since).unwrap();
-        let probe = window_probe(&since, &bounds).unwrap();
+        let probe = window_probe(Dialect::MySql, &since, &bounds).unwrap();
         assert_eq!(
             probe.sql,
             "SELECT (SELECT 1 FROM events FORCE INDEX (events_created_at_id) WHERE created_at >= ? LIMIT 1 OFFSET ?)"
@@ -771,7 +860,7 @@ mod tests {
 
         let between = query("from=2026-11-24T00:00:00Z&to=2026-11-24T01:00:00Z&size=9");
         let bounds = TimeBounds::of(&between).unwrap();
-        let probe = window_probe(&between, &bounds).unwrap();
+        let probe = window_probe(Dialect::MySql, &between, &bounds).unwrap();
         assert_eq!(
             probe.sql,
             "SELECT (SELECT 1 FROM events FORCE INDEX (events_created_at_id) WHERE created_at >= ? AND created_at < ? LIMIT 1 OFFSET ?), (SELECT 1 FROM events FORCE INDEX (events_created_at_id) WHERE created_at >= ? LIMIT 1 OFFSET ?)"
@@ -811,6 +900,61 @@ mod tests {
         assert_eq!(drive_for(&until, size(false, Some(true))), Drive::ByWindow);
         assert_eq!(drive_for(&until, size(true, Some(false))), Drive::ById);
         assert_eq!(drive_for(&until, size(true, Some(true))), Drive::ById);
+    }
+
+    fn sqlite_plan(parameters: &str) -> Statement {
+        let query = query(parameters);
+        let bounds = TimeBounds::of(&query).expect("a possible window");
+        list_statement(Dialect::Sqlite, &query, &bounds, Drive::ById)
+    }
+
+    #[test]
+    fn sqlite_names_indexes_with_indexed_by_and_reads_the_rowid_unindexed() {
+        let columns = Dialect::Sqlite.select_events();
+        let none = sqlite_plan("before=500&size=10");
+        assert_eq!(
+            none.sql,
+            format!("{columns} NOT INDEXED WHERE id < ? ORDER BY id DESC LIMIT ?")
+        );
+        let exact = sqlite_plan("type=GAS&level=WARN&from=2026-11-24T00:00:00.5Z");
+        assert_eq!(
+            exact.sql,
+            format!(
+                "{columns} INDEXED BY events_type_level_id WHERE type = ? AND level = ? AND created_at >= ? ORDER BY id DESC LIMIT ?"
+            )
+        );
+        assert_eq!(
+            exact.binds,
+            [
+                text("GAS"),
+                text("WARN"),
+                Bind::Signed(1_795_478_400_500),
+                Bind::Unsigned(21)
+            ],
+            "times are bound as the milliseconds SQLite stores"
+        );
+    }
+
+    #[test]
+    fn sqlite_unions_wrap_each_branch_and_read_the_page_first() {
+        let statement = sqlite_plan("level=ERROR,INFO&page=2&size=5");
+        assert_eq!(
+            statement.sql,
+            format!(
+                "{} FROM (SELECT id FROM (SELECT id FROM events INDEXED BY events_level_id WHERE level = ? ORDER BY id DESC LIMIT ?) UNION ALL SELECT id FROM (SELECT id FROM events INDEXED BY events_level_id WHERE level = ? ORDER BY id DESC LIMIT ?) ORDER BY id DESC LIMIT ? OFFSET ?) AS page CROSS JOIN events USING (id) ORDER BY id DESC",
+                Dialect::Sqlite.columns()
+            )
+        );
+        assert_eq!(placeholders(&statement.sql), statement.binds.len());
+        let probe = {
+            let query = query("from=2026-11-24T00:00:00Z&to=2026-11-24T01:00:00Z");
+            let bounds = TimeBounds::of(&query).unwrap();
+            window_probe(Dialect::Sqlite, &query, &bounds).unwrap()
+        };
+        assert_eq!(
+            probe.sql,
+            "SELECT (SELECT 1 FROM events INDEXED BY events_created_at_id WHERE created_at >= ? AND created_at < ? LIMIT 1 OFFSET ?), (SELECT 1 FROM events INDEXED BY events_created_at_id WHERE created_at >= ? LIMIT 1 OFFSET ?)"
+        );
     }
 
     #[test]

@@ -2,14 +2,21 @@
 
 use vigil_store::{InsertError, StoreError};
 
-use crate::helpers::{Batch, assert_is_row_for, count_rows, store_on_fresh_database};
+use crate::helpers::{Backend, Batch, assert_is_row_for, count_rows, fresh_store};
 
-/// More rows than two statements can carry (8191 rows each).
+on_each_backend!(
+    a_batch_larger_than_one_statement_is_stored_whole,
+    a_split_batch_with_one_refused_row_stores_nothing,
+    a_single_statement_batch_with_a_duplicate_id_stores_nothing,
+    retrying_a_committed_batch_is_refused_as_duplicate_and_resolves_committed,
+);
+
+/// More rows than two statements can carry on either backend (8191 rows each on MySQL, 4095
+/// on SQLite).
 const SPLIT_BATCH_ROWS: usize = 2 * 8191 + 100;
 
-#[tokio::test]
-async fn a_batch_larger_than_one_statement_is_stored_whole() {
-    let (database, store) = store_on_fresh_database().await;
+async fn a_batch_larger_than_one_statement_is_stored_whole(backend: Backend) {
+    let (database, store) = fresh_store(backend).await;
     let batch = Batch::for_ids(store.allocate_ids(SPLIT_BATCH_ROWS).await.unwrap());
     store.insert(&batch.rows()).await.expect("insert");
     assert_eq!(count_rows(database.url()).await, SPLIT_BATCH_ROWS as i64);
@@ -23,13 +30,13 @@ async fn a_batch_larger_than_one_statement_is_stored_whole() {
     database.drop_database().await;
 }
 
-#[tokio::test]
-async fn a_split_batch_with_one_refused_row_stores_nothing() {
-    let (database, store) = store_on_fresh_database().await;
+async fn a_split_batch_with_one_refused_row_stores_nothing(backend: Backend) {
+    let (database, store) = fresh_store(backend).await;
     let existing = Batch::for_ids(store.allocate_ids(1).await.unwrap());
     store.insert(&existing.rows()).await.unwrap();
 
-    // The last row, in the batch's second statement, repeats an id that is already stored.
+    // The last row, in a later statement of the batch than the first, repeats an id that is
+    // already stored.
     let mut ids = store.allocate_ids(8191 + 50).await.unwrap();
     *ids.last_mut().unwrap() = existing.ids[0];
     let batch = Batch::for_ids(ids);
@@ -61,9 +68,8 @@ async fn a_split_batch_with_one_refused_row_stores_nothing() {
     database.drop_database().await;
 }
 
-#[tokio::test]
-async fn a_single_statement_batch_with_a_duplicate_id_stores_nothing() {
-    let (database, store) = store_on_fresh_database().await;
+async fn a_single_statement_batch_with_a_duplicate_id_stores_nothing(backend: Backend) {
+    let (database, store) = fresh_store(backend).await;
     let mut ids = store.allocate_ids(10).await.unwrap();
     ids[7] = ids[2];
     let batch = Batch::for_ids(ids);
@@ -74,9 +80,10 @@ async fn a_single_statement_batch_with_a_duplicate_id_stores_nothing() {
     database.drop_database().await;
 }
 
-#[tokio::test]
-async fn retrying_a_committed_batch_is_refused_as_duplicate_and_resolves_committed() {
-    let (database, store) = store_on_fresh_database().await;
+async fn retrying_a_committed_batch_is_refused_as_duplicate_and_resolves_committed(
+    backend: Backend,
+) {
+    let (database, store) = fresh_store(backend).await;
     let batch = Batch::for_ids(store.allocate_ids(25).await.unwrap());
     store.insert(&batch.rows()).await.unwrap();
     let error = store.insert(&batch.rows()).await.unwrap_err();

@@ -1,13 +1,97 @@
-//! Shared setup: a store on a fresh database, events whose content is derived from their id
-//! (so any row can be checked against the id it was acknowledged with), row checks.
+//! Shared setup: a store on a fresh database of either backend, events whose content is
+//! derived from their id (so any row can be checked against the id it was acknowledged with),
+//! row checks.
+//!
+//! Backend-neutral tests are written once as `async fn name(backend: Backend)` and listed in
+//! [`on_each_backend!`], which makes one test per backend of each (`name::mysql`,
+//! `name::sqlite`), so both run in parallel and a failure names its backend.
 
 use std::time::Duration;
 
+use tempfile::TempDir;
 use vigil_core::{Level, NewEvent, UnixMillis};
 use vigil_store::{EventRow, Store, StoreOptions, StoredEvent};
 use vigil_testkit::database::TestDatabase;
 
-/// A fresh database and a store connected to it.
+/// Makes `name::mysql` and `name::sqlite` tests of each `async fn name(backend: Backend)`.
+macro_rules! on_each_backend {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn mysql() {
+                    super::$name(crate::helpers::Backend::MySql).await
+                }
+
+                #[tokio::test]
+                async fn sqlite() {
+                    super::$name(crate::helpers::Backend::Sqlite).await
+                }
+            }
+        )*
+    };
+}
+
+/// Which store a backend-neutral test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A fresh database on the machine's MariaDB.
+    MySql,
+    /// A fresh SQLite file in a temporary directory of its own.
+    Sqlite,
+}
+
+/// Where a test's events live, removed when the test is done: a MariaDB database or a
+/// temporary directory holding a SQLite file.
+pub enum TestTarget {
+    MySql(TestDatabase),
+    Sqlite { dir: TempDir, url: String },
+}
+
+impl TestTarget {
+    pub async fn create(backend: Backend) -> TestTarget {
+        match backend {
+            Backend::MySql => TestTarget::MySql(TestDatabase::create().await),
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("a temporary directory");
+                let url = format!("sqlite://{}", dir.path().join("vigil.db").display());
+                TestTarget::Sqlite { dir, url }
+            }
+        }
+    }
+
+    /// The URL `Store::connect` takes.
+    pub fn url(&self) -> &str {
+        match self {
+            TestTarget::MySql(database) => database.url(),
+            TestTarget::Sqlite { url, .. } => url,
+        }
+    }
+
+    /// Drops the database or removes the directory.
+    pub async fn drop_database(self) {
+        match self {
+            TestTarget::MySql(database) => database.drop_database().await,
+            TestTarget::Sqlite { dir, .. } => drop(dir),
+        }
+    }
+}
+
+/// A fresh database of `backend` and a store connected to it.
+pub async fn fresh_store(backend: Backend) -> (TestTarget, Store) {
+    fresh_store_with(backend, &StoreOptions::default()).await
+}
+
+/// [`fresh_store`] with `options`.
+pub async fn fresh_store_with(backend: Backend, options: &StoreOptions) -> (TestTarget, Store) {
+    let target = TestTarget::create(backend).await;
+    let store = Store::connect(target.url(), options)
+        .await
+        .expect("connect the store");
+    (target, store)
+}
+
+/// A fresh MariaDB database and a store connected to it, for MySQL-only tests.
 pub async fn store_on_fresh_database() -> (TestDatabase, Store) {
     let database = TestDatabase::create().await;
     let store = Store::connect(database.url(), &StoreOptions::default())
@@ -95,11 +179,22 @@ pub fn assert_is_row_for(stored: &StoredEvent, id: u64) {
     );
 }
 
-/// How many rows the events table holds, read with a plain query.
+/// How many rows the events table at `url` (either backend) holds, read with a plain query
+/// on a connection of its own.
 pub async fn count_rows(url: &str) -> i64 {
     use sqlx::Connection;
+    const COUNT: &str = "SELECT COUNT(*) FROM events";
+    if url.starts_with("sqlite:") {
+        let mut connection = sqlx::sqlite::SqliteConnection::connect(url).await.unwrap();
+        let count: i64 = sqlx::query_scalar(COUNT)
+            .fetch_one(&mut connection)
+            .await
+            .unwrap();
+        let _ = connection.close().await;
+        return count;
+    }
     let mut connection = sqlx::mysql::MySqlConnection::connect(url).await.unwrap();
-    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
+    let count: i64 = sqlx::query_scalar(COUNT)
         .fetch_one(&mut connection)
         .await
         .unwrap();

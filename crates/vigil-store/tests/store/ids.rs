@@ -5,7 +5,12 @@ use std::collections::HashSet;
 
 use vigil_store::{Store, StoreOptions};
 
-use crate::helpers::{Batch, assert_is_row_for, count_rows, store_on_fresh_database};
+use crate::helpers::{Backend, Batch, assert_is_row_for, count_rows, fresh_store};
+
+on_each_backend!(
+    ids_are_unique_and_exact_across_two_stores_used_concurrently,
+    blocks_are_reserved_once_per_4096_ids_and_large_requests_get_their_own,
+);
 
 /// Inserts `batches` batches of varying sizes through `store`; returns every acknowledged id.
 pub async fn insert_batches(store: Store, task: u64, batches: u64) -> Vec<u64> {
@@ -55,9 +60,8 @@ pub async fn assert_every_acknowledged_id_is_its_row(
     }
 }
 
-#[tokio::test]
-async fn ids_are_unique_and_exact_across_two_stores_used_concurrently() {
-    let (database, first) = store_on_fresh_database().await;
+async fn ids_are_unique_and_exact_across_two_stores_used_concurrently(backend: Backend) {
+    let (database, first) = fresh_store(backend).await;
     let second = Store::connect(database.url(), &StoreOptions::default())
         .await
         .unwrap();
@@ -80,9 +84,8 @@ async fn ids_are_unique_and_exact_across_two_stores_used_concurrently() {
     database.drop_database().await;
 }
 
-#[tokio::test]
-async fn blocks_are_reserved_once_per_4096_ids_and_large_requests_get_their_own() {
-    let (database, store) = store_on_fresh_database().await;
+async fn blocks_are_reserved_once_per_4096_ids_and_large_requests_get_their_own(backend: Backend) {
+    let (database, store) = fresh_store(backend).await;
     let small = store.allocate_ids(10).await.unwrap();
     assert_eq!(small, (1..=10).collect::<Vec<u64>>());
     let rest_of_block = store.allocate_ids(4086).await.unwrap();

@@ -5,7 +5,13 @@
 use vigil_core::{EventFilter, EventQuery, Level, NewEvent, UnixMillis};
 use vigil_store::{EventPage, EventRow, Store, StoredEvent};
 
-use crate::helpers::store_on_fresh_database;
+use crate::helpers::{Backend, fresh_store, store_on_fresh_database};
+
+on_each_backend!(
+    pages_match_a_brute_force_filter_for_every_query_shape,
+    offset_and_cursor_walks_visit_every_matching_row_once_newest_first,
+    has_more_is_exact_at_the_edges_and_empty_results_are_empty,
+);
 
 /// Event types in the mix.
 pub const TYPES: [&str; 10] = [
@@ -158,9 +164,8 @@ fn filter_shapes(all: &[StoredEvent]) -> Vec<String> {
     ]
 }
 
-#[tokio::test]
-async fn pages_match_a_brute_force_filter_for_every_query_shape() {
-    let (database, store) = store_on_fresh_database().await;
+async fn pages_match_a_brute_force_filter_for_every_query_shape(backend: Backend) {
+    let (database, store) = fresh_store(backend).await;
     let all = load_mix(&store, 3000, 20, LOAD_BATCH).await;
     let last_millis = all.last().unwrap().created_at.0 - BASE_MILLIS;
     let cursor = all[all.len() * 2 / 3].id;
@@ -192,9 +197,8 @@ async fn pages_match_a_brute_force_filter_for_every_query_shape() {
     database.drop_database().await;
 }
 
-#[tokio::test]
-async fn offset_and_cursor_walks_visit_every_matching_row_once_newest_first() {
-    let (database, store) = store_on_fresh_database().await;
+async fn offset_and_cursor_walks_visit_every_matching_row_once_newest_first(backend: Backend) {
+    let (database, store) = fresh_store(backend).await;
     let all = load_mix(&store, 2500, 12, LOAD_BATCH).await;
     let last_millis = all.last().unwrap().created_at.0 - BASE_MILLIS;
     let mut shapes = filter_shapes(&all);
@@ -242,9 +246,8 @@ async fn offset_and_cursor_walks_visit_every_matching_row_once_newest_first() {
     database.drop_database().await;
 }
 
-#[tokio::test]
-async fn has_more_is_exact_at_the_edges_and_empty_results_are_empty() {
-    let (database, store) = store_on_fresh_database().await;
+async fn has_more_is_exact_at_the_edges_and_empty_results_are_empty(backend: Backend) {
+    let (database, store) = fresh_store(backend).await;
     let all = load_mix(&store, 400, 5, LOAD_BATCH).await;
     let gas = brute_force(&all, &parse("type=GAS"));
     let count = gas.len();

@@ -8,11 +8,17 @@ use vigil_store::{InsertError, Store, StoreError};
 use vigil_testkit::database::TestDatabase;
 use vigil_testkit::proxy::FaultProxy;
 
-use crate::helpers::{Batch, count_rows, options_with_statement_timeout, store_on_fresh_database};
+use crate::helpers::{Backend, Batch, count_rows, fresh_store, options_with_statement_timeout};
 
-#[tokio::test]
-async fn resolve_answers_true_for_a_stored_batch_and_false_for_ids_never_inserted() {
-    let (database, store) = store_on_fresh_database().await;
+on_each_backend!(
+    resolve_answers_true_for_a_stored_batch_and_false_for_ids_never_inserted,
+    resolve_refuses_to_guess_about_a_partially_present_batch,
+);
+
+async fn resolve_answers_true_for_a_stored_batch_and_false_for_ids_never_inserted(
+    backend: Backend,
+) {
+    let (database, store) = fresh_store(backend).await;
     let stored = Batch::for_ids(store.allocate_ids(40).await.unwrap());
     store.insert(&stored.rows()).await.unwrap();
     let never = store.allocate_ids(40).await.unwrap();
@@ -23,9 +29,8 @@ async fn resolve_answers_true_for_a_stored_batch_and_false_for_ids_never_inserte
     database.drop_database().await;
 }
 
-#[tokio::test]
-async fn resolve_refuses_to_guess_about_a_partially_present_batch() {
-    let (database, store) = store_on_fresh_database().await;
+async fn resolve_refuses_to_guess_about_a_partially_present_batch(backend: Backend) {
+    let (database, store) = fresh_store(backend).await;
     let stored = Batch::for_ids(store.allocate_ids(3).await.unwrap());
     store.insert(&stored.rows()).await.unwrap();
     let mut mixed = stored.ids.clone();

@@ -4,7 +4,15 @@ use vigil_core::time::{MAX_TIMESTAMP, MIN_TIMESTAMP};
 use vigil_core::{BodyFormat, EventParser, Level, Limits, NewEvent, UnixMillis};
 use vigil_store::{EventRow, InsertError, StoreError};
 
-use crate::helpers::{Batch, assert_is_row_for, count_rows, store_on_fresh_database};
+use crate::helpers::{Backend, Batch, assert_is_row_for, count_rows, fresh_store};
+
+on_each_backend!(
+    insert_then_get_returns_every_field_exactly,
+    times_at_the_edges_of_the_accepted_range_round_trip,
+    latest_is_newest_first_and_get_misses_unknown_ids,
+    a_payload_that_is_not_json_is_refused_by_the_table_and_nothing_is_stored,
+    rows_that_cannot_be_stored_are_refused_before_sending,
+);
 
 const ODD_BODY: &str = r#"[
   {"source":"датчик 7 🔥 \"north\" \\ 北","type":"GAS.leak:v2_x-y","level":"CRITICAL",
@@ -14,9 +22,8 @@ const ODD_BODY: &str = r#"[
   {"source":"ÄÖÜ","type":"DOOR","level":"WARN","payload":{},"occurredAt":"1969-12-31T23:59:59.999Z"}
 ]"#;
 
-#[tokio::test]
-async fn insert_then_get_returns_every_field_exactly() {
-    let (database, store) = store_on_fresh_database().await;
+async fn insert_then_get_returns_every_field_exactly(backend: Backend) {
+    let (database, store) = fresh_store(backend).await;
     let mut parser = EventParser::new(Limits::default());
     let mut events = parser
         .parse(ODD_BODY.as_bytes(), BodyFormat::Json)
@@ -78,9 +85,8 @@ async fn insert_then_get_returns_every_field_exactly() {
     database.drop_database().await;
 }
 
-#[tokio::test]
-async fn times_at_the_edges_of_the_accepted_range_round_trip() {
-    let (database, store) = store_on_fresh_database().await;
+async fn times_at_the_edges_of_the_accepted_range_round_trip(backend: Backend) {
+    let (database, store) = fresh_store(backend).await;
     let instants = [
         MIN_TIMESTAMP,
         UnixMillis(-1),
@@ -120,9 +126,8 @@ async fn times_at_the_edges_of_the_accepted_range_round_trip() {
     database.drop_database().await;
 }
 
-#[tokio::test]
-async fn latest_is_newest_first_and_get_misses_unknown_ids() {
-    let (database, store) = store_on_fresh_database().await;
+async fn latest_is_newest_first_and_get_misses_unknown_ids(backend: Backend) {
+    let (database, store) = fresh_store(backend).await;
     for _ in 0..3 {
         let batch = Batch::for_ids(store.allocate_ids(4).await.unwrap());
         store.insert(&batch.rows()).await.unwrap();
@@ -143,9 +148,10 @@ async fn latest_is_newest_first_and_get_misses_unknown_ids() {
     database.drop_database().await;
 }
 
-#[tokio::test]
-async fn a_payload_that_is_not_json_is_refused_by_the_table_and_nothing_is_stored() {
-    let (database, store) = store_on_fresh_database().await;
+async fn a_payload_that_is_not_json_is_refused_by_the_table_and_nothing_is_stored(
+    backend: Backend,
+) {
+    let (database, store) = fresh_store(backend).await;
     let mut batch = Batch::for_ids(store.allocate_ids(3).await.unwrap());
     batch.events[2].payload = Some("{not json".into());
     let error = store.insert(&batch.rows()).await.unwrap_err();
@@ -163,9 +169,8 @@ async fn a_payload_that_is_not_json_is_refused_by_the_table_and_nothing_is_store
     database.drop_database().await;
 }
 
-#[tokio::test]
-async fn rows_that_cannot_be_stored_are_refused_before_sending() {
-    let (database, store) = store_on_fresh_database().await;
+async fn rows_that_cannot_be_stored_are_refused_before_sending(backend: Backend) {
+    let (database, store) = fresh_store(backend).await;
     let batch = Batch::for_ids(store.allocate_ids(2).await.unwrap());
     let mut rows = batch.rows();
     rows[1].created_at = UnixMillis(MAX_TIMESTAMP.0 + 1);

@@ -1,0 +1,204 @@
+//! What both backends share beyond SQL text: every operation bounded in time, the option
+//! checks, decoding a selected row into a [`StoredEvent`], and running a list plan (size the
+//! time window, pick the drive, read the page).
+//!
+//! The row decoder is generic over sqlx's row type so that both backends read the same columns
+//! (in [`crate::sql::Dialect::columns`]' order) with one function; only the unit of the two
+//! time columns differs, and the caller says which.
+
+use std::future::Future;
+use std::time::Duration;
+
+use sqlx::{ColumnIndex, Decode, Row, Type};
+use vigil_core::{EventQuery, Level, UnixMillis};
+
+use crate::sql::Dialect;
+use crate::sql::list::{self, Statement, TimeBounds};
+use crate::{EventPage, StoreError, StoreOptions, StoredEvent};
+
+/// Runs `work` under `timeout`, turning expiry into [`StoreError::Timeout`].
+pub(crate) async fn bounded<T>(
+    operation: &'static str,
+    timeout: Duration,
+    work: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(timeout, work)
+        .await
+        .unwrap_or(Err(StoreError::Timeout {
+            operation,
+            after: timeout,
+        }))
+}
+
+/// Runs a statement under `timeout`, naming `operation` in any error.
+pub(crate) async fn bounded_query<T>(
+    operation: &'static str,
+    timeout: Duration,
+    query: impl Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, StoreError> {
+    bounded(operation, timeout, async {
+        query.await.map_err(|cause| query_error(operation, cause))
+    })
+    .await
+}
+
+pub(crate) fn query_error(operation: &'static str, cause: sqlx::Error) -> StoreError {
+    StoreError::Query { operation, cause }
+}
+
+pub(crate) fn insert_timeout(after: Duration) -> StoreError {
+    StoreError::Timeout {
+        operation: "insert",
+        after,
+    }
+}
+
+pub(crate) fn validate_options(options: &StoreOptions) -> Result<(), StoreError> {
+    let reason = if options.max_connections == 0 {
+        "max_connections must be at least 1"
+    } else if options.statement_timeout.is_zero() {
+        "statement_timeout must be positive"
+    } else if options.connect_timeout.is_zero() {
+        "connect_timeout must be positive"
+    } else {
+        return Ok(());
+    };
+    Err(StoreError::InvalidOptions { reason })
+}
+
+/// Column `index` of `row`, with a driver error named after `operation`.
+pub(crate) fn decode<'r, R, T>(
+    row: &'r R,
+    index: usize,
+    operation: &'static str,
+) -> Result<T, StoreError>
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    T: Decode<'r, R::Database> + Type<R::Database>,
+{
+    row.try_get(index)
+        .map_err(|cause| query_error(operation, cause))
+}
+
+/// Decodes a row selected with [`crate::sql::Dialect::columns`]. `millis` turns the stored
+/// time columns (MySQL: microseconds computed by the server; SQLite: milliseconds) into
+/// [`UnixMillis`].
+pub(crate) fn stored_event_from_row<R>(
+    row: &R,
+    millis: fn(i64) -> UnixMillis,
+) -> Result<StoredEvent, StoreError>
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    for<'r> u64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> &'r str: Decode<'r, R::Database> + Type<R::Database>,
+{
+    const OPERATION: &str = "read event";
+    let id: u64 = decode(row, 0, OPERATION)?;
+    let level_text: &str = decode(row, 3, OPERATION)?;
+    let level: Level = level_text.parse().map_err(|()| StoreError::CorruptRow {
+        id,
+        reason: "unknown level",
+    })?;
+    let occurred: Option<i64> = decode(row, 5, OPERATION)?;
+    let created: i64 = decode(row, 6, OPERATION)?;
+    Ok(StoredEvent {
+        id,
+        source: decode(row, 1, OPERATION)?,
+        event_type: decode(row, 2, OPERATION)?,
+        level,
+        payload: decode(row, 4, OPERATION)?,
+        occurred_at: occurred.map(millis),
+        created_at: millis(created),
+        request_id: decode(row, 7, OPERATION)?,
+    })
+}
+
+/// Runs a planned read with its binds on one connection of a backend.
+pub(crate) trait RunStatement {
+    type Row: Row;
+    fn fetch_all(
+        &mut self,
+        operation: &'static str,
+        statement: Statement,
+    ) -> impl Future<Output = Result<Vec<Self::Row>, StoreError>> + Send;
+}
+
+/// One page of `query` (plans in [`list`]): a probe sizing the time window when the query
+/// has one, then the page itself, both through `connection` (so they see one state of the
+/// table); `millis` converts the dialect's stored times.
+pub(crate) async fn list_page<C, R>(
+    dialect: Dialect,
+    query: &EventQuery,
+    bounds: &TimeBounds,
+    millis: fn(i64) -> UnixMillis,
+    connection: &mut C,
+) -> Result<EventPage, StoreError>
+where
+    C: RunStatement<Row = R>,
+    R: Row,
+    usize: ColumnIndex<R>,
+    for<'r> u64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> &'r str: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let window_size = match list::window_probe(dialect, query, bounds) {
+        Some(probe) => {
+            const OPERATION: &str = "size event window";
+            let rows = connection.fetch_all(OPERATION, probe).await?;
+            let row = rows.first().ok_or(StoreError::Query {
+                operation: OPERATION,
+                cause: sqlx::Error::RowNotFound,
+            })?;
+            let window: Option<i64> = decode(row, 0, OPERATION)?;
+            let newer = match bounds.to {
+                Some(_) => Some(decode::<R, Option<i64>>(row, 1, OPERATION)?.is_some()),
+                None => None,
+            };
+            Some(list::WindowSize {
+                window_is_large: window.is_some(),
+                newer_is_large: newer,
+            })
+        }
+        None => None,
+    };
+    let drive = list::drive_for(bounds, window_size);
+    let statement = list::list_statement(dialect, query, bounds, drive);
+    let rows = connection.fetch_all("list events", statement).await?;
+    let size = usize::try_from(query.size).unwrap_or(usize::MAX);
+    let mut events = rows
+        .iter()
+        .map(|row| stored_event_from_row(row, millis))
+        .collect::<Result<Vec<_>, _>>()?;
+    debug_assert!(events.windows(2).all(|pair| pair[0].id > pair[1].id));
+    let has_more = events.len() > size;
+    events.truncate(size);
+    Ok(EventPage { events, has_more })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_are_validated() {
+        assert!(validate_options(&StoreOptions::default()).is_ok());
+        let zero_pool = StoreOptions {
+            max_connections: 0,
+            ..StoreOptions::default()
+        };
+        assert!(matches!(
+            validate_options(&zero_pool),
+            Err(StoreError::InvalidOptions { .. })
+        ));
+        let zero_timeout = StoreOptions {
+            statement_timeout: Duration::ZERO,
+            ..StoreOptions::default()
+        };
+        assert!(validate_options(&zero_timeout).is_err());
+    }
+}

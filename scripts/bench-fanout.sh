@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# WebSocket fan-out figures (README "Benchmarks"): a release Vigil in full mode (MariaDB +
+# Redis on this machine) and the `fanout` measurer on the same cores.
+#
+# 1. reference: 1,000 clients × 500 events/s × 10 s (every event to every client, p99);
+# 2. highest rate: 1,000 clients at rising rates until a run misses an event or its p99
+#    passes 50 ms; the last rate that passed is reported;
+# 3. idle cost: a freshly started server, 10,000 idle connections, RSS growth per connection.
+#
+# Usage: bash scripts/bench-fanout.sh            (writes target/bench/fanout.jsonl)
+# Settings: PORT (3950), RATES ("500 750 1000 1250 1500 2000"), DURATION (10s),
+# IDLE_CONNECTIONS (10000), FANOUT_OUT (target/bench/fanout.jsonl), SKIP_BUILD=1 (binaries
+# already built, as scripts/bench.sh does). Binaries are taken from $CARGO_TARGET_DIR/release.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/services.sh
+
+PORT=${PORT:-3950}
+RATES=${RATES:-"500 750 1000 1250 1500 2000"}
+DURATION=${DURATION:-10s}
+DB=vigil_bench_fanout
+PREFIX=benchfanout
+IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
+OUT=${FANOUT_OUT:-target/bench/fanout.jsonl}
+BIN=${CARGO_TARGET_DIR:-target}/release
+mkdir -p "$(dirname "$OUT")"
+: > "$OUT"
+
+[ "${SKIP_BUILD:-0}" = 1 ] || cargo build --release --locked -p vigil-server -p vigil-loadtest
+mariadb -uroot -e "DROP DATABASE IF EXISTS $DB; CREATE DATABASE $DB"
+
+PID=
+start_vigil() {
+  DATABASE_URL=mysql://root@127.0.0.1:3306/$DB \
+  REDIS_URL=redis://127.0.0.1:6379 \
+  VIGIL_REDIS_CHANNEL=$PREFIX:events:new VIGIL_REDIS_RECENT_KEY=$PREFIX:events:recent \
+  VIGIL_WS_MAX_CLIENTS=20000 VIGIL_WS_MAX_CLIENTS_PER_ADDR=20000 RUST_LOG=warn \
+    "$BIN/vigil" --addr 127.0.0.1:$PORT &
+  PID=$!
+  wait_healthy "127.0.0.1:$PORT"
+}
+stop_vigil() {
+  if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; PID=; fi
+}
+cleanup() {
+  stop_vigil
+  redis-cli -h 127.0.0.1 DEL "$PREFIX:events:recent" "$PREFIX:events:recent:gap" >/dev/null || true
+  mariadb -uroot -e "DROP DATABASE IF EXISTS $DB" || true
+}
+trap cleanup EXIT
+
+fanout() { "$BIN/fanout" --host "http://127.0.0.1:$PORT" --server-pid "$PID" --json "$@"; }
+field() { python3 -c "import json,sys; r=json.loads(sys.argv[1]); print(eval(sys.argv[2], {}, r))" "$1" "$2"; }
+
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); $(date -u +%FT%TZ)"
+start_vigil
+# Warm the server, the pools and the page cache.
+fanout --clients 100 --rate 500 --duration 2s >/dev/null
+
+echo "== reference: 1,000 clients × 500 events/s × $DURATION"
+ref=$(fanout --clients 1000 --rate 500 --duration "$DURATION")
+echo "$ref" >> "$OUT"
+field "$ref" '"delivered %d/%d, missing %d, duplicates %d, p50 %.1f ms, p99 %.1f ms, p99.9 %.1f ms, max %.1f ms, %d deliveries/s, measurer CPU %.0f%%" % (delivered, expected_deliveries, missing, duplicates, latency_ms["p50"], latency_ms["p99"], latency_ms["p99_9"], latency_ms["max"], deliveries_per_s, cpu_percent)'
+
+echo "== highest rate with every event delivered and p99 < 50 ms (1,000 clients)"
+best=none
+for rate in $RATES; do
+  run=$(fanout --clients 1000 --rate "$rate" --duration "$DURATION")
+  echo "$run" >> "$OUT"
+  summary=$(field "$run" '"%d events/s: missing %d, p99 %.1f ms, %d deliveries/s" % ('"$rate"', missing, latency_ms["p99"], deliveries_per_s)')
+  echo "$summary"
+  ok=$(field "$run" 'missing == 0 and duplicates == 0 and latency_ms["p99"] < 50')
+  if [ "$ok" != True ]; then break; fi
+  best=$rate
+done
+echo "highest rate passing: $best events/s"
+
+echo "== idle connections: RSS per connection at $IDLE_CONNECTIONS (fresh server)"
+stop_vigil
+start_vigil
+idle=$(fanout --idle "$IDLE_CONNECTIONS" --settle 3s)
+echo "$idle" >> "$OUT"
+field "$idle" '"%d connections: RSS %d → %d KiB, %.1f KiB per connection" % (connected, server_rss_kib_before, server_rss_kib_after, kib_per_connection)'

@@ -1,0 +1,57 @@
+# Shell helpers shared by scripts/test.sh and scripts/bench.sh (sourced, not run): logging,
+# apt installs, and starting the machine's MariaDB (127.0.0.1:3306, root, empty password)
+# and Redis (127.0.0.1:6379) when they are down, as DESIGN.md's "Machines" describes.
+
+log() { printf '\n==> %s\n' "$*"; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_install() {
+  log "installing $*"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_mariadb() {
+  if mariadb-admin --host=127.0.0.1 --port=3306 --user=root ping >/dev/null 2>&1; then
+    return
+  fi
+  command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || apt_install mariadb-server mariadb-client
+  log "starting MariaDB"
+  as_root mkdir -p /run/mysqld
+  as_root chown mysql:mysql /run/mysqld
+  as_root start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql
+  for _ in $(seq 1 120); do
+    mariadb-admin --host=127.0.0.1 --port=3306 --user=root ping >/dev/null 2>&1 && return
+    sleep 0.5
+  done
+  echo "MariaDB did not come up on 127.0.0.1:3306" >&2
+  exit 1
+}
+
+ensure_redis() {
+  if redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+    return
+  fi
+  command -v redis-server >/dev/null 2>&1 || apt_install redis-server
+  log "starting Redis"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
+  for _ in $(seq 1 60); do
+    redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && return
+    sleep 0.5
+  done
+  echo "Redis did not come up on 127.0.0.1:6379" >&2
+  exit 1
+}
+
+# Waits until a Vigil on ADDR answers /api/health (10 s at most); exits if it never does.
+wait_healthy() {
+  for _ in $(seq 1 100); do
+    curl -sf "http://$1/api/health" >/dev/null && return
+    sleep 0.1
+  done
+  echo "vigil did not start on $1" >&2
+  exit 1
+}
