@@ -44,8 +44,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Tokens are on, as a deployment runs: schemathesis authenticates with the one token (in both
+# lists, so one credential reaches every operation) and its ST401 checks see that a request
+# without it, or with a made-up one, is refused.
+TOKEN="st-$$-$RANDOM$RANDOM"
 VIGIL_ADDR="127.0.0.1:$PORT" DATABASE_URL="mysql://root@127.0.0.1:3306/$DB" \
-  VIGIL_SHUTDOWN_TIMEOUT_S=5 RUST_LOG=warn "$VIGIL" >"$LOG" 2>&1 &
+  VIGIL_INGEST_TOKENS="$TOKEN" VIGIL_READ_TOKENS="$TOKEN" VIGIL_SHUTDOWN_TIMEOUT_S=5 RUST_LOG=warn "$VIGIL" >"$LOG" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 1 100); do
   curl -fsS "http://127.0.0.1:$PORT/api/health" >/dev/null 2>&1 && break
@@ -63,6 +67,7 @@ PYTHONPATH="$PWD/scripts${PYTHONPATH:+:$PYTHONPATH}" SCHEMATHESIS_HOOKS=schemath
     --max-examples "${ST_MAX_EXAMPLES:-40}" \
     --max-time "${ST_MAX_TIME:-120}" \
     --seed "$SEED" \
+    --header "Authorization: Bearer $TOKEN" \
     --request-timeout 10 \
     --generation-database none \
     --no-color \
