@@ -47,7 +47,7 @@ trap cleanup EXIT
 # Tokens are on, as a deployment runs: schemathesis authenticates with the one token (in both
 # lists, so one credential reaches every operation) and its ST401 checks see that a request
 # without it, or with a made-up one, is refused.
-TOKEN="st-$$-$RANDOM$RANDOM"
+TOKEN="st-$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"
 VIGIL_ADDR="127.0.0.1:$PORT" DATABASE_URL="mysql://root@127.0.0.1:3306/$DB" \
   VIGIL_INGEST_TOKENS="$TOKEN" VIGIL_READ_TOKENS="$TOKEN" VIGIL_SHUTDOWN_TIMEOUT_S=5 RUST_LOG=warn "$VIGIL" >"$LOG" 2>&1 &
 SERVER_PID=$!

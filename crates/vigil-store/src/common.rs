@@ -12,6 +12,7 @@ use std::time::Duration;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 use vigil_core::{EventQuery, Level, UnixMillis};
 
+use crate::idempotency::{self, Digest, IdempotencyRecord};
 use crate::sql::Dialect;
 use crate::sql::list::{self, Statement, TimeBounds};
 use crate::{EventPage, StoreError, StoreOptions, StoredEvent};
@@ -114,6 +115,35 @@ where
         occurred_at: occurred.map(millis),
         created_at: millis(created),
         request_id: decode(row, 7, OPERATION)?,
+    })
+}
+
+/// Most ids one idempotency record may decode to: far above any bulk limit, a bound against
+/// a hand-edited row.
+const MAX_RECORD_IDS: usize = 1_000_000;
+
+/// Decodes a row selected by [`crate::idempotency`]'s lookup.
+pub(crate) fn idempotency_record_from_row<R>(row: &R) -> Result<IdempotencyRecord, StoreError>
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> &'r str: Decode<'r, R::Database> + Type<R::Database>,
+{
+    const OPERATION: &str = "read idempotency record";
+    let corrupt = |reason| StoreError::CorruptIdempotencyRecord { reason };
+    let key: &str = decode(row, 0, OPERATION)?;
+    let body: &str = decode(row, 1, OPERATION)?;
+    let request_id: &str = decode(row, 2, OPERATION)?;
+    let ids: &str = decode(row, 3, OPERATION)?;
+    Ok(IdempotencyRecord {
+        key: Digest::parse(key).ok_or_else(|| corrupt("key_hash is not a digest"))?,
+        body: Digest::parse(body).ok_or_else(|| corrupt("body_hash is not a digest"))?,
+        request_id: request_id.to_owned(),
+        ids: idempotency::decode_ids(ids, MAX_RECORD_IDS)
+            .ok_or_else(|| corrupt("ids are not increasing ranges"))?,
+        created_at: UnixMillis(decode(row, 4, OPERATION)?),
+        expires_at: UnixMillis(decode(row, 5, OPERATION)?),
     })
 }
 

@@ -51,6 +51,12 @@ pub enum StoreError {
     /// attempt committed — confirm with `resolve`.
     #[error("rows with some of these ids already exist: {cause}")]
     DuplicateIds { cause: sqlx::Error },
+    /// An idempotency record for one of the batch's keys exists (MySQL error 1062, SQLite
+    /// `SQLITE_CONSTRAINT_PRIMARYKEY` on `vigil_idempotency_keys`): another instance stored a
+    /// request with that key first, or an expired record is not purged yet. The transaction
+    /// was rolled back; nothing of the batch is stored.
+    #[error("an idempotency key of the batch is already recorded: {cause}")]
+    IdempotencyKeyTaken { cause: sqlx::Error },
     /// A row was refused before anything was sent.
     #[error("row {index} of the batch cannot be stored: {reason}")]
     InvalidRow { index: usize, reason: &'static str },
@@ -79,6 +85,9 @@ pub enum StoreError {
     /// statement may still commit; `resolve` refuses to guess.
     #[error("the killed writer session {connection_id} is still running")]
     WriterStillRunning { connection_id: u64 },
+    /// A row of `vigil_idempotency_keys` holds something Vigil never writes.
+    #[error("an idempotency record cannot be read: {reason}")]
+    CorruptIdempotencyRecord { reason: &'static str },
     /// A stored row holds a value the store cannot represent.
     #[error("stored event {id} cannot be read: {reason}")]
     CorruptRow { id: u64, reason: &'static str },
@@ -135,12 +144,14 @@ impl StoreError {
             | StoreError::DataDirectory { .. }
             | StoreError::Migrate { .. }
             | StoreError::DuplicateIds { .. }
+            | StoreError::IdempotencyKeyTaken { .. }
             | StoreError::InvalidRow { .. }
             | StoreError::IdCounterMissing
             | StoreError::IdsExhausted { .. }
             | StoreError::IdCounterWentBackwards { .. }
             | StoreError::PartiallyPresent { .. }
-            | StoreError::CorruptRow { .. } => false,
+            | StoreError::CorruptRow { .. }
+            | StoreError::CorruptIdempotencyRecord { .. } => false,
         }
     }
 }
@@ -217,6 +228,12 @@ pub enum InsertError {
     /// whose outcome was unknown, that earlier attempt committed. Confirm with `resolve`.
     #[error("batch refused: {0}")]
     DuplicateIds(StoreError),
+    /// Certainly not committed: a record for one of the batch's idempotency keys exists
+    /// ([`StoreError::IdempotencyKeyTaken`]). Look the keys up
+    /// ([`crate::Store::idempotency_records`]), answer those requests from their records, and
+    /// write the rest again.
+    #[error("batch refused: {0}")]
+    KeyTaken(StoreError),
 }
 
 impl InsertError {
@@ -225,7 +242,8 @@ impl InsertError {
         match self {
             InsertError::NotCommitted(error)
             | InsertError::OutcomeUnknown(error)
-            | InsertError::DuplicateIds(error) => error,
+            | InsertError::DuplicateIds(error)
+            | InsertError::KeyTaken(error) => error,
         }
     }
 

@@ -28,6 +28,7 @@
 
 mod common;
 pub mod error;
+pub mod idempotency;
 pub mod ids;
 pub mod mysql;
 pub mod sql;
@@ -39,6 +40,7 @@ use std::time::Duration;
 use vigil_core::{EventFilter, EventQuery, Level, NewEvent, StoredEventRef, UnixMillis};
 
 pub use error::{InsertError, StoreError};
+pub use idempotency::{Digest, IdempotencyRecord};
 pub use mysql::MySqlStore;
 pub use sqlite::{SqliteSettings, SqliteStore};
 
@@ -204,7 +206,56 @@ impl Store {
 
     /// Stores the batch, all or nothing. See [`InsertError`] for what a failure means.
     pub async fn insert(&self, rows: &[EventRow<'_>]) -> Result<(), InsertError> {
-        on_backend!(self, store => store.insert(rows).await)
+        self.insert_with_keys(rows, &[]).await
+    }
+
+    /// Stores the batch and the idempotency records of its keyed requests in one transaction:
+    /// all or nothing. A record whose key exists fails the whole batch with
+    /// [`InsertError::KeyTaken`], committing nothing.
+    pub async fn insert_with_keys(
+        &self,
+        rows: &[EventRow<'_>],
+        keys: &[IdempotencyRecord],
+    ) -> Result<(), InsertError> {
+        on_backend!(self, store => store.insert(rows, keys).await)
+    }
+
+    /// The records among `keys` that have not expired at `now`, in no particular order.
+    pub async fn idempotency_records(
+        &self,
+        keys: &[Digest],
+        now: UnixMillis,
+    ) -> Result<Vec<IdempotencyRecord>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let statement = idempotency::select_statement(keys, now);
+        on_backend!(self, store => store.fetch_idempotency_records(statement).await)
+    }
+
+    /// Deletes the records among `keys` that expired by `now`, so new requests can take those
+    /// keys; the number deleted.
+    pub async fn delete_expired_idempotency_keys(
+        &self,
+        keys: &[Digest],
+        now: UnixMillis,
+    ) -> Result<u64, StoreError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let statement = idempotency::delete_expired_keys_statement(keys, now);
+        on_backend!(self, store => store.execute_write("delete expired idempotency keys", statement).await)
+    }
+
+    /// Purge: deletes at most `limit` records that expired by `now`, oldest first, in one
+    /// short statement; the number deleted. Callers loop with pauses, as retention does.
+    pub async fn purge_idempotency_records(
+        &self,
+        now: UnixMillis,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        let statement = idempotency::purge_statement(self.dialect(), now, limit as u64);
+        on_backend!(self, store => store.execute_write("purge idempotency records", statement).await)
     }
 
     /// After an [`InsertError::OutcomeUnknown`]: decides for certain whether the batch with

@@ -27,6 +27,7 @@ use vigil_core::EventQuery;
 use crate::common::{self, bounded, insert_timeout, query_error, validate_options};
 use crate::error::{DUPLICATE_KEY, NO_SUCH_THREAD, server_error_number, server_refused};
 use crate::ids::{self, IdBlock};
+use crate::idempotency::{self, IdempotencyRecord};
 use crate::sql::list::{Bind, Statement, TimeBounds};
 use crate::sql::{self, Dialect};
 use crate::{EventPage, EventRow, InsertError, StoreError, StoreOptions, StoredEvent};
@@ -150,8 +151,13 @@ impl MySqlStore {
     }
 
     /// Stores the batch with one INSERT (or, when limits force a split, several in one
-    /// transaction) on the writer connection.
-    pub async fn insert(&self, rows: &[EventRow<'_>]) -> Result<(), InsertError> {
+    /// transaction) on the writer connection; with idempotency `keys`, their records go in the
+    /// same transaction, after the events.
+    pub async fn insert(
+        &self,
+        rows: &[EventRow<'_>],
+        keys: &[IdempotencyRecord],
+    ) -> Result<(), InsertError> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -177,11 +183,11 @@ impl MySqlStore {
             session.statement_budget,
         );
         let timeout = self.inner.options.statement_timeout;
-        let result = if plan.len() == 1 {
+        let result = if plan.len() == 1 && keys.is_empty() {
             self.insert_autocommit(&mut writer, &mut session, rows, timeout)
                 .await
         } else {
-            self.insert_transaction(&mut writer, &mut session, rows, &plan, timeout)
+            self.insert_transaction(&mut writer, &mut session, rows, &plan, keys, timeout)
                 .await
         };
         match result {
@@ -228,6 +234,7 @@ impl MySqlStore {
         session: &mut WriterSession,
         rows: &[EventRow<'_>],
         plan: &[std::ops::Range<usize>],
+        keys: &[IdempotencyRecord],
         timeout: Duration,
     ) -> Result<(), Failure> {
         let connection = &mut session.connection;
@@ -243,34 +250,26 @@ impl MySqlStore {
             Err(_) => return Err(Failure::not_committed(insert_timeout(timeout), false)),
         }
         for range in plan {
-            let failure = match run_insert(writer, connection, &rows[range.clone()], timeout).await
-            {
-                Ok(()) => continue,
-                // No COMMIT was sent: when the server sees the connection close it rolls back.
-                Err(StatementFailure::TimedOut) => {
-                    return Err(Failure::not_committed(insert_timeout(timeout), false));
-                }
-                Err(StatementFailure::Driver(cause)) => cause,
-            };
-            if !server_refused(&failure) {
-                return Err(Failure::not_committed(
-                    query_error("insert", failure),
-                    false,
-                ));
-            }
-            let rolled_back = matches!(
-                tokio::time::timeout(timeout, connection.execute("ROLLBACK")).await,
-                Ok(Ok(_))
-            );
-            let error = if server_error_number(&failure) == Some(DUPLICATE_KEY) {
-                InsertError::DuplicateIds(StoreError::DuplicateIds { cause: failure })
-            } else {
-                InsertError::NotCommitted(query_error("insert", failure))
-            };
-            return Err(Failure {
-                error,
-                session_usable: rolled_back,
-            });
+            let inserted = run_insert(writer, connection, &rows[range.clone()], timeout).await;
+            abandon_on_failure(connection, inserted, timeout, |cause| {
+                InsertError::DuplicateIds(StoreError::DuplicateIds { cause })
+            })
+            .await?;
+        }
+        if !keys.is_empty() {
+            let statement = idempotency::insert_statement(keys);
+            let recorded =
+                match tokio::time::timeout(timeout, bound_query(statement).execute(&mut *connection))
+                    .await
+                {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(cause)) => Err(StatementFailure::Driver(cause)),
+                    Err(_) => Err(StatementFailure::TimedOut),
+                };
+            abandon_on_failure(connection, recorded, timeout, |cause| {
+                InsertError::KeyTaken(StoreError::IdempotencyKeyTaken { cause })
+            })
+            .await?;
         }
         match tokio::time::timeout(timeout, connection.execute("COMMIT")).await {
             Ok(Ok(_)) => Ok(()),
@@ -539,6 +538,20 @@ impl MySqlStore {
         Ok(result.rows_affected())
     }
 
+    /// Runs a read that returns idempotency records.
+    pub(crate) async fn fetch_idempotency_records(
+        &self,
+        statement: Statement,
+    ) -> Result<Vec<crate::IdempotencyRecord>, StoreError> {
+        let rows = self
+            .bounded_query(
+                "read idempotency records",
+                bound_query(statement).fetch_all(&self.inner.pool),
+            )
+            .await?;
+        rows.iter().map(common::idempotency_record_from_row).collect()
+    }
+
     /// Runs a read that returns events (the forward reads of [`crate::sql::forward`]).
     pub(crate) async fn fetch_events(
         &self,
@@ -718,6 +731,44 @@ enum StatementFailure {
     /// The statement timeout fired; the statement may have been sent.
     TimedOut,
     Driver(sqlx::Error),
+}
+
+/// A statement inside the insert transaction failed: nothing commits without the COMMIT, which
+/// is not sent. A server refusal is rolled back on the spot (the session stays usable) and a
+/// duplicate key is named by `duplicate`; anything else drops the session, whose transaction
+/// the server rolls back when it sees the close.
+async fn abandon_on_failure(
+    connection: &mut MySqlConnection,
+    statement: Result<(), StatementFailure>,
+    timeout: Duration,
+    duplicate: impl FnOnce(sqlx::Error) -> InsertError,
+) -> Result<(), Failure> {
+    let failure = match statement {
+        Ok(()) => return Ok(()),
+        Err(StatementFailure::TimedOut) => {
+            return Err(Failure::not_committed(insert_timeout(timeout), false));
+        }
+        Err(StatementFailure::Driver(cause)) => cause,
+    };
+    if !server_refused(&failure) {
+        return Err(Failure::not_committed(
+            query_error("insert", failure),
+            false,
+        ));
+    }
+    let rolled_back = matches!(
+        tokio::time::timeout(timeout, connection.execute("ROLLBACK")).await,
+        Ok(Ok(_))
+    );
+    let error = if server_error_number(&failure) == Some(DUPLICATE_KEY) {
+        duplicate(failure)
+    } else {
+        InsertError::NotCommitted(query_error("insert", failure))
+    };
+    Err(Failure {
+        error,
+        session_usable: rolled_back,
+    })
 }
 
 /// What a failed autocommit INSERT means: a server refusal on an intact session committed

@@ -36,6 +36,7 @@ use vigil_core::{EventQuery, UnixMillis};
 
 use crate::common::{self, bounded, insert_timeout, query_error, validate_options};
 use crate::error::sqlite_result_code;
+use crate::idempotency::{self, IdempotencyRecord};
 use crate::ids::{self, IdBlock};
 use crate::sql::list::{Bind, Statement, TimeBounds};
 use crate::sql::{self, Dialect};
@@ -229,8 +230,13 @@ impl SqliteStore {
     }
 
     /// Stores the batch: one autocommit INSERT, or when the placeholder limit splits it, several
-    /// inside one `BEGIN IMMEDIATE` transaction, all on the writer.
-    pub async fn insert(&self, rows: &[EventRow<'_>]) -> Result<(), InsertError> {
+    /// inside one `BEGIN IMMEDIATE` transaction, all on the writer; with idempotency `keys`,
+    /// their records go in the same transaction, after the events.
+    pub async fn insert(
+        &self,
+        rows: &[EventRow<'_>],
+        keys: &[IdempotencyRecord],
+    ) -> Result<(), InsertError> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -253,12 +259,13 @@ impl SqliteStore {
             sql::SQLITE_MAX_ROWS_PER_STATEMENT,
             usize::MAX,
         );
-        let result = if let [_] = plan.as_slice() {
+        let result = if let ([_], []) = (plan.as_slice(), keys) {
             self.run_insert(&mut writer, rows)
                 .await
                 .map_err(|failure| failure.into_insert_error(Phase::Commit))
         } else {
-            self.insert_transaction(&mut writer, rows, &plan).await
+            self.insert_transaction(&mut writer, rows, &plan, keys)
+                .await
         };
         if result.is_err() {
             // Leave no transaction open: it would hold the database's write lock, which other
@@ -276,6 +283,7 @@ impl SqliteStore {
         writer: &mut Writer,
         rows: &[EventRow<'_>],
         plan: &[std::ops::Range<usize>],
+        keys: &[IdempotencyRecord],
     ) -> Result<(), InsertError> {
         self.run_on_writer(writer, sqlx::query("BEGIN IMMEDIATE"))
             .await
@@ -284,6 +292,20 @@ impl SqliteStore {
             self.run_insert(writer, &rows[range.clone()])
                 .await
                 .map_err(|failure| failure.into_insert_error(Phase::BeforeCommit))?;
+        }
+        if !keys.is_empty() {
+            let statement = bound_query(idempotency::insert_statement(keys));
+            self.run_on_writer(writer, statement)
+                .await
+                .map_err(|failure| match failure {
+                    // The only unique key of the table is the key hash.
+                    StatementFailure::Driver(cause)
+                        if sqlite_result_code(&cause) == Some(PRIMARY_KEY_CONFLICT) =>
+                    {
+                        InsertError::KeyTaken(StoreError::IdempotencyKeyTaken { cause })
+                    }
+                    failure => failure.into_insert_error(Phase::BeforeCommit),
+                })?;
         }
         self.run_on_writer(writer, sqlx::query("COMMIT"))
             .await
@@ -592,6 +614,20 @@ impl SqliteStore {
             Err(StatementFailure::Driver(cause)) => Err(query_error(operation, cause)),
             Err(StatementFailure::TimedOut(after)) => Err(StoreError::Timeout { operation, after }),
         }
+    }
+
+    /// Runs a read that returns idempotency records.
+    pub(crate) async fn fetch_idempotency_records(
+        &self,
+        statement: Statement,
+    ) -> Result<Vec<crate::IdempotencyRecord>, StoreError> {
+        let rows = self
+            .bounded_query(
+                "read idempotency records",
+                bound_query(statement).fetch_all(&self.inner.pool),
+            )
+            .await?;
+        rows.iter().map(common::idempotency_record_from_row).collect()
     }
 
     /// Runs a read that returns events (the forward reads of [`crate::sql::forward`]).

@@ -8,6 +8,7 @@ mod helpers;
 
 mod batches;
 mod forward;
+mod idempotency;
 mod ids;
 mod list;
 mod list_scale;
