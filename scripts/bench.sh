@@ -113,6 +113,8 @@ done
 
 read -r SINGLE_RPS SINGLE_P50 SINGLE_P99 SINGLE_ERR < <(wrk_run single -t2 -c64 -d"$DURATION" -s scripts/wrk/post_event.lua "http://$FULL")
 echo "single-event ingest: $SINGLE_RPS req/s, p50 $SINGLE_P50 ms, p99 $SINGLE_P99 ms, $SINGLE_ERR errors"
+read -r KEYED_RPS KEYED_P50 KEYED_P99 KEYED_ERR < <(VIGIL_WRK_IDEMPOTENCY=1 wrk_run keyed -t2 -c64 -d"$DURATION" -s scripts/wrk/post_event.lua "http://$FULL")
+echo "single-event ingest with an Idempotency-Key each: $KEYED_RPS req/s, p50 $KEYED_P50 ms, p99 $KEYED_P99 ms, $KEYED_ERR errors"
 read -r BULK_RPS BULK_P50 BULK_P99 BULK_ERR < <(wrk_run bulk -t1 -c4 -d"$DURATION" -s scripts/wrk/post_bulk.lua "http://$FULL")
 BULK_EPS=$(python3 -c "print(round($BULK_RPS * 1000))")
 echo "bulk ingest: $BULK_EPS events/s ($BULK_RPS req/s of 1,000), p99 $BULK_P99 ms, $BULK_ERR errors"
@@ -199,6 +201,7 @@ IDLE_CONNECTIONS=$IDLE_CONNECTIONS. The reference settings are the defaults (15s
 | what | result | command (inside \`scripts/bench.sh\`) |
 | --- | --- | --- |
 | single-event ingest, durable ack, full mode | **$SINGLE_RPS req/s**, p50 $SINGLE_P50 ms, p99 $SINGLE_P99 ms ($SINGLE_ERR errors) | \`wrk -t2 -c64 -d$DURATION --latency -s scripts/wrk/post_event.lua\` |
+| single-event ingest with a fresh \`Idempotency-Key\` per request, full mode | **$KEYED_RPS req/s**, p50 $KEYED_P50 ms, p99 $KEYED_P99 ms ($KEYED_ERR errors) | \`VIGIL_WRK_IDEMPOTENCY=1 wrk -t2 -c64 -d$DURATION --latency -s scripts/wrk/post_event.lua\` |
 | bulk ingest, 1,000 events per POST, full mode | **$BULK_EPS events/s** ($BULK_RPS req/s, p99 $BULK_P99 ms, $BULK_ERR errors) | \`wrk -t1 -c4 -d$DURATION --latency -s scripts/wrk/post_bulk.lua\` |
 | baseline: raw multi-row INSERTs of 1,000 rows, one connection, same table | $RAW rows/s | \`raw_insert $URL 1000 ${DURATION%s}\` |
 | cached read \`GET /api/events?page=1&size=20\` (X-Cache: $CACHE) | **$CACHED_RPS req/s**, p50 $CACHED_P50 ms, p99 $CACHED_P99 ms | \`wrk -t2 -c64 -d$DURATION --latency\` |

@@ -24,15 +24,18 @@ use crossbeam_channel::{Receiver, select};
 use tokio_util::sync::CancellationToken;
 use vigil_bus::{CommittedBatch, PublishedEvent};
 use vigil_core::{AtomicHistogram, UnixMillis};
-use vigil_store::{EventRow, InsertError, Store};
+use vigil_store::{Digest, EventRow, IdempotencyRecord, InsertError, Store};
 
 use crate::error::IngestError;
+use crate::idempotency::Stored;
 use crate::queue::{IngestConfig, Shared, Submission};
 use crate::sink::CommitSink;
 
 /// First pause between attempts against a failing database; doubles up to the cap.
 const BACKOFF_START: Duration = Duration::from_millis(20);
 const BACKOFF_CAP: Duration = Duration::from_secs(1);
+/// Rounds of "a key of the batch is recorded" after which its keyed requests get a 503.
+const MAX_KEY_CONFLICTS: u32 = 3;
 /// How often the batcher logs its batch sizes while busy.
 const STATS_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -75,6 +78,14 @@ impl Default for BatchStats {
             flush_seconds: AtomicHistogram::latency_seconds(),
         }
     }
+}
+
+/// Why a batch write did not commit.
+enum WriteFailure {
+    /// Answer every request of the batch with this.
+    Answer(IngestError),
+    /// A key of the batch is recorded already; nothing was stored.
+    KeyTaken,
 }
 
 pub(crate) struct Batcher {
@@ -176,7 +187,18 @@ impl Batcher {
         batch
     }
 
-    fn write_and_answer(&mut self, runtime: &tokio::runtime::Runtime, mut batch: Vec<Submission>) {
+    fn write_and_answer(&mut self, runtime: &tokio::runtime::Runtime, batch: Vec<Submission>) {
+        self.write_and_answer_with(runtime, batch, 0);
+    }
+
+    /// `key_conflicts`: how many times this batch's requests were already refused for a
+    /// recorded idempotency key (see [`Batcher::answer_recorded_keys`]).
+    fn write_and_answer_with(
+        &mut self,
+        runtime: &tokio::runtime::Runtime,
+        mut batch: Vec<Submission>,
+        key_conflicts: u32,
+    ) {
         let rows: usize = batch.iter().map(|request| request.events.len()).sum();
         let started = Instant::now();
         let written = std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -186,10 +208,18 @@ impl Batcher {
             .stats
             .flush_seconds
             .observe(started.elapsed().as_secs_f64());
-        let outcome = written.unwrap_or_else(|_| {
-            tracing::error!(rows, "batch write panicked; its outcome is unknown");
-            Err(IngestError::OutcomeUnknown)
-        });
+        let outcome = match written {
+            Ok(Err(WriteFailure::KeyTaken)) => {
+                self.answer_recorded_keys(runtime, batch, key_conflicts);
+                return;
+            }
+            Ok(Err(WriteFailure::Answer(error))) => Err(error),
+            Ok(Ok(written)) => Ok(written),
+            Err(_) => {
+                tracing::error!(rows, "batch write panicked; its outcome is unknown");
+                Err(IngestError::OutcomeUnknown)
+            }
+        };
         if outcome == Err(IngestError::Rejected) && batch.len() > 1 {
             // Nothing was stored. One request's rows may be what the database refuses (a check
             // Vigil's validation does not make): write each request alone, so the others are
@@ -210,7 +240,7 @@ impl Batcher {
                 for request in &mut batch {
                     let (own, rest) = remaining.split_at(request.events.len());
                     remaining = rest;
-                    request.answer(Ok(own.to_vec()));
+                    request.answer(Ok(Stored::Committed(own.to_vec())));
                     self.shared.release(request.events.len());
                 }
                 // Answers first: a slow or absent Redis never delays an ack.
@@ -218,16 +248,7 @@ impl Batcher {
                     sink.committed(encode_batch(&batch, &ids, created_at));
                 }
             }
-            Err(error) => {
-                self.shared
-                    .stats
-                    .failed_requests
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                for request in &mut batch {
-                    request.answer(Err(error.clone()));
-                    self.shared.release(request.events.len());
-                }
-            }
+            Err(error) => self.answer_all(batch, error),
         }
     }
 
@@ -237,7 +258,7 @@ impl Batcher {
         &mut self,
         batch: &[Submission],
         row_count: usize,
-    ) -> Result<(Vec<u64>, UnixMillis), IngestError> {
+    ) -> Result<(Vec<u64>, UnixMillis), WriteFailure> {
         let started = Instant::now();
         let window = if self.store_down {
             Duration::ZERO
@@ -257,7 +278,7 @@ impl Batcher {
                     tracing::warn!(%error, "id allocation failed; retrying");
                     self.pause(&mut backoff).await;
                 }
-                Err(error) => return Err(self.gave_up(&error, row_count)),
+                Err(error) => return Err(WriteFailure::Answer(self.gave_up(&error, row_count))),
             }
         };
         debug_assert_eq!(ids.len(), row_count);
@@ -272,9 +293,10 @@ impl Batcher {
                 request_id,
             })
             .collect();
+        let keys = self.idempotency_records(batch, &ids, created_at);
 
         loop {
-            let inserted = self.store.insert(&rows).await;
+            let inserted = self.store.insert_with_keys(&rows, &keys).await;
             if matches!(
                 inserted,
                 Err(InsertError::NotCommitted(_) | InsertError::OutcomeUnknown(_))
@@ -287,6 +309,11 @@ impl Batcher {
                     return Ok((ids, created_at));
                 }
                 Err(InsertError::NotCommitted(error)) => error,
+                // Nothing stored; the batcher answers those requests from the records.
+                Err(InsertError::KeyTaken(error)) => {
+                    tracing::info!(%error, "an idempotency key of the batch is recorded already");
+                    return Err(WriteFailure::KeyTaken);
+                }
                 // A duplicate id on a retry means an earlier attempt of this batch committed.
                 Err(InsertError::OutcomeUnknown(error) | InsertError::DuplicateIds(error)) => {
                     tracing::warn!(%error, rows = row_count, "batch outcome unknown; asking the database");
@@ -296,15 +323,118 @@ impl Batcher {
                             return Ok((ids, created_at));
                         }
                         Some(false) => error,
-                        None => return Err(IngestError::OutcomeUnknown),
+                        None => return Err(WriteFailure::Answer(IngestError::OutcomeUnknown)),
                     }
                 }
             };
             if !(failure.is_retriable() && self.may_retry(started, window)) {
-                return Err(self.gave_up(&failure, row_count));
+                return Err(WriteFailure::Answer(self.gave_up(&failure, row_count)));
             }
             tracing::warn!(error = %failure, rows = row_count, "batch insert failed; retrying");
             self.pause(&mut backoff).await;
+        }
+    }
+
+    /// The idempotency records of the batch's keyed requests, with the ids they are given.
+    fn idempotency_records(
+        &self,
+        batch: &[Submission],
+        ids: &[u64],
+        created_at: UnixMillis,
+    ) -> Vec<IdempotencyRecord> {
+        let ttl_ms = i64::try_from(self.config.idempotency_ttl.as_millis()).unwrap_or(i64::MAX);
+        let mut records = Vec::new();
+        let mut remaining = ids;
+        for request in batch {
+            let (own, rest) = remaining.split_at(request.events.len());
+            remaining = rest;
+            if let Some(key) = &request.key {
+                records.push(IdempotencyRecord {
+                    key: key.key.clone(),
+                    body: key.body.clone(),
+                    request_id: request.request_id.clone(),
+                    ids: own.to_vec(),
+                    created_at,
+                    expires_at: UnixMillis(created_at.0.saturating_add(ttl_ms)),
+                });
+            }
+        }
+        records
+    }
+
+    /// After a batch was refused because a key of it is recorded (nothing of it stored):
+    /// answers each keyed request whose key has a live record from that record (the same body:
+    /// the ids it stored; another body: a mismatch), frees keys whose records expired, and
+    /// writes the rest again. Another instance's writer is the only source of such records
+    /// while a key is claimed here, so this is rare; after [`MAX_KEY_CONFLICTS`] rounds
+    /// without progress the keyed requests are answered 503 rather than looping.
+    fn answer_recorded_keys(
+        &mut self,
+        runtime: &tokio::runtime::Runtime,
+        batch: Vec<Submission>,
+        key_conflicts: u32,
+    ) {
+        let keys: Vec<Digest> = batch
+            .iter()
+            .filter_map(|request| request.key.as_ref().map(|key| key.key.clone()))
+            .collect();
+        let now = UnixMillis::now();
+        let looked_up = runtime.block_on(async {
+            let records = self.store.idempotency_records(&keys, now).await?;
+            self.store
+                .delete_expired_idempotency_keys(&keys, now)
+                .await?;
+            Ok::<_, vigil_store::StoreError>(records)
+        });
+        let records = match looked_up {
+            Ok(records) if key_conflicts < MAX_KEY_CONFLICTS => records,
+            outcome => {
+                if let Err(error) = &outcome {
+                    self.count_store_error();
+                    tracing::warn!(%error, "could not read the recorded idempotency keys");
+                } else {
+                    tracing::error!("idempotency keys kept conflicting; answering 503");
+                }
+                let (keyed, rest): (Vec<_>, Vec<_>) =
+                    batch.into_iter().partition(|request| request.key.is_some());
+                self.answer_all(keyed, IngestError::StoreUnavailable);
+                if !rest.is_empty() {
+                    self.write_and_answer(runtime, rest);
+                }
+                return;
+            }
+        };
+        let mut rest = Vec::with_capacity(batch.len());
+        for mut request in batch {
+            let record = request.key.as_ref().and_then(|key| {
+                records
+                    .iter()
+                    .find(|record| record.key == key.key)
+                    .map(|record| (record, record.body == key.body))
+            });
+            match record {
+                Some((record, true)) => request.answer(Ok(Stored::Replayed(record.clone()))),
+                Some((_, false)) => request.answer(Err(IngestError::IdempotencyMismatch)),
+                None => {
+                    rest.push(request);
+                    continue;
+                }
+            }
+            self.shared.release(request.events.len());
+        }
+        if !rest.is_empty() {
+            self.write_and_answer_with(runtime, rest, key_conflicts + 1);
+        }
+    }
+
+    fn answer_all(&self, batch: Vec<Submission>, error: IngestError) {
+        self.shared
+            .stats
+            .failed_requests
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        for mut request in batch {
+            request.answer(Err(error.clone()));
+            self.shared.release(request.events.len());
         }
     }
 

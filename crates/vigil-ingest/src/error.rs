@@ -17,6 +17,10 @@ pub enum IngestError {
     /// The database rejected the rows for a reason retrying cannot fix; nothing was stored.
     #[error("the database rejected the events")]
     Rejected,
+    /// The request's idempotency key is recorded for a different body (another instance
+    /// stored that request first); nothing was written.
+    #[error("the idempotency key was used for a different request")]
+    IdempotencyMismatch,
     /// The shutdown deadline came while the database had not confirmed whether the batch
     /// committed. Vigil could not find out; the producer must treat it as unknown.
     #[error("the outcome of the write is unknown")]

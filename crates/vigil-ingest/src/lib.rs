@@ -12,13 +12,18 @@
 //! batcher, on its own thread, writes as soon as it is free, taking everything queued up to
 //! the row and byte bounds: batches grow with the requests in flight (group commit), with no
 //! timer and no added latency for a trickle. One writer keeps ids in commit order.
+//!
+//! A request may carry an idempotency key ([`KeyedRequest`]): its record is written in the
+//! same transaction as its events, and a retry is answered from it (see `idempotency`).
 
 mod batcher;
 mod error;
+mod idempotency;
 mod queue;
 mod sink;
 
 pub use batcher::{BATCH_ROWS_BOUNDS, BatchStats};
 pub use error::IngestError;
+pub use idempotency::{KeyClaim, KeyedRequest, Stored};
 pub use queue::{Ack, Ingest, IngestConfig, IngestQueue};
 pub use sink::{CommitSink, FanOut};

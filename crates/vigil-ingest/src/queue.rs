@@ -9,10 +9,11 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use vigil_core::NewEvent;
-use vigil_store::Store;
+use vigil_store::{Digest, Store};
 
 use crate::batcher::{BatchStats, Batcher};
 use crate::error::IngestError;
+use crate::idempotency::{KeyClaim, KeyClaims, KeyedRequest, Stored};
 use crate::sink::CommitSink;
 
 /// Bounds of the pipeline (DESIGN.md's `VIGIL_QUEUE_EVENTS`, `VIGIL_BATCH_MAX_*`).
@@ -28,6 +29,8 @@ pub struct IngestConfig {
     /// `StoreUnavailable`. Once a batch has used it all, later batches get one attempt each
     /// until a write succeeds, so producers hear 503 quickly while the database is down.
     pub retry_window: Duration,
+    /// How long an idempotency record is kept (`VIGIL_IDEMPOTENCY_TTL`).
+    pub idempotency_ttl: Duration,
 }
 
 impl Default for IngestConfig {
@@ -37,12 +40,14 @@ impl Default for IngestConfig {
             batch_max_rows: 1_000,
             batch_max_bytes: 4 * 1024 * 1024,
             retry_window: Duration::from_secs(5),
+            idempotency_ttl: Duration::from_secs(24 * 60 * 60),
         }
     }
 }
 
-/// What the batcher answers each request: its ids, in the order of its events.
-pub(crate) type AckResult = Result<Vec<u64>, IngestError>;
+/// What the batcher answers each request: its ids, in the order of its events (or, for a keyed
+/// request another instance stored first, that request's record).
+pub(crate) type AckResult = Result<Stored, IngestError>;
 
 /// One request's events on their way to the batcher.
 pub(crate) struct Submission {
@@ -52,11 +57,25 @@ pub(crate) struct Submission {
     pub bytes: usize,
     /// Taken when the request is answered.
     pub ack: Option<oneshot::Sender<AckResult>>,
+    /// The request's idempotency key, if it has one; its claim is released on answering.
+    pub key: Option<PendingKey>,
+}
+
+/// A keyed submission's key: the claim until answered, then just the digests.
+pub(crate) struct PendingKey {
+    pub key: Digest,
+    pub body: Digest,
+    pub claim: Option<KeyClaim>,
 }
 
 impl Submission {
     /// Answers the request (once; later calls do nothing). A requester that went away is fine.
+    /// A key's claim is released first, so a producer that hears the answer and retries finds
+    /// the key free (and, after a commit, its record).
     pub fn answer(&mut self, result: AckResult) {
+        if let Some(key) = &mut self.key {
+            drop(key.claim.take());
+        }
         if let Some(sender) = self.ack.take() {
             let _ = sender.send(result);
         }
@@ -71,6 +90,8 @@ pub(crate) struct Shared {
     /// Set at shutdown: no new submissions.
     pub closed: AtomicBool,
     pub stats: BatchStats,
+    /// Idempotency keys in flight on this instance.
+    pub claims: KeyClaims,
 }
 
 impl Shared {
@@ -95,6 +116,15 @@ pub struct Ack {
 impl Ack {
     /// Waits for the batcher's answer: the ids after COMMIT, or why nothing was stored.
     pub async fn wait(self) -> Result<Vec<u64>, IngestError> {
+        self.wait_stored().await.map(|stored| match stored {
+            Stored::Committed(ids) => ids,
+            Stored::Replayed(record) => record.ids,
+        })
+    }
+
+    /// [`Ack::wait`] for a keyed submission: whether the events were written now or by an
+    /// earlier request with the key.
+    pub async fn wait_stored(self) -> Result<Stored, IngestError> {
         // The batcher answers every submission it takes. A submission dropped unanswered was
         // still in the channel when the batcher stopped, so it was never written.
         self.receiver
@@ -107,6 +137,37 @@ impl IngestQueue {
     /// Admits a request's events whole or not at all. Over budget or shutting down → an
     /// immediate error; otherwise an [`Ack`] to await.
     pub fn submit(&self, events: Vec<NewEvent>, request_id: String) -> Result<Ack, IngestError> {
+        self.submit_with(events, request_id, None)
+    }
+
+    /// Claims an idempotency key for a request on this instance; `None` while another
+    /// request with the key is being handled here (409).
+    pub fn claim_key(&self, key: Digest) -> Option<KeyClaim> {
+        self.shared.claims.claim(key)
+    }
+
+    /// [`IngestQueue::submit`] for a request with an idempotency key: its record is written in
+    /// the same transaction as its events. Await it with [`Ack::wait_stored`].
+    pub fn submit_keyed(
+        &self,
+        events: Vec<NewEvent>,
+        request_id: String,
+        keyed: KeyedRequest,
+    ) -> Result<Ack, IngestError> {
+        let key = PendingKey {
+            key: keyed.claim.key().clone(),
+            body: keyed.body,
+            claim: Some(keyed.claim),
+        };
+        self.submit_with(events, request_id, Some(key))
+    }
+
+    fn submit_with(
+        &self,
+        events: Vec<NewEvent>,
+        request_id: String,
+        key: Option<PendingKey>,
+    ) -> Result<Ack, IngestError> {
         debug_assert!(!events.is_empty());
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(IngestError::ShuttingDown);
@@ -127,6 +188,7 @@ impl IngestQueue {
             request_id,
             bytes,
             ack: Some(ack),
+            key,
         };
         match self.sender.try_send(submission) {
             Ok(()) => Ok(Ack { receiver }),
@@ -191,6 +253,7 @@ impl Ingest {
             budget: config.queue_events,
             closed: AtomicBool::new(false),
             stats: BatchStats::default(),
+            claims: KeyClaims::default(),
         });
         let force = CancellationToken::new();
         let runtime = tokio::runtime::Builder::new_current_thread()

@@ -298,3 +298,80 @@ async fn a_request_the_database_refuses_fails_alone_and_its_batch_mates_are_stor
     ingest.shutdown(Duration::from_secs(10)).await;
     database.drop_database().await;
 }
+
+/// Two pipelines on one database (two instances) given the same keys: the database's unique
+/// key on the record decides, the loser's batch is refused whole, and its batcher answers the
+/// keyed request from the winner's record (same body) or with a mismatch (another body) while
+/// its unkeyed batch mates are written again. Nothing is stored twice.
+#[tokio::test]
+async fn a_key_recorded_by_another_instance_is_answered_from_its_record() {
+    use vigil_ingest::{KeyedRequest, Stored};
+    use vigil_store::Digest;
+
+    let database = TestDatabase::create().await;
+    let store = store_for(&database).await;
+    let first = Ingest::start(store.clone(), IngestConfig::default(), None).unwrap();
+    let second_store = store_for(&database).await;
+    let second = Ingest::start(second_store.clone(), IngestConfig::default(), None).unwrap();
+    let key = |tag: u8| Digest::from_sha256(&[tag; 32]);
+    let body = |tag: u8| Digest::from_sha256(&[tag.wrapping_add(100); 32]);
+
+    for (tag, same_body) in [(1u8, true), (2, false)] {
+        let keyed = |queue: &vigil_ingest::IngestQueue, body: Digest, source: &str| {
+            let claim = queue.claim_key(key(tag)).expect("free on this instance");
+            queue
+                .submit_keyed(
+                    vec![event(source)],
+                    format!("req-{source}"),
+                    KeyedRequest { claim, body },
+                )
+                .unwrap()
+        };
+        let winner = keyed(&first.queue(), body(tag), &format!("win-{tag}"))
+            .wait_stored()
+            .await
+            .unwrap();
+        let Stored::Committed(ids) = winner else {
+            panic!("the first write commits: {winner:?}");
+        };
+        // The second instance never saw the record: its write is refused by the key and
+        // answered from the record, and an unkeyed request queued with it (in its batch, or
+        // the next) is stored all the same.
+        let queue = second.queue();
+        let loser_body = if same_body { body(tag) } else { body(tag + 50) };
+        let loser = keyed(&queue, loser_body, &format!("lose-{tag}"));
+        let mate = queue
+            .submit(vec![event(&format!("mate-{tag}"))], format!("mate-{tag}"))
+            .unwrap();
+        let answer = loser.wait_stored().await;
+        if same_body {
+            match answer.unwrap() {
+                Stored::Replayed(record) => {
+                    assert_eq!(record.ids, ids);
+                    assert_eq!(record.request_id, format!("req-win-{tag}"));
+                }
+                other => panic!("expected a replay, got {other:?}"),
+            }
+        } else {
+            assert_eq!(answer.unwrap_err(), IngestError::IdempotencyMismatch);
+        }
+        let mate_ids = mate.wait().await.expect("the batch mate is written again");
+        assert_eq!(
+            stored_sources(&store, &mate_ids).await,
+            [format!("mate-{tag}")]
+        );
+        assert!(
+            queue.claim_key(key(tag)).is_some(),
+            "the claim was released"
+        );
+    }
+    let rows = store.latest(100).await.unwrap();
+    let mut sources: Vec<String> = rows.into_iter().map(|event| event.source).collect();
+    sources.sort();
+    assert_eq!(sources, ["mate-1", "mate-2", "win-1", "win-2"]);
+    first.shutdown(Duration::from_secs(5)).await;
+    second.shutdown(Duration::from_secs(5)).await;
+    store.close().await;
+    second_store.close().await;
+    database.drop_database().await;
+}

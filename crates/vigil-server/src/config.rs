@@ -231,6 +231,12 @@ pub struct Config {
     #[arg(long, env = "VIGIL_RETENTION", value_parser = parse_retention)]
     pub retention: Option<Duration>,
 
+    /// How long an `Idempotency-Key` is remembered after the request that stored its events
+    /// (`24h`, `90m`, `30s`; at least `1s`). A retry within it gets the original answer.
+    #[arg(long, env = "VIGIL_IDEMPOTENCY_TTL", default_value = "24h",
+          value_parser = parse_idempotency_ttl)]
+    pub idempotency_ttl: Duration,
+
     /// Tokens that may post events, comma-separated (each 16-256 characters of
     /// A-Z a-z 0-9 . _ ~ -); unset: anyone may post.
     #[arg(long, env = "VIGIL_INGEST_TOKENS", value_parser = TokensParser)]
@@ -469,6 +475,11 @@ fn parse_rate(text: &str) -> Result<f64, String> {
 /// `VIGIL_RETENTION`: a period (see [`crate::retention::parse_period`]); `off` is zero.
 fn parse_retention(text: &str) -> Result<Duration, String> {
     crate::retention::parse_period(text).map(Option::unwrap_or_default)
+}
+
+/// `VIGIL_IDEMPOTENCY_TTL`: a duration of at least one second.
+fn parse_idempotency_ttl(text: &str) -> Result<Duration, String> {
+    crate::retention::parse_duration(text, 1)
 }
 
 #[cfg(test)]

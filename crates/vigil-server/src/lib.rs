@@ -45,7 +45,7 @@ use vigil_store::{Store, StoreOptions};
 use crate::cache::{RecentCache, RecentSource};
 use crate::config::Config;
 use crate::metrics::{Exporter, Metrics, Sources};
-use crate::retention::Retention;
+use crate::retention::{Expiring, Retention};
 use crate::server::ServerOptions;
 use crate::state::AppState;
 use crate::ws::{Bridge, BridgeStats, Hub, HubSettings, LocalFeed};
@@ -81,6 +81,8 @@ pub struct Application {
     backfill: tokio::task::JoinHandle<()>,
     /// Deletes expired events, when `VIGIL_RETENTION` is set.
     retention: Option<Retention>,
+    /// Deletes expired idempotency records.
+    key_purge: Retention,
 }
 
 /// The hub's source of events.
@@ -126,6 +128,7 @@ impl Application {
             queue_events: config.queue_events as usize,
             batch_max_rows: config.batch_max_rows as usize,
             batch_max_bytes: config.batch_max_bytes as usize,
+            idempotency_ttl: config.idempotency_ttl,
             ..IngestConfig::default()
         };
         if ingest_config.queue_events < config.max_bulk_events as usize {
@@ -172,8 +175,14 @@ impl Application {
                 retention_s = keep.as_secs(),
                 "deleting events older than the retention period"
             );
-            Retention::start(store.clone(), keep)
+            Retention::start(store.clone(), Expiring::Events { keep })
         });
+        let key_purge = Retention::start(
+            store.clone(),
+            Expiring::IdempotencyRecords {
+                ttl: config.idempotency_ttl,
+            },
+        );
         // With Redis, committed batches go to the publisher and every instance's hub hears
         // them on the channel; without it, the batcher feeds this instance's hub directly.
         let (sink, feed): (Arc<dyn CommitSink>, HubFeed) = match (&publisher, &config.redis_url) {
@@ -247,6 +256,7 @@ impl Application {
             hub: hub.clone(),
             bridge: feed.bridge_stats(),
             retention: retention.as_ref().map(Retention::stats),
+            key_purge: key_purge.stats(),
         }));
         let security = security::Security::from_config(&config);
         let state = Arc::new(AppState {
@@ -273,6 +283,7 @@ impl Application {
             feed,
             backfill,
             retention,
+            key_purge,
         })
     }
 
@@ -359,6 +370,7 @@ impl Application {
         if let Some(retention) = self.retention {
             retention.stop().await;
         }
+        self.key_purge.stop().await;
         tokio::time::timeout(Duration::from_secs(5), self.store.close())
             .await
             .ok();

@@ -110,7 +110,7 @@ const FIRST_STATUS: u16 = 100;
 const STATUS_SLOTS: usize = 500;
 
 /// The error codes `POST /api/events` can answer (DESIGN.md), the `reason` label values.
-pub const INGEST_REJECT_REASONS: [&str; 10] = [
+pub const INGEST_REJECT_REASONS: [&str; 12] = [
     "unauthorized",
     "forbidden",
     "rate_limited",
@@ -120,6 +120,8 @@ pub const INGEST_REJECT_REASONS: [&str; 10] = [
     "unsupported_media_type",
     "overloaded",
     "store_unavailable",
+    "idempotency_in_flight",
+    "idempotency_mismatch",
     "internal",
 ];
 
@@ -140,6 +142,8 @@ pub struct Metrics {
     ingest_rejected: [AtomicU64; INGEST_REJECT_REASONS.len()],
     /// Database reads (list, get) that failed.
     db_read_errors: AtomicU64,
+    /// Keyed ingest requests answered from an earlier request's record.
+    idempotent_replays: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -153,6 +157,7 @@ impl Default for Metrics {
         Metrics {
             endpoints,
             ingest_rejected: Default::default(),
+            idempotent_replays: AtomicU64::new(0),
             db_read_errors: AtomicU64::new(0),
         }
     }
@@ -184,6 +189,11 @@ impl Metrics {
         self.ingest_rejected[reason].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts one keyed ingest request answered from its key's record.
+    pub fn record_idempotent_replay(&self) {
+        self.idempotent_replays.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts one failed database read.
     pub fn record_db_read_error(&self) {
         self.db_read_errors.fetch_add(1, Ordering::Relaxed);
@@ -202,6 +212,8 @@ pub struct Sources {
     pub hub: Hub,
     pub bridge: Option<Arc<BridgeStats>>,
     pub retention: Option<Arc<crate::retention::RetentionStats>>,
+    /// The purge of expired idempotency records.
+    pub key_purge: Arc<crate::retention::RetentionStats>,
 }
 
 impl std::fmt::Debug for Sources {
@@ -358,6 +370,12 @@ impl Sources {
                 .zip(&self.metrics.ingest_rejected)
                 .map(|(reason, count)| (*reason, count.load(Ordering::Relaxed))),
         )?;
+        counter(
+            encoder,
+            "vigil_idempotent_replays",
+            "POST /api/events requests with an Idempotency-Key answered from the original request's record (nothing written)",
+            self.metrics.idempotent_replays.load(Ordering::Relaxed),
+        )?;
         gauge(
             encoder,
             "vigil_ingest_queue_depth",
@@ -459,6 +477,12 @@ impl Sources {
             "vigil_retention_errors",
             "Retention passes that stopped on a database error",
             stats.map_or(0, |stats| stats.errors()),
+        )?;
+        counter(
+            encoder,
+            "vigil_idempotency_records_purged",
+            "Idempotency records deleted after VIGIL_IDEMPOTENCY_TTL",
+            self.key_purge.deleted(),
         )
     }
 

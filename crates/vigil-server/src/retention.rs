@@ -1,13 +1,14 @@
-//! Retention (`VIGIL_RETENTION`, e.g. `30d`; off by default): events older than the retention
-//! period are deleted, oldest first, in small batches that never stall ingest.
+//! Deleting what has expired, in small batches that never stall ingest: events older than the
+//! retention period (`VIGIL_RETENTION`, e.g. `30d`; off by default) and idempotency records
+//! past their TTL (`VIGIL_IDEMPOTENCY_TTL`, always on).
 //!
 //! At 20,000 events/s a table grows by 1.7 billion rows a day, so a real site needs this. A
-//! pass deletes [`BATCH_ROWS`] rows per statement, walking the `(created_at, id)` index, with a
-//! [`PAUSE`] between statements: each statement holds the SQLite writer (shared with the
-//! batcher) or MySQL row locks for a few milliseconds only, and new events, created now, never
-//! fall in the deleted range. Passes repeat every [`Retention::interval`]. Deleted rows and
-//! failed passes are counted for `/metrics`; a failure (the database is down) is retried at the
-//! next pass.
+//! pass deletes [`BATCH_ROWS`] rows per statement, walking the `(created_at, id)` index (for
+//! records, `expires_at`), with a [`PAUSE`] between statements: each statement holds the
+//! SQLite writer (shared with the batcher) or MySQL row locks for a few milliseconds only, and
+//! new rows, created now, never fall in the deleted range. Passes repeat every
+//! [`Expiring::interval`]. Deleted rows and failed passes are counted for `/metrics`; a
+//! failure (the database is down) is retried at the next pass.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,7 +49,49 @@ impl RetentionStats {
     }
 }
 
-/// The running retention task.
+/// What a [`Retention`] task deletes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiring {
+    /// Events created more than `keep` ago.
+    Events { keep: Duration },
+    /// Idempotency records past their expiry (written `ttl` after their request).
+    IdempotencyRecords { ttl: Duration },
+}
+
+impl Expiring {
+    /// How often a pass runs: a twentieth of the period, between one second and one minute.
+    pub fn interval(self) -> Duration {
+        let period = match self {
+            Expiring::Events { keep } => keep,
+            Expiring::IdempotencyRecords { ttl } => ttl,
+        };
+        (period / 20).clamp(Duration::from_secs(1), Duration::from_secs(60))
+    }
+
+    /// Deletes at most [`BATCH_ROWS`] expired rows, oldest first.
+    async fn delete_some(self, store: &Store) -> Result<u64, vigil_store::StoreError> {
+        let now = UnixMillis::now();
+        match self {
+            Expiring::Events { keep } => {
+                let keep_ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
+                let cutoff = UnixMillis(now.0.saturating_sub(keep_ms));
+                store.delete_created_before(cutoff, BATCH_ROWS).await
+            }
+            Expiring::IdempotencyRecords { .. } => {
+                store.purge_idempotency_records(now, BATCH_ROWS).await
+            }
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Expiring::Events { .. } => "events",
+            Expiring::IdempotencyRecords { .. } => "idempotency records",
+        }
+    }
+}
+
+/// A running deletion task.
 pub struct Retention {
     stats: Arc<RetentionStats>,
     stop: CancellationToken,
@@ -56,17 +99,11 @@ pub struct Retention {
 }
 
 impl Retention {
-    /// How often a pass runs for a retention period of `keep`: a twentieth of it, between
-    /// one second and one minute.
-    pub fn interval(keep: Duration) -> Duration {
-        (keep / 20).clamp(Duration::from_secs(1), Duration::from_secs(60))
-    }
-
-    /// Starts deleting events older than `keep` from `store`; the first pass runs at once.
-    pub fn start(store: Store, keep: Duration) -> Retention {
+    /// Starts deleting what `expiring` names from `store`; the first pass runs at once.
+    pub fn start(store: Store, expiring: Expiring) -> Retention {
         let stats = Arc::new(RetentionStats::default());
         let stop = CancellationToken::new();
-        let task = tokio::spawn(run(store, keep, Arc::clone(&stats), stop.clone()));
+        let task = tokio::spawn(run(store, expiring, Arc::clone(&stats), stop.clone()));
         Retention { stats, stop, task }
     }
 
@@ -81,16 +118,19 @@ impl Retention {
     }
 }
 
-async fn run(store: Store, keep: Duration, stats: Arc<RetentionStats>, stop: CancellationToken) {
-    let interval = Retention::interval(keep);
-    let keep_ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
+async fn run(
+    store: Store,
+    expiring: Expiring,
+    stats: Arc<RetentionStats>,
+    stop: CancellationToken,
+) {
+    let interval = expiring.interval();
     loop {
-        let cutoff = UnixMillis(UnixMillis::now().0.saturating_sub(keep_ms));
         let mut deleted = 0u64;
         loop {
             let batch = tokio::select! {
                 () = stop.cancelled() => return,
-                batch = store.delete_created_before(cutoff, BATCH_ROWS) => batch,
+                batch = expiring.delete_some(&store) => batch,
             };
             match batch {
                 Ok(rows) => {
@@ -103,7 +143,7 @@ async fn run(store: Store, keep: Duration, stats: Arc<RetentionStats>, stop: Can
                 }
                 Err(error) => {
                     stats.errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%error, "retention pass failed; retrying at the next pass");
+                    tracing::warn!(%error, what = expiring.name(), "deleting expired rows failed; retrying at the next pass");
                     break;
                 }
             }
@@ -113,7 +153,7 @@ async fn run(store: Store, keep: Duration, stats: Arc<RetentionStats>, stop: Can
             }
         }
         if deleted > 0 {
-            tracing::info!(deleted, "retention deleted expired events");
+            tracing::info!(deleted, what = expiring.name(), "deleted expired rows");
         }
         tokio::select! {
             () = stop.cancelled() => return,
@@ -130,6 +170,12 @@ pub fn parse_period(text: &str) -> Result<Option<Duration>, String> {
     if text.eq_ignore_ascii_case("off") || text == "0" {
         return Ok(None);
     }
+    parse_duration(text, 60).map(Some)
+}
+
+/// Parses a duration as [`parse_period`] does, with no `off`, at least `min_seconds`.
+pub fn parse_duration(text: &str, min_seconds: u64) -> Result<Duration, String> {
+    let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .ok_or_else(|| format!("{text:?} has no unit: use s, m, h, d or w (e.g. 30d)"))?;
@@ -153,10 +199,12 @@ pub fn parse_period(text: &str) -> Result<Option<Duration>, String> {
         .checked_mul(seconds_per_unit)
         .filter(|&seconds| seconds <= 100 * 365 * 86_400)
         .ok_or_else(|| format!("{text:?} is longer than a century"))?;
-    if seconds < 60 {
-        return Err(format!("{text:?} is shorter than the minimum of 1m"));
+    if seconds < min_seconds {
+        return Err(format!(
+            "{text:?} is shorter than the minimum of {min_seconds}s"
+        ));
     }
-    Ok(Some(Duration::from_secs(seconds)))
+    Ok(Duration::from_secs(seconds))
 }
 
 #[cfg(test)]
@@ -193,17 +241,37 @@ mod tests {
         ] {
             assert!(parse_period(bad).is_err(), "{bad}");
         }
+        assert_eq!(parse_duration("2s", 1).unwrap(), Duration::from_secs(2));
+        assert_eq!(
+            parse_duration("24h", 1).unwrap(),
+            Duration::from_secs(86_400)
+        );
+        assert!(parse_duration("0s", 1).is_err());
+        assert!(parse_duration("off", 1).is_err());
     }
 
     #[test]
     fn passes_run_often_enough_and_not_too_often() {
         assert_eq!(
-            Retention::interval(Duration::from_secs(60)),
+            Expiring::Events {
+                keep: Duration::from_secs(60)
+            }
+            .interval(),
             Duration::from_secs(3)
         );
         assert_eq!(
-            Retention::interval(Duration::from_secs(30 * 86_400)),
+            Expiring::Events {
+                keep: Duration::from_secs(30 * 86_400)
+            }
+            .interval(),
             Duration::from_secs(60)
+        );
+        assert_eq!(
+            Expiring::IdempotencyRecords {
+                ttl: Duration::from_secs(2)
+            }
+            .interval(),
+            Duration::from_secs(1)
         );
     }
 }

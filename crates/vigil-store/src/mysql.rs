@@ -26,8 +26,8 @@ use vigil_core::EventQuery;
 
 use crate::common::{self, bounded, insert_timeout, query_error, validate_options};
 use crate::error::{DUPLICATE_KEY, NO_SUCH_THREAD, server_error_number, server_refused};
-use crate::ids::{self, IdBlock};
 use crate::idempotency::{self, IdempotencyRecord};
+use crate::ids::{self, IdBlock};
 use crate::sql::list::{Bind, Statement, TimeBounds};
 use crate::sql::{self, Dialect};
 use crate::{EventPage, EventRow, InsertError, StoreError, StoreOptions, StoredEvent};
@@ -258,14 +258,16 @@ impl MySqlStore {
         }
         if !keys.is_empty() {
             let statement = idempotency::insert_statement(keys);
-            let recorded =
-                match tokio::time::timeout(timeout, bound_query(statement).execute(&mut *connection))
-                    .await
-                {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(cause)) => Err(StatementFailure::Driver(cause)),
-                    Err(_) => Err(StatementFailure::TimedOut),
-                };
+            let recorded = match tokio::time::timeout(
+                timeout,
+                bound_query(statement).execute(&mut *connection),
+            )
+            .await
+            {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(cause)) => Err(StatementFailure::Driver(cause)),
+                Err(_) => Err(StatementFailure::TimedOut),
+            };
             abandon_on_failure(connection, recorded, timeout, |cause| {
                 InsertError::KeyTaken(StoreError::IdempotencyKeyTaken { cause })
             })
@@ -549,7 +551,9 @@ impl MySqlStore {
                 bound_query(statement).fetch_all(&self.inner.pool),
             )
             .await?;
-        rows.iter().map(common::idempotency_record_from_row).collect()
+        rows.iter()
+            .map(common::idempotency_record_from_row)
+            .collect()
     }
 
     /// Runs a read that returns events (the forward reads of [`crate::sql::forward`]).

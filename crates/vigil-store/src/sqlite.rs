@@ -627,7 +627,9 @@ impl SqliteStore {
                 bound_query(statement).fetch_all(&self.inner.pool),
             )
             .await?;
-        rows.iter().map(common::idempotency_record_from_row).collect()
+        rows.iter()
+            .map(common::idempotency_record_from_row)
+            .collect()
     }
 
     /// Runs a read that returns events (the forward reads of [`crate::sql::forward`]).

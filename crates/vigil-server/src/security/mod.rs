@@ -153,6 +153,15 @@ impl Security {
             })
     }
 
+    /// What scopes an ingest request's idempotency keys: the token it presented (so two
+    /// producers never share keys), or nothing when ingest is open (one global scope).
+    pub fn ingest_key_scope(&self, access: Access) -> &[u8] {
+        match access {
+            Access::Open => b"",
+            Access::Token(index) => self.ingest_tokens.get(index).unwrap_or_default(),
+        }
+    }
+
     /// Takes one ingest request from the token's and the address's buckets.
     pub fn limit_ingest(&self, access: Access, client: IpAddr) -> Result<(), ApiError> {
         let now = Instant::now();

@@ -56,6 +56,11 @@ impl Tokens {
         self.0.len()
     }
 
+    /// The token at `index` (as [`Tokens::find`] returned it).
+    pub fn get(&self, index: usize) -> Option<&[u8]> {
+        self.0.get(index).map(|token| &token[..])
+    }
+
     /// The position of `presented` in the list, if it is there. Compares against every token
     /// in constant time for equal lengths.
     pub fn find(&self, presented: &[u8]) -> Option<usize> {

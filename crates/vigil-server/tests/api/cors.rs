@@ -86,7 +86,12 @@ async fn allowed_origins_get_cors_headers_and_others_none() {
     assert_eq!(posted.header("access-control-allow-origin"), Some(APP));
     assert!(posted.header("vary").unwrap().contains("Origin"));
     let exposed = posted.header("access-control-expose-headers").unwrap();
-    for header in ["X-Request-Id", "Retry-After", "X-Cache"] {
+    for header in [
+        "X-Request-Id",
+        "Retry-After",
+        "X-Cache",
+        "Idempotent-Replayed",
+    ] {
         assert!(exposed.contains(header), "{exposed}");
     }
     // Errors carry them too, so a page can read why it was refused.

@@ -389,21 +389,7 @@ impl TestApp {
     }
 
     pub async fn request(&self, request: Request<Full<Bytes>>) -> TestResponse {
-        let response = tokio::time::timeout(Duration::from_secs(60), self.client.request(request))
-            .await
-            .expect("the server answers within a minute")
-            .expect("the request completes");
-        let (parts, body) = response.into_parts();
-        let body = body
-            .collect()
-            .await
-            .expect("read the response body")
-            .to_bytes();
-        TestResponse {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        }
+        read_response(self.client.request(request)).await
     }
 
     pub async fn get(&self, path: &str) -> TestResponse {
@@ -498,6 +484,43 @@ pub fn post_events_request(addr: SocketAddr, body: impl Into<Bytes>) -> Request<
         .header("content-type", "application/json")
         .body(Full::new(body.into()))
         .unwrap()
+}
+
+/// [`post_events_request`] with an `Idempotency-Key`.
+pub fn keyed_post_request(
+    addr: SocketAddr,
+    key: &str,
+    body: impl Into<Bytes>,
+) -> Request<Full<Bytes>> {
+    let mut request = post_events_request(addr, body);
+    request.headers_mut().insert(
+        "idempotency-key",
+        http::HeaderValue::from_str(key).expect("a valid header value"),
+    );
+    request
+}
+
+/// Waits for a client's response (a minute at most) and reads it whole.
+pub async fn read_response(
+    response: impl Future<
+        Output = Result<http::Response<hyper::body::Incoming>, hyper_util::client::legacy::Error>,
+    >,
+) -> TestResponse {
+    let response = tokio::time::timeout(Duration::from_secs(60), response)
+        .await
+        .expect("the server answers within a minute")
+        .expect("the request completes");
+    let (parts, body) = response.into_parts();
+    let body = body
+        .collect()
+        .await
+        .expect("read the response body")
+        .to_bytes();
+    TestResponse {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
 }
 
 /// Reads until the server closes the connection (or 30 s pass between two reads); what it sent.

@@ -10,6 +10,7 @@ mod cors;
 mod errors;
 mod health;
 mod hostile;
+mod idempotency;
 mod ingest;
 mod ingest_faults;
 mod lifecycle;

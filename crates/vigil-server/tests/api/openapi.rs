@@ -534,3 +534,36 @@ async fn security_responses_match_their_documented_schemas() {
     check_response(&spec, "/ws", "get", &limited);
     app.stop().await.drop_database().await;
 }
+
+/// The idempotency answers (a replayed 201 with its header, 409, 422, a bad key's 400) match
+/// their documentation.
+#[tokio::test]
+async fn idempotency_responses_match_their_documented_schemas() {
+    let spec = spec();
+    let app = TestApp::spawn().await;
+    let keyed = |key: &'static str, source: &'static str| {
+        let app = &app;
+        async move {
+            app.send_with(
+                Method::POST,
+                "/api/events",
+                &[
+                    ("content-type", "application/json"),
+                    ("idempotency-key", key),
+                ],
+                event_json(source),
+            )
+            .await
+        }
+    };
+    let first = keyed("doc-1", "a").await;
+    let replay = keyed("doc-1", "a").await;
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    let mismatch = keyed("doc-1", "b").await;
+    let bad_key = keyed("tab\there", "a").await;
+    for (response, status) in [(first, 201), (replay, 201), (mismatch, 422), (bad_key, 400)] {
+        assert_eq!(response.status.as_u16(), status);
+        check_response(&spec, "/api/events", "post", &response);
+    }
+    app.stop().await.drop_database().await;
+}

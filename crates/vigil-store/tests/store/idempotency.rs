@@ -52,7 +52,10 @@ async fn records_commit_with_their_events_and_a_taken_key_stores_nothing(backend
     let error = store
         .insert_with_keys(
             &refused.rows(),
-            &[record_for(3, &more[..1], later), record_for(1, &more[1..], later)],
+            &[
+                record_for(3, &more[..1], later),
+                record_for(1, &more[1..], later),
+            ],
         )
         .await
         .unwrap_err();
@@ -61,7 +64,13 @@ async fn records_commit_with_their_events_and_a_taken_key_stores_nothing(backend
     for id in &more {
         assert_eq!(store.get(*id).await.unwrap(), None);
     }
-    assert!(store.idempotency_records(&[digest(3)], now).await.unwrap().is_empty());
+    assert!(
+        store
+            .idempotency_records(&[digest(3)], now)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     store.insert(&refused.rows()).await.unwrap();
     assert!(store.get(more[0]).await.unwrap().is_some());
     store.close().await;
@@ -75,13 +84,22 @@ async fn expired_records_are_invisible_and_purged_oldest_first(backend: Backend)
     let records: Vec<IdempotencyRecord> = (0..5u8)
         .map(|index| record_for(index, &ids[index as usize..][..1], 100 + i64::from(index)))
         .collect();
-    store.insert_with_keys(&batch.rows(), &records).await.unwrap();
+    store
+        .insert_with_keys(&batch.rows(), &records)
+        .await
+        .unwrap();
     let keys: Vec<Digest> = records.iter().map(|record| record.key.clone()).collect();
 
     // At 102, the records expiring at 100, 101 and 102 are gone for lookups.
-    let live = store.idempotency_records(&keys, UnixMillis(102)).await.unwrap();
+    let live = store
+        .idempotency_records(&keys, UnixMillis(102))
+        .await
+        .unwrap();
     assert_eq!(live.len(), 2);
-    assert!(live.iter().all(|record| record.expires_at > UnixMillis(102)));
+    assert!(
+        live.iter()
+            .all(|record| record.expires_at > UnixMillis(102))
+    );
 
     // A taken-but-expired key can be freed on its own.
     assert_eq!(
@@ -92,10 +110,35 @@ async fn expired_records_are_invisible_and_purged_oldest_first(backend: Backend)
         1
     );
     // The purge goes in bounded steps and leaves unexpired records.
-    assert_eq!(store.purge_idempotency_records(UnixMillis(102), 1).await.unwrap(), 1);
-    assert_eq!(store.purge_idempotency_records(UnixMillis(102), 10).await.unwrap(), 1);
-    assert_eq!(store.purge_idempotency_records(UnixMillis(102), 10).await.unwrap(), 0);
-    assert_eq!(store.idempotency_records(&keys, UnixMillis(0)).await.unwrap().len(), 2);
+    assert_eq!(
+        store
+            .purge_idempotency_records(UnixMillis(102), 1)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .purge_idempotency_records(UnixMillis(102), 10)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .purge_idempotency_records(UnixMillis(102), 10)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .idempotency_records(&keys, UnixMillis(0))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     // The events themselves are untouched by any of it.
     for id in &ids {
         assert!(store.get(*id).await.unwrap().is_some());
