@@ -230,7 +230,13 @@ impl Store {
             return Ok(Vec::new());
         }
         let statement = idempotency::select_statement(keys, now);
-        on_backend!(self, store => store.fetch_idempotency_records(statement).await)
+        const OPERATION: &str = "read idempotency records";
+        on_backend!(self, store => store
+            .fetch_rows(OPERATION, statement)
+            .await?
+            .iter()
+            .map(common::idempotency_record_from_row)
+            .collect())
     }
 
     /// Deletes the records among `keys` that expired by `now`, so new requests can take those
@@ -379,8 +385,12 @@ impl Store {
         statement: sql::list::Statement,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         match self {
-            Store::MySql(store) => store.fetch_events(operation, statement).await,
-            Store::Sqlite(store) => store.fetch_events(operation, statement).await,
+            Store::MySql(store) => (store.fetch_rows(operation, statement).await?.iter())
+                .map(mysql::stored_event_from_row)
+                .collect(),
+            Store::Sqlite(store) => (store.fetch_rows(operation, statement).await?.iter())
+                .map(sqlite::stored_event_from_row)
+                .collect(),
         }
     }
 

@@ -540,35 +540,18 @@ impl MySqlStore {
         Ok(result.rows_affected())
     }
 
-    /// Runs a read that returns idempotency records.
-    pub(crate) async fn fetch_idempotency_records(
-        &self,
-        statement: Statement,
-    ) -> Result<Vec<crate::IdempotencyRecord>, StoreError> {
-        let rows = self
-            .bounded_query(
-                "read idempotency records",
-                bound_query(statement).fetch_all(&self.inner.pool),
-            )
-            .await?;
-        rows.iter()
-            .map(common::idempotency_record_from_row)
-            .collect()
-    }
-
-    /// Runs a read that returns events (the forward reads of [`crate::sql::forward`]).
-    pub(crate) async fn fetch_events(
+    /// Runs a read on a pooled connection; the store decodes the rows (events: the
+    /// [`crate::sql::forward`] reads; idempotency records).
+    pub(crate) async fn fetch_rows(
         &self,
         operation: &'static str,
         statement: Statement,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        let rows = self
-            .bounded_query(
-                operation,
-                bound_query(statement).fetch_all(&self.inner.pool),
-            )
-            .await?;
-        rows.iter().map(stored_event_from_row).collect()
+    ) -> Result<Vec<MySqlRow>, StoreError> {
+        self.bounded_query(
+            operation,
+            bound_query(statement).fetch_all(&self.inner.pool),
+        )
+        .await
     }
 
     /// The session's index and table reads so far: the sum of the `Handler_read_*` counters
@@ -880,6 +863,6 @@ where
 }
 
 /// Decodes a row selected with [`Dialect::columns`]: times come as microseconds.
-fn stored_event_from_row(row: &MySqlRow) -> Result<StoredEvent, StoreError> {
+pub(crate) fn stored_event_from_row(row: &MySqlRow) -> Result<StoredEvent, StoreError> {
     common::stored_event_from_row(row, sql::millis_from_micros)
 }

@@ -616,35 +616,18 @@ impl SqliteStore {
         }
     }
 
-    /// Runs a read that returns idempotency records.
-    pub(crate) async fn fetch_idempotency_records(
-        &self,
-        statement: Statement,
-    ) -> Result<Vec<crate::IdempotencyRecord>, StoreError> {
-        let rows = self
-            .bounded_query(
-                "read idempotency records",
-                bound_query(statement).fetch_all(&self.inner.pool),
-            )
-            .await?;
-        rows.iter()
-            .map(common::idempotency_record_from_row)
-            .collect()
-    }
-
-    /// Runs a read that returns events (the forward reads of [`crate::sql::forward`]).
-    pub(crate) async fn fetch_events(
+    /// Runs a read on a pooled connection; the store decodes the rows (events: the
+    /// [`crate::sql::forward`] reads; idempotency records).
+    pub(crate) async fn fetch_rows(
         &self,
         operation: &'static str,
         statement: Statement,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        let rows = self
-            .bounded_query(
-                operation,
-                bound_query(statement).fetch_all(&self.inner.pool),
-            )
-            .await?;
-        rows.iter().map(stored_event_from_row).collect()
+    ) -> Result<Vec<SqliteRow>, StoreError> {
+        self.bounded_query(
+            operation,
+            bound_query(statement).fetch_all(&self.inner.pool),
+        )
+        .await
     }
 
     /// Runs a statement under the statement timeout, naming `operation` in any error.
@@ -798,7 +781,7 @@ fn bound_query(statement: Statement) -> sqlx::query::Query<'static, Sqlite, Sqli
 }
 
 /// Decodes a row selected with [`Dialect::columns`]: times are stored as milliseconds.
-fn stored_event_from_row(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
+pub(crate) fn stored_event_from_row(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
     common::stored_event_from_row(row, UnixMillis)
 }
 
