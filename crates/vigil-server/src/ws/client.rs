@@ -225,6 +225,7 @@ pub(crate) async fn serve(
         last_heard_ms: &last_heard_ms,
         started,
         replayed: HashSet::new(),
+        seen_through: None,
         replayed_until: None,
     };
     let client = registration.id();
@@ -316,6 +317,10 @@ struct Writer<'a, W> {
     started: Instant,
     /// Ids just replayed to a resuming client: their live copies are skipped…
     replayed: HashSet<u64>,
+    /// …and, when the client resumed from an id this hub had not fanned out yet (still on
+    /// its way, or older than the log), live frames with ids up to it, which the client
+    /// says it has seen (the replay is in id order then)…
+    seen_through: Option<u64>,
     /// …until then.
     replayed_until: Option<Instant>,
 }
@@ -325,6 +330,7 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
     /// meanwhile (the client was registered first). A store that cannot answer makes an empty
     /// replay with `complete:false`: the client keeps its live feed and may resume again.
     async fn replay(&mut self, mut resume: Resume, stats: &super::hub::HubStats) -> Result<(), ()> {
+        let seen_through = resume.point.is_none().then_some(resume.since);
         let (events, complete) = match resume.missed_events().await {
             Ok(missed) => missed,
             Err(error) => {
@@ -343,8 +349,9 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
             );
             self.write_bounded(&frames, limit).await?;
         }
-        if !events.is_empty() {
+        if !events.is_empty() || seen_through.is_some() {
             self.replayed = events.iter().map(|event| event.id).collect();
+            self.seen_through = seen_through;
             self.replayed_until = Some(Instant::now() + REPLAY_DEDUPE_WINDOW);
         }
         stats.resumes.fetch_add(1, Ordering::Relaxed);
@@ -362,10 +369,14 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
         };
         if Instant::now() >= until {
             self.replayed = HashSet::new();
+            self.seen_through = None;
             self.replayed_until = None;
             return;
         }
-        batch.retain(|frame| frame_event_id(frame).is_none_or(|id| !self.replayed.contains(&id)));
+        let seen = |id: u64| {
+            self.replayed.contains(&id) || self.seen_through.is_some_and(|through| id <= through)
+        };
+        batch.retain(|frame| frame_event_id(frame).is_none_or(|id| !seen(id)));
     }
 
     async fn run(&mut self, frames: &mut mpsc::Receiver<Bytes>) {
