@@ -25,7 +25,8 @@ if [ ! -x "$VENV/bin/st" ] || ! "$VENV/bin/st" --version 2>/dev/null | grep -q "
 fi
 
 TARGET="${CARGO_TARGET_DIR:-target}"
-cargo build -q --locked -p vigil-server --bin vigil
+# --workspace: the same dependency features as the test stage's build, so nothing is rebuilt.
+cargo build -q --locked --workspace --bin vigil
 VIGIL="$TARGET/debug/vigil"
 
 PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"

@@ -35,6 +35,8 @@ if [ "${SKIP_LINT:-0}" != 1 ]; then
   cargo clippy --workspace --all-targets --locked -- -D warnings
 fi
 
+# Every cargo command below selects the whole workspace (then filters tests or binaries):
+# selecting one package resolves its dependencies' features differently and rebuilds them all.
 log "tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
@@ -47,13 +49,13 @@ fi
 if [ "${SKIP_SOAK:-0}" != 1 ]; then
   log "soak: the binary at a steady rate with websocket clients, ${VIGIL_SOAK_SECONDS:-120} s (memory, descriptors, nothing lost)"
   VIGIL_SOAK_SECONDS="${VIGIL_SOAK_SECONDS:-120}" \
-    cargo nextest run -p vigil-server --locked --run-ignored only -E 'test(soak)' --no-capture
+    cargo nextest run --workspace --locked --run-ignored only -E 'test(soak)' --no-capture
 fi
 
 if [ "${SKIP_FUZZ:-0}" != 1 ]; then
   log "fuzz smoke run (three targets, ${VIGIL_FUZZ_SECONDS:-20} s each)"
   VIGIL_FUZZ_SECONDS="${VIGIL_FUZZ_SECONDS:-20}" \
-    cargo test -p vigil-core --locked --test fuzz -- --nocapture --test-threads 1
+    cargo test --workspace --locked --test fuzz -- --nocapture --test-threads 1
 fi
 
 if [ "${SKIP_SCHEMATHESIS:-0}" != 1 ]; then
