@@ -19,7 +19,6 @@ fn fanout(c: &mut Criterion) {
         client_queue: 1024,
         max_clients: CLIENTS,
         ping_interval: Duration::from_secs(20),
-        fan_out_interval: Duration::ZERO,
     });
     let mut clients: Vec<_> = (0..CLIENTS)
         .map(|index| {

@@ -210,14 +210,6 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub ws_ping_interval_s: u64,
 
-    /// Under sustained traffic, WebSocket fan-outs are at least this many milliseconds apart:
-    /// events arriving meanwhile reach each client together, in one wake-up and one write,
-    /// instead of one write per client per event. The first event after a quiet spell goes out
-    /// at once. 0 fans out every arrival at once.
-    #[arg(long, env = "VIGIL_WS_FAN_OUT_INTERVAL_MS", default_value_t = 5,
-          value_parser = clap::value_parser!(u64).range(0..=1_000))]
-    pub ws_fan_out_interval_ms: u64,
-
     /// Most open WebSocket clients; past it upgrades are refused with 503.
     #[arg(long, env = "VIGIL_WS_MAX_CLIENTS", default_value_t = 20_000,
           value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
@@ -347,10 +339,6 @@ impl Config {
         Duration::from_secs(self.ws_ping_interval_s)
     }
 
-    pub fn ws_fan_out_interval(&self) -> Duration {
-        Duration::from_millis(self.ws_fan_out_interval_ms)
-    }
-
     /// HTTP worker threads: as configured, else one per CPU.
     ///
     /// Measured on the 2-core test box (server, MariaDB, Redis and wrk sharing it): one
@@ -393,9 +381,9 @@ impl fmt::Display for Config {
              redis_channel={} recent_size={} max_body_bytes={} max_bulk_events={} \
              queue_events={} batch_max_rows={} batch_max_bytes={} shutdown_timeout_s={} \
              max_connections={} header_read_timeout_s={} body_read_timeout_s={} ws_client_queue={} \
-             ws_resume_max={} ws_ping_interval_s={} ws_fan_out_interval_ms={} ws_max_clients={} \
-             worker_threads={} metrics_addr={} drain_delay_s={} retention={} idempotency_ttl={}s \
-             ingest_tokens={} read_tokens={} \
+             ws_resume_max={} ws_ping_interval_s={} ws_max_clients={} worker_threads={} \
+             metrics_addr={} drain_delay_s={} retention={} idempotency_ttl={}s ingest_tokens={} \
+             read_tokens={} \
              cors_origins={} ws_origins={} ingest_rate_per_token={} ingest_rate_per_addr={} \
              ingest_rate_burst={} ws_max_clients_per_addr={} trusted_proxies={} log_format={:?}",
             self.addr,
@@ -417,7 +405,6 @@ impl fmt::Display for Config {
             self.ws_client_queue,
             self.ws_resume_max,
             self.ws_ping_interval_s,
-            self.ws_fan_out_interval_ms,
             self.ws_max_clients,
             self.worker_threads(),
             optional(self.metrics_addr.map(|addr| addr.to_string())),

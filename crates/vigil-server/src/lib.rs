@@ -163,7 +163,6 @@ impl Application {
             client_queue: config.ws_client_queue as usize,
             max_clients: config.ws_max_clients as usize,
             ping_interval: config.ws_ping_interval(),
-            fan_out_interval: config.ws_fan_out_interval(),
         });
         let publisher = bus
             .clone()

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use vigil_core::UnixMillis;
 
-use super::hub::{FanOutPacer, Hub};
+use super::hub::Hub;
 
 /// First pause before a reconnect; doubles up to [`BACKOFF_CAP`].
 const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -224,7 +224,6 @@ async fn pump(
     health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     health.tick().await;
     let mut messages = Vec::with_capacity(MAX_MESSAGES_PER_FAN_OUT);
-    let mut pacer = FanOutPacer::new(hub.settings().fan_out_interval);
     loop {
         tokio::select! {
             message = stream.next() => {
@@ -232,7 +231,6 @@ async fn pump(
                     return "the connection closed".to_owned();
                 };
                 messages.push(message);
-                pacer.wait_turn().await;
                 // Whatever else has already arrived goes out under the same locks.
                 while messages.len() < MAX_MESSAGES_PER_FAN_OUT {
                     let Some(Some(message)) = stream.next().now_or_never() else {
@@ -258,7 +256,6 @@ async fn pump(
                 hub.deliver_paced(&events).await;
                 drop(events);
                 messages.clear();
-                pacer.fanned_out();
             }
             _ = health.tick() => {
                 let asked = UnixMillis::now();

@@ -69,45 +69,6 @@ pub struct HubSettings {
     pub max_clients: usize,
     /// Server ping interval; a client silent for three is closed (`VIGIL_WS_PING_INTERVAL_S`).
     pub ping_interval: Duration,
-    /// Least time between two fan-outs under sustained traffic
-    /// (`VIGIL_WS_FAN_OUT_INTERVAL_MS`; see [`FanOutPacer`]).
-    pub fan_out_interval: Duration,
-}
-
-/// Spaces a source's fan-outs at least `interval` apart while events keep coming, so that what
-/// arrives in between goes out together.
-///
-/// Each fan-out wakes every matching client's task and costs it one write system call, however
-/// many frames it carries: at 1,000 clients and 500 events/s, fanning out every event alone is
-/// 500,000 wake-ups and writes a second, which profiles showed to be most of the server's CPU
-/// (the kernel's TCP write path). Fanned out every 5 ms, the same events cost a fifth of the
-/// writes at 1,000 events/s, for at most 5 ms more latency; after a quiet spell the first event
-/// goes out at once, so a trickle gains no latency at all.
-pub(crate) struct FanOutPacer {
-    interval: Duration,
-    last: Option<tokio::time::Instant>,
-}
-
-impl FanOutPacer {
-    pub fn new(interval: Duration) -> FanOutPacer {
-        FanOutPacer {
-            interval,
-            last: None,
-        }
-    }
-
-    /// Returns when the next fan-out is due: at once after a quiet spell, else `interval`
-    /// after the previous one.
-    pub async fn wait_turn(&self) {
-        if let Some(last) = self.last {
-            tokio::time::sleep_until(last + self.interval).await;
-        }
-    }
-
-    /// Marks a fan-out done now.
-    pub fn fanned_out(&mut self) {
-        self.last = Some(tokio::time::Instant::now());
-    }
 }
 
 /// The hub's counters, for metrics and tests.
@@ -691,27 +652,11 @@ impl LocalFeed {
     pub fn start(hub: &Hub) -> (Arc<LocalFeed>, JoinHandle<()>) {
         let (batches, mut receiver) = mpsc::channel::<CommittedBatch>(LOCAL_FEED_BATCHES);
         let task_hub = hub.clone();
-        let mut pacer = FanOutPacer::new(hub.settings().fan_out_interval);
         let task = tokio::spawn(async move {
-            let mut batches = Vec::new();
             while let Some(batch) = receiver.recv().await {
-                batches.push(batch);
-                pacer.wait_turn().await;
-                // Whatever else was committed meanwhile goes out with it.
-                while batches.len() < LOCAL_FEED_BATCHES {
-                    let Ok(batch) = receiver.try_recv() else {
-                        break;
-                    };
-                    batches.push(batch);
-                }
-                let messages: Vec<&[u8]> = batches
-                    .iter()
-                    .flat_map(|batch| batch.events.iter().map(|event| &event.json[..]))
-                    .collect();
+                let messages: Vec<&[u8]> =
+                    batch.events.iter().map(|event| &event.json[..]).collect();
                 task_hub.deliver_paced(&messages).await;
-                drop(messages);
-                batches.clear();
-                pacer.fanned_out();
             }
         });
         let feed = Arc::new(LocalFeed {
@@ -760,7 +705,6 @@ mod tests {
         HubSettings {
             client_queue,
             max_clients,
-            fan_out_interval: Duration::ZERO,
             ping_interval: Duration::from_secs(20),
         }
     }
