@@ -18,7 +18,7 @@ use std::net::IpAddr;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use sha2::{Digest as _, Sha256};
-use vigil_core::{EventParser, FieldError, NewEvent, ParsedBody, UnixMillis, write_json_string};
+use vigil_core::{EventParser, FieldError, NewEvent, ParsedBody, write_json_string};
 use vigil_ingest::{IngestError, KeyedRequest, Stored};
 use vigil_store::{Digest, IdempotencyRecord};
 
@@ -113,7 +113,12 @@ async fn validate_and_store(
     store_once(state, events, bulk, request_id, key, body).await
 }
 
-/// A keyed request: answered from its key's record if there is one, else stored with it.
+/// A keyed request: stored with its key's record, in one transaction. No lookup comes first:
+/// a key that is recorded already makes the database refuse the batch, and the batcher then
+/// answers the request from the record (a replay, or a mismatch) and writes its batch mates
+/// again. Retries are the exception, so the common case costs one row in the batch's
+/// transaction and no extra round trip (a lookup per request cost three quarters of the
+/// keyed ingest rate: 4,500 against 17,000-20,000 posts/s in the same run).
 async fn store_once(
     state: &AppState,
     events: Vec<NewEvent>,
@@ -132,25 +137,6 @@ async fn store_once(
             )
         });
     };
-    let records = state
-        .store
-        .idempotency_records(std::slice::from_ref(claim.key()), UnixMillis::now())
-        .await
-        .map_err(|error| {
-            tracing::warn!(%error, "could not look up an idempotency key");
-            state.metrics.record_db_read_error();
-            ApiError::store_unavailable(
-                "the database is unavailable; nothing was stored",
-                RETRY_AFTER_S,
-            )
-        })?;
-    if let Some(record) = records.into_iter().next() {
-        drop(claim);
-        if record.body != body {
-            return Err(ingest_error(IngestError::IdempotencyMismatch));
-        }
-        return Ok(replayed(state, &record, bulk));
-    }
     let ack = state
         .ingest
         .submit_keyed(events, request_id.to_owned(), KeyedRequest { claim, body })
