@@ -1,15 +1,16 @@
 //! Idempotency keys on the ingest path: which keys this instance has in flight, and what a
 //! keyed request carries to the batcher.
 //!
-//! A handler [`claims`](crate::IngestQueue::claim_key) its request's key before looking for
-//! a stored record, and the claim travels with the submission until the batcher answers it, so
+//! A handler [`claims`](crate::IngestQueue::claim_key) its request's key and submits; the
+//! claim travels with the submission until the batcher answers it, so
 //! a second request with the key while the first is queued or being written is refused (409)
 //! instead of writing twice. The claim is released *before* the answer is sent: by the time a
 //! producer hears the outcome, a retry either finds the committed record or, after a failure,
-//! may write again. The claim is only this instance's: two instances given one key at once
-//! both write, and the database's unique key on the record settles it — the loser's batch is
-//! refused whole, and the batcher answers that request from the winner's record
-//! ([`Stored::Replayed`]) and writes the rest of its batch again.
+//! may write again. There is no lookup before the write: a key already recorded (a retry, or
+//! another instance given the same key at once) makes the database refuse the batch on the
+//! record's primary key, and the batcher answers that request from the recorded one
+//! ([`Stored::Replayed`], or a mismatch for another body) and writes the rest of its batch
+//! again.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
