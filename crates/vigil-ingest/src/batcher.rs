@@ -94,6 +94,9 @@ pub(crate) struct Batcher {
     stop: Receiver<()>,
     stopping: bool,
     store: Store,
+    /// The runtime the store's read pool lives on (the one that started the pipeline), for the
+    /// rare reads the batcher makes through the pool.
+    pool_runtime: Option<tokio::runtime::Handle>,
     /// Receives every committed batch, encoded, after its requests are answered.
     sink: Option<Arc<dyn CommitSink>>,
     config: IngestConfig,
@@ -124,6 +127,7 @@ impl Batcher {
             stop,
             stopping: false,
             store,
+            pool_runtime: tokio::runtime::Handle::try_current().ok(),
             sink,
             config,
             shared,
@@ -379,13 +383,25 @@ impl Batcher {
             .filter_map(|request| request.key.as_ref().map(|key| key.key.clone()))
             .collect();
         let now = UnixMillis::now();
-        let looked_up = runtime.block_on(async {
-            let records = self.store.idempotency_records(&keys, now).await?;
-            self.store
-                .delete_expired_idempotency_keys(&keys, now)
-                .await?;
+        let store = self.store.clone();
+        let lookup = async move {
+            let records = store.idempotency_records(&keys, now).await?;
+            store.delete_expired_idempotency_keys(&keys, now).await?;
             Ok::<_, vigil_store::StoreError>(records)
-        });
+        };
+        // These use the store's read pool, whose connections belong to the runtime that made
+        // them: run them there. A pooled connection opened on this thread's runtime would
+        // later be driven by a reactor that only runs while the batcher writes, and a request
+        // handler using it would hang until its statement timeout.
+        let looked_up = match &self.pool_runtime {
+            Some(pool_runtime) => runtime.block_on(pool_runtime.spawn(lookup)).unwrap_or(Err(
+                vigil_store::StoreError::Timeout {
+                    operation: "idempotency lookup (task ended)",
+                    after: Duration::ZERO,
+                },
+            )),
+            None => runtime.block_on(lookup),
+        };
         let records = match looked_up {
             Ok(records) if key_conflicts < MAX_KEY_CONFLICTS => records,
             outcome => {

@@ -95,6 +95,22 @@ async fn a_retry_gets_the_original_answer_and_stores_nothing(mode: Mode) {
         assert_replay_of(&replay, &stored);
     }
 
+    // Replays are answered by the batcher through the store's read pool; the pool must be
+    // left fit for request handlers (a connection opened on the batcher's own runtime once
+    // hung every read that later drew it, until its statement timeout).
+    let reads = (0..12).map(|n| {
+        let app = &app;
+        async move { app.get(&format!("/api/events?source=keyed-bulk-{n}")).await }
+    });
+    for read in futures_util::future::join_all(reads).await {
+        assert_eq!(
+            read.status.as_u16(),
+            200,
+            "{}",
+            String::from_utf8_lossy(&read.body)
+        );
+    }
+
     // Without a key the same body is a new request.
     assert_created(&app.post_json(single.clone()).await);
     let rows = app.rows().await;
