@@ -385,11 +385,16 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
         let mut ping =
             tokio::time::interval_at(Instant::now() + self.ping_interval, self.ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Waited on across iterations: registered with their tokens once, not once per wake-up
+        // (the shutdown token is shared by every client, so that would contend on its lock).
+        let kicked = self.kick.clone().cancelled_owned();
+        let shutting_down = self.shutdown.clone().cancelled_owned();
+        tokio::pin!(kicked, shutting_down);
         let ending = loop {
             tokio::select! {
                 biased;
-                () = self.kick.cancelled() => break Ending::SlowConsumer,
-                () = self.shutdown.cancelled() => {
+                () = &mut kicked => break Ending::SlowConsumer,
+                () = &mut shutting_down => {
                     // Deliver what was already queued, then say goodbye.
                     break match self.flush_queued(frames, &mut batch).await {
                         Ok(()) => Ending::Shutdown,

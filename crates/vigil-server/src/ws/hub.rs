@@ -539,19 +539,19 @@ impl Hub {
         let mut queued = 0u64;
         {
             let clients = self.read_clients();
-            for event in events {
-                for (&id, client) in clients.iter() {
-                    if !client.wants(event) || overflowed.contains(&id) {
-                        continue;
-                    }
+            // Client by client: all of a run's frames are in a client's queue before its task,
+            // woken by the first, runs on the other worker; it writes them at once.
+            for (&id, client) in clients.iter() {
+                for event in events.iter().filter(|event| client.wants(event)) {
                     match client.frames.try_send(event.frame.clone()) {
                         Ok(()) => queued += 1,
                         Err(TrySendError::Full(_)) => {
                             client.kick.cancel();
                             overflowed.push(id);
+                            break;
                         }
                         // The socket task ended; its registration is leaving the map.
-                        Err(TrySendError::Closed(_)) => {}
+                        Err(TrySendError::Closed(_)) => break,
                     }
                 }
             }
