@@ -17,13 +17,15 @@
 #   embedded mode (SQLite in a temporary directory, no services), port 3960:
 #     6. single-event and bulk ingest, as 1 and 2;
 #   WebSocket fan-out (scripts/bench-fanout.sh, its own server on port 3950):
-#     7. 1,000 clients × 500 and × 1,000 events/s, and RSS per idle connection at 10,000.
+#     7. 1,000 clients × 500 and × 1,000 events/s, then rising rates until a run misses an
+#        event or its p99 passes 50 ms, and RSS per idle connection at 10,000.
 #
 # Settings (environment), defaults are the reference run's:
 #   DURATION (15s)          each wrk and goose run
 #   STEP_DURATION (10s)     each open-loop rate step
 #   STEPS ("10 20 30 40 50 60 70 80 90 100")   rate steps, % of the measured peak
 #   FANOUT_DURATION (10s)   each fan-out run
+#   FANOUT_RATES ("1000 1250 1500 2000")   rising fan-out rates, until one fails
 #   IDLE_CONNECTIONS (10000)
 #   BENCH_OUT (BENCHMARKS.md), BENCH_DIR (target/bench: raw outputs, goose reports)
 #   SKIP_BUILD=1            use the release binaries already in $CARGO_TARGET_DIR/release
@@ -37,6 +39,7 @@ DURATION=${DURATION:-15s}
 STEP_DURATION=${STEP_DURATION:-10s}
 STEPS=${STEPS:-"10 20 30 40 50 60 70 80 90 100"}
 FANOUT_DURATION=${FANOUT_DURATION:-10s}
+FANOUT_RATES=${FANOUT_RATES:-"1000 1250 1500 2000"}
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
 OUT=${BENCH_OUT:-BENCHMARKS.md}
 WORK=${BENCH_DIR:-target/bench}
@@ -166,16 +169,35 @@ echo "embedded bulk ingest: $EMB_BULK_EPS events/s"
 stop
 
 log "WebSocket fan-out (scripts/bench-fanout.sh)"
-SKIP_BUILD=1 RATES=1000 DURATION="$FANOUT_DURATION" IDLE_CONNECTIONS="$IDLE_CONNECTIONS" \
+SKIP_BUILD=1 RATES="$FANOUT_RATES" DURATION="$FANOUT_DURATION" IDLE_CONNECTIONS="$IDLE_CONNECTIONS" \
   FANOUT_OUT="$WORK/fanout.jsonl" bash scripts/bench-fanout.sh
 mapfile -t FANOUT < "$WORK/fanout.jsonl"
 fan() { json "${FANOUT[$1]}" '"%d of %d delivered, %d duplicates; p50 %.1f ms, p99 %.1f ms, p99.9 %.1f ms; %d deliveries/s" % (delivered, expected_deliveries, duplicates, latency_ms["p50"], latency_ms["p99"], latency_ms["p99_9"], deliveries_per_s)'; }
 FAN_500=$(fan 0)
 FAN_1000=$(fan 1)
+# Lines 1…n-2 are the rising rates (bench-fanout.sh stops at the first that fails); the last
+# line is the idle run.
+FAN_LAST=$(( ${#FANOUT[@]} - 1 ))
+FAN_BEST=$(printf '%s\n' "${FANOUT[@]:1:FAN_LAST-1}" | python3 -c "
+import json, sys
+best, first_failing = None, None
+for line in sys.stdin:
+    r = json.loads(line)
+    if r['missing'] == 0 and r['duplicates'] == 0 and r['latency_ms']['p99'] < 50:
+        best = r
+    else:
+        first_failing = r
+        break
+text = 'below 1,000 events/s' if best is None else '**%d events/s** (%d deliveries/s, p99 %.1f ms)' % (best['rate'], best['deliveries_per_s'], best['latency_ms']['p99'])
+if first_failing is not None:
+    text += '; %d events/s: p99 %.1f ms, %d missing' % (first_failing['rate'], first_failing['latency_ms']['p99'], first_failing['missing'])
+else:
+    text += ' (the highest rate tried)'
+print(text)")
 FAN_500_P99=$(json "${FANOUT[0]}" '"%.1f" % latency_ms["p99"]')
 FAN_1000_P99=$(json "${FANOUT[1]}" '"%.1f" % latency_ms["p99"]')
-IDLE=$(json "${FANOUT[2]}" '"%.1f KiB per connection (%d connections, RSS %.0f → %.0f MiB)" % (kib_per_connection, connected, server_rss_kib_before / 1024, server_rss_kib_after / 1024)')
-IDLE_KIB=$(json "${FANOUT[2]}" '"%.1f" % kib_per_connection')
+IDLE=$(json "${FANOUT[FAN_LAST]}" '"%.1f KiB per connection (%d connections, RSS %.0f → %.0f MiB)" % (kib_per_connection, connected, server_rss_kib_before / 1024, server_rss_kib_after / 1024)')
+IDLE_KIB=$(json "${FANOUT[FAN_LAST]}" '"%.1f" % kib_per_connection')
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 log "writing $OUT"
@@ -211,6 +233,7 @@ IDLE_CONNECTIONS=$IDLE_CONNECTIONS. The reference settings are the defaults (15s
 | embedded mode: bulk ingest, 1,000 events per POST | **$EMB_BULK_EPS events/s** (p99 $EMB_BULK_P99 ms) | \`wrk -t1 -c4 -d$DURATION --latency -s scripts/wrk/post_bulk.lua\` |
 | WebSocket fan-out, 1,000 clients × 500 events/s × $FANOUT_DURATION | $FAN_500 | \`fanout --clients 1000 --rate 500 --duration $FANOUT_DURATION\` |
 | WebSocket fan-out, 1,000 clients × 1,000 events/s × $FANOUT_DURATION | $FAN_1000 | \`fanout --clients 1000 --rate 1000 --duration $FANOUT_DURATION\` |
+| highest rate at which 1,000 clients get every event with p99 < 50 ms (rates tried: $FANOUT_RATES) | $FAN_BEST | \`RATES="$FANOUT_RATES" bash scripts/bench-fanout.sh\` |
 | resident memory per idle WebSocket connection | **$IDLE** | \`fanout --idle $IDLE_CONNECTIONS --settle 3s\` on a fresh server |
 
 Raw outputs: \`$WORK/\` (wrk texts, goose HTML/JSON reports, fanout JSON lines, the CSV below).
