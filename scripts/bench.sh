@@ -208,7 +208,7 @@ cat > "$OUT" <<EOF
 # Vigil benchmarks
 
 Written by \`bash scripts/bench.sh\` on $(date -u +%Y-%m-%d) at $(date -u +%H:%M) UTC from commit
-\`$(git rev-parse --short HEAD)$(git diff --quiet || echo ' + local changes')\`. Rerun it to get your own machine's figures.
+\`$(git rev-parse --short HEAD)$(git diff --quiet -- . ':!BENCHMARKS.md' ':!docs/bench' || echo ' + local changes')\`. Rerun it to get your own machine's figures.
 
 **Machine:** $(nproc) CPUs ($CPU), $MEM RAM, $(uname -sr), working directory on $DISK.
 Server, MariaDB $(mariadb -uroot -h127.0.0.1 -N -e 'SELECT VERSION()' | cut -d- -f1), Redis $(redis-cli -h 127.0.0.1 INFO server | tr -d '\r' | awk -F: '/^redis_version/ {print $2}') and the load generators share these CPUs.
