@@ -217,6 +217,20 @@ impl Store {
         rows: &[EventRow<'_>],
         keys: &[IdempotencyRecord],
     ) -> Result<(), InsertError> {
+        // Checked once here, for both backends, before the writer is taken.
+        if rows.is_empty() {
+            return Ok(());
+        }
+        if let Some((index, reason)) = rows
+            .iter()
+            .enumerate()
+            .find_map(|(index, row)| sql::row_problem(row).map(|reason| (index, reason)))
+        {
+            return Err(InsertError::NotCommitted(StoreError::InvalidRow {
+                index,
+                reason,
+            }));
+        }
         on_backend!(self, store => store.insert(rows, keys).await)
     }
 

@@ -153,24 +153,13 @@ impl MySqlStore {
     /// Stores the batch with one INSERT (or, when limits force a split, several in one
     /// transaction) on the writer connection; with idempotency `keys`, their records go in the
     /// same transaction, after the events.
-    pub async fn insert(
+    /// `rows` are non-empty and valid: [`crate::Store::insert_with_keys`] checks them.
+    pub(crate) async fn insert(
         &self,
         rows: &[EventRow<'_>],
         keys: &[IdempotencyRecord],
     ) -> Result<(), InsertError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        if let Some((index, reason)) = rows
-            .iter()
-            .enumerate()
-            .find_map(|(index, row)| sql::row_problem(row).map(|reason| (index, reason)))
-        {
-            return Err(InsertError::NotCommitted(StoreError::InvalidRow {
-                index,
-                reason,
-            }));
-        }
+        debug_assert!(!rows.is_empty(), "Store::insert_with_keys checks the rows");
 
         let mut writer = self.inner.writer.lock().await;
         let mut session = self

@@ -232,24 +232,13 @@ impl SqliteStore {
     /// Stores the batch: one autocommit INSERT, or when the placeholder limit splits it, several
     /// inside one `BEGIN IMMEDIATE` transaction, all on the writer; with idempotency `keys`,
     /// their records go in the same transaction, after the events.
-    pub async fn insert(
+    /// `rows` are non-empty and valid: [`crate::Store::insert_with_keys`] checks them.
+    pub(crate) async fn insert(
         &self,
         rows: &[EventRow<'_>],
         keys: &[IdempotencyRecord],
     ) -> Result<(), InsertError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        if let Some((index, reason)) = rows
-            .iter()
-            .enumerate()
-            .find_map(|(index, row)| sql::row_problem(row).map(|reason| (index, reason)))
-        {
-            return Err(InsertError::NotCommitted(StoreError::InvalidRow {
-                index,
-                reason,
-            }));
-        }
+        debug_assert!(!rows.is_empty(), "Store::insert_with_keys checks the rows");
         let mut writer = self.inner.writer.lock().await;
         self.ready_writer(&mut writer)
             .await
