@@ -80,6 +80,13 @@ impl Default for BatchStats {
     }
 }
 
+/// Requests still to write, and how many times they were already refused for a recorded
+/// idempotency key (see [`Batcher::answer_recorded_keys`]).
+struct ToWrite {
+    batch: Vec<Submission>,
+    key_conflicts: u32,
+}
+
 /// Why a batch write did not commit.
 enum WriteFailure {
     /// Answer every request of the batch with this.
@@ -191,18 +198,32 @@ impl Batcher {
         batch
     }
 
+    /// Writes `batch` and answers its requests. A write can leave some of them to be written
+    /// again (see [`Batcher::write_once`]); those go next, before anything new is taken.
     fn write_and_answer(&mut self, runtime: &tokio::runtime::Runtime, batch: Vec<Submission>) {
-        self.write_and_answer_with(runtime, batch, 0);
+        // A stack, so that what one write leaves is written before the next part of an earlier
+        // split, in request order.
+        let mut to_write = vec![ToWrite {
+            batch,
+            key_conflicts: 0,
+        }];
+        while let Some(next) = to_write.pop() {
+            let left = self.write_once(runtime, next);
+            to_write.extend(left.into_iter().rev());
+        }
     }
 
-    /// `key_conflicts`: how many times this batch's requests were already refused for a
-    /// recorded idempotency key (see [`Batcher::answer_recorded_keys`]).
-    fn write_and_answer_with(
+    /// Writes one batch and answers what it can; returns the batches still to write: each
+    /// request alone after the database rejected the batch, or the requests left after a
+    /// recorded idempotency key refused it.
+    fn write_once(
         &mut self,
         runtime: &tokio::runtime::Runtime,
-        mut batch: Vec<Submission>,
-        key_conflicts: u32,
-    ) {
+        ToWrite {
+            mut batch,
+            key_conflicts,
+        }: ToWrite,
+    ) -> Vec<ToWrite> {
         let rows: usize = batch.iter().map(|request| request.events.len()).sum();
         let started = Instant::now();
         let written = std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -214,8 +235,10 @@ impl Batcher {
             .observe(started.elapsed().as_secs_f64());
         let outcome = match written {
             Ok(Err(WriteFailure::KeyTaken)) => {
-                self.answer_recorded_keys(runtime, batch, key_conflicts);
-                return;
+                return self
+                    .answer_recorded_keys(runtime, batch, key_conflicts)
+                    .into_iter()
+                    .collect();
             }
             Ok(Err(WriteFailure::Answer(error))) => Err(error),
             Ok(Ok(written)) => Ok(written),
@@ -232,10 +255,13 @@ impl Batcher {
                 requests = batch.len(),
                 "the database rejected a batch; writing its requests one by one to find the refused one"
             );
-            for request in batch {
-                self.write_and_answer(runtime, vec![request]);
-            }
-            return;
+            return batch
+                .into_iter()
+                .map(|request| ToWrite {
+                    batch: vec![request],
+                    key_conflicts: 0,
+                })
+                .collect();
         }
         match outcome {
             Ok((ids, created_at)) => {
@@ -254,6 +280,7 @@ impl Batcher {
             }
             Err(error) => self.answer_all(batch, error),
         }
+        Vec::new()
     }
 
     /// Writes the batch, retrying within the window; on COMMIT the ids in request order and
@@ -369,15 +396,15 @@ impl Batcher {
     /// After a batch was refused because a key of it is recorded (nothing of it stored):
     /// answers each keyed request whose key has a live record from that record (the same body:
     /// the ids it stored; another body: a mismatch), frees keys whose records expired, and
-    /// writes the rest again. Another instance's writer is the only source of such records
-    /// while a key is claimed here, so this is rare; after [`MAX_KEY_CONFLICTS`] rounds
+    /// returns the rest, to write again. Another instance's writer is the only source of such
+    /// records while a key is claimed here, so this is rare; after [`MAX_KEY_CONFLICTS`] rounds
     /// without progress the keyed requests are answered 503 rather than looping.
     fn answer_recorded_keys(
         &mut self,
         runtime: &tokio::runtime::Runtime,
         batch: Vec<Submission>,
         key_conflicts: u32,
-    ) {
+    ) -> Option<ToWrite> {
         let keys: Vec<Digest> = batch
             .iter()
             .filter_map(|request| request.key.as_ref().map(|key| key.key.clone()))
@@ -414,10 +441,10 @@ impl Batcher {
                 let (keyed, rest): (Vec<_>, Vec<_>) =
                     batch.into_iter().partition(|request| request.key.is_some());
                 self.answer_all(keyed, IngestError::StoreUnavailable);
-                if !rest.is_empty() {
-                    self.write_and_answer(runtime, rest);
-                }
-                return;
+                return (!rest.is_empty()).then_some(ToWrite {
+                    batch: rest,
+                    key_conflicts: 0,
+                });
             }
         };
         let mut rest = Vec::with_capacity(batch.len());
@@ -438,9 +465,10 @@ impl Batcher {
             }
             self.shared.release(request.events.len());
         }
-        if !rest.is_empty() {
-            self.write_and_answer_with(runtime, rest, key_conflicts + 1);
-        }
+        (!rest.is_empty()).then_some(ToWrite {
+            batch: rest,
+            key_conflicts: key_conflicts + 1,
+        })
     }
 
     fn answer_all(&self, batch: Vec<Submission>, error: IngestError) {
