@@ -7,7 +7,8 @@
 #    passes 50 ms; the last rate that passed is reported;
 # 3. idle cost: a freshly started server, 10,000 idle connections, RSS growth per connection.
 #
-# Usage: bash scripts/bench-fanout.sh            (writes target/bench/fanout.jsonl)
+# Usage: bash scripts/bench-fanout.sh            (writes target/bench/fanout.jsonl, and the
+#        highest passing rate to target/bench/fanout-verdict.json)
 # Settings: PORT (3950), RATES ("500 750 1000 1250 1500 2000"), DURATION (10s),
 # IDLE_CONNECTIONS (10000), FANOUT_OUT (target/bench/fanout.jsonl), SKIP_BUILD=1 (binaries
 # already built, as scripts/bench.sh does). Binaries are taken from $CARGO_TARGET_DIR/release.
@@ -22,6 +23,7 @@ DB=vigil_bench_fanout
 PREFIX=benchfanout
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
 OUT=${FANOUT_OUT:-target/bench/fanout.jsonl}
+VERDICT=${OUT%.jsonl}-verdict.json
 BIN=${CARGO_TARGET_DIR:-target}/release
 mkdir -p "$(dirname "$OUT")"
 : > "$OUT"
@@ -63,17 +65,21 @@ echo "$ref" >> "$OUT"
 field "$ref" '"delivered %d/%d, missing %d, duplicates %d, p50 %.1f ms, p99 %.1f ms, p99.9 %.1f ms, max %.1f ms, %d deliveries/s, measurer CPU %.0f%%" % (delivered, expected_deliveries, missing, duplicates, latency_ms["p50"], latency_ms["p99"], latency_ms["p99_9"], latency_ms["max"], deliveries_per_s, cpu_percent)'
 
 echo "== highest rate with every event delivered and p99 < 50 ms (1,000 clients)"
-best=none
+best=null
+failing=null
 for rate in $RATES; do
   run=$(fanout --clients 1000 --rate "$rate" --duration "$DURATION")
   echo "$run" >> "$OUT"
   summary=$(field "$run" '"%d events/s: missing %d, p99 %.1f ms, %d deliveries/s" % ('"$rate"', missing, latency_ms["p99"], deliveries_per_s)')
   echo "$summary"
   ok=$(field "$run" 'missing == 0 and duplicates == 0 and latency_ms["p99"] < 50')
-  if [ "$ok" != True ]; then break; fi
+  if [ "$ok" != True ]; then failing=$rate; break; fi
   best=$rate
 done
-echo "highest rate passing: $best events/s"
+# The verdict, for scripts/bench.sh: the rates (as in RATES) of the last run that passed and
+# of the run that failed (null when none did).
+echo "{\"highest_passing\":$best,\"first_failing\":$failing}" > "$VERDICT"
+echo "highest rate passing: ${best/null/none} events/s"
 
 echo "== idle connections: RSS per connection at $IDLE_CONNECTIONS (fresh server)"
 stop_vigil

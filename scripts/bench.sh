@@ -175,29 +175,22 @@ mapfile -t FANOUT < "$WORK/fanout.jsonl"
 fan() { json "${FANOUT[$1]}" '"%d of %d delivered, %d duplicates; p50 %.1f ms, p99 %.1f ms, p99.9 %.1f ms; %d deliveries/s" % (delivered, expected_deliveries, duplicates, latency_ms["p50"], latency_ms["p99"], latency_ms["p99_9"], deliveries_per_s)'; }
 FAN_500=$(fan 0)
 FAN_1000=$(fan 1)
-# Lines 1…n-2 are the rising rates (bench-fanout.sh stops at the first that fails); the last
-# line is the idle run.
+# The last line is the idle run; before it, the runs at rising rates. bench-fanout.sh decides
+# which passed (its verdict file); this only words it.
 FAN_LAST=$(( ${#FANOUT[@]} - 1 ))
 FAN_BEST=$(printf '%s\n' "${FANOUT[@]:1:FAN_LAST-1}" | python3 -c "
 import json, sys
-best, first_failing = None, None
-for line in sys.stdin:
-    r = json.loads(line)
-    if r['missing'] == 0 and r['duplicates'] == 0 and r['latency_ms']['p99'] < 50:
-        best = r
-    else:
-        first_failing = r
-        break
-text = 'below 1,000 events/s' if best is None else '**%d events/s** (%d deliveries/s, p99 %.1f ms)' % (best['rate'], best['deliveries_per_s'], best['latency_ms']['p99'])
-if first_failing is not None:
-    text += '; %d events/s: p99 %.1f ms, %d missing' % (first_failing['rate'], first_failing['latency_ms']['p99'], first_failing['missing'])
-else:
+verdict = json.load(open('$WORK/fanout-verdict.json'))
+runs = {round(r['rate']): r for r in map(json.loads, sys.stdin)}
+best, failing = verdict['highest_passing'], verdict['first_failing']
+text = ('none of the rates tried' if best is None else
+        '**%d events/s** (%d deliveries/s, p99 %.1f ms)' % (best, runs[best]['deliveries_per_s'], runs[best]['latency_ms']['p99']))
+if failing is None:
     text += ' (the highest rate tried)'
+else:
+    text += '; %d events/s: p99 %.1f ms, %d missing' % (failing, runs[failing]['latency_ms']['p99'], runs[failing]['missing'])
 print(text)")
-FAN_500_P99=$(json "${FANOUT[0]}" '"%.1f" % latency_ms["p99"]')
-FAN_1000_P99=$(json "${FANOUT[1]}" '"%.1f" % latency_ms["p99"]')
 IDLE=$(json "${FANOUT[FAN_LAST]}" '"%.1f KiB per connection (%d connections, RSS %.0f → %.0f MiB)" % (kib_per_connection, connected, server_rss_kib_before / 1024, server_rss_kib_after / 1024)')
-IDLE_KIB=$(json "${FANOUT[FAN_LAST]}" '"%.1f" % kib_per_connection')
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 log "writing $OUT"
