@@ -13,6 +13,17 @@
 //! the database whether those ids exist; the batcher keeps asking until it knows, and only
 //! then answers. A retry reuses the same ids, so the primary key makes a duplicate row
 //! impossible.
+//!
+//! Answers are also bounded in time. Every request has a deadline
+//! ([`crate::IngestConfig::answer_timeout`] after it was submitted); a batch is retried only
+//! until shortly before its oldest request's deadline and never sent again after it. If the
+//! deadline comes while the batch's outcome is still unknown, its requests are answered
+//! [`IngestError::OutcomeUnknown`] and the batcher goes on settling it: when it learns the
+//! outcome it logs and counts it, and a batch that did commit is published like any other.
+//! While the database cannot be reached, or a batch is being settled, the batcher marks the
+//! store down ([`StoreState`]) so new requests are refused at once (503) instead of queueing
+//! behind it; queued ones are answered 503 too, and the batcher checks the database every
+//! [`PROBE_INTERVAL`] until it answers again.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -28,7 +39,7 @@ use vigil_store::{Digest, EventRow, IdempotencyRecord, InsertError, Store};
 
 use crate::error::IngestError;
 use crate::idempotency::Stored;
-use crate::queue::{IngestConfig, Shared, Submission};
+use crate::queue::{IngestConfig, Shared, StoreState, Submission};
 use crate::sink::CommitSink;
 
 /// First pause between attempts against a failing database; doubles up to the cap.
@@ -38,6 +49,13 @@ const BACKOFF_CAP: Duration = Duration::from_secs(1);
 const MAX_KEY_CONFLICTS: u32 = 3;
 /// How often the batcher logs its batch sizes while busy.
 const STATS_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// How often the batcher checks whether a database it could not reach is back. Short, so that
+/// ingest resumes within a second or so of the database's return; a check of a refused
+/// connection costs microseconds.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+/// How long before a batch's oldest deadline the batcher stops retrying and answers, so that
+/// its own (truthful) answer reaches the requests before their deadline does.
+const ANSWER_MARGIN: Duration = Duration::from_millis(300);
 
 /// Upper bounds of the batch size histogram, in rows.
 pub const BATCH_ROWS_BOUNDS: &[f64] = &[
@@ -64,6 +82,12 @@ pub struct BatchStats {
     /// Seconds from the start of a batch's write to its answer (retries included), committed
     /// or not.
     pub flush_seconds: AtomicHistogram,
+    /// Batches whose requests were answered `outcome_unknown` and which later turned out
+    /// committed (their events were then published).
+    pub settled_late_committed: AtomicU64,
+    /// Batches whose requests were answered `outcome_unknown` and which later turned out not
+    /// committed.
+    pub settled_late_not_committed: AtomicU64,
 }
 
 impl Default for BatchStats {
@@ -76,6 +100,8 @@ impl Default for BatchStats {
             store_errors: AtomicU64::new(0),
             batch_rows: AtomicHistogram::new(BATCH_ROWS_BOUNDS, 1.0),
             flush_seconds: AtomicHistogram::latency_seconds(),
+            settled_late_committed: AtomicU64::new(0),
+            settled_late_not_committed: AtomicU64::new(0),
         }
     }
 }
@@ -93,6 +119,22 @@ enum WriteFailure {
     Answer(IngestError),
     /// A key of the batch is recorded already; nothing was stored.
     KeyTaken,
+    /// The batch's answer deadline came while its outcome was unknown: answer
+    /// `OutcomeUnknown`, then go on finding out.
+    Unsettled {
+        ids: Vec<u64>,
+        created_at: UnixMillis,
+    },
+}
+
+/// What the batcher does next.
+enum Next {
+    /// Write this request (and whatever is queued behind it).
+    Request(Submission),
+    /// Nothing arrived while the store is down: check whether it is back.
+    Probe,
+    /// Shut down: the queue is closed and empty.
+    Stop,
 }
 
 pub(crate) struct Batcher {
@@ -112,7 +154,8 @@ pub(crate) struct Batcher {
     /// A request taken from the queue that did not fit the previous batch.
     carry: Option<Submission>,
     /// Set when a batch used its whole retry window; cleared by the next successful write.
-    store_down: bool,
+    /// Later batches get one attempt each meanwhile.
+    retries_spent: bool,
     last_stats_log: Instant,
     rows_since_log: u64,
     batches_since_log: u64,
@@ -140,7 +183,7 @@ impl Batcher {
             shared,
             force,
             carry: None,
-            store_down: false,
+            retries_spent: false,
             last_stats_log: Instant::now(),
             rows_since_log: 0,
             batches_since_log: 0,
@@ -150,29 +193,126 @@ impl Batcher {
 
     /// Serves the queue until shutdown, driving the store's I/O on the thread's own `runtime`.
     pub(crate) fn run(mut self, runtime: &tokio::runtime::Runtime) {
-        while let Some(first) = self.next_request() {
-            let batch = self.fill_batch(first);
-            self.write_and_answer(runtime, batch);
-            self.log_stats_now_and_then();
+        loop {
+            match self.next() {
+                Next::Request(first) if self.shared.store_state() == StoreState::Up => {
+                    let batch = self.fill_batch(first);
+                    self.write_and_answer(runtime, batch);
+                    self.log_stats_now_and_then();
+                }
+                // Admitted just before the store was marked down: refuse it, and what queued
+                // behind it, without a write that cannot succeed.
+                Next::Request(first) => {
+                    self.answer_all(vec![first], IngestError::StoreUnavailable);
+                    self.refuse_queued();
+                }
+                Next::Probe => self.probe(runtime),
+                Next::Stop => break,
+            }
         }
         self.log_stats();
         tracing::debug!("batcher stopped");
     }
 
-    /// Blocks for the next request; `None` once stopping and the queue is empty.
-    fn next_request(&mut self) -> Option<Submission> {
+    /// Blocks for the next request the batcher should handle (one whose requester still
+    /// waits); while the store is down, at most [`PROBE_INTERVAL`].
+    fn next(&mut self) -> Next {
+        // Taken already, when it did not fit the previous batch.
         if let Some(carried) = self.carry.take() {
-            return Some(carried);
+            return Next::Request(carried);
         }
-        if self.stopping {
-            return self.receiver.try_recv().ok();
-        }
-        select! {
-            recv(self.receiver) -> request => request.ok(),
-            recv(self.stop) -> _ => {
-                self.stopping = true;
-                self.receiver.try_recv().ok()
+        loop {
+            let next = self.next_submission();
+            match next {
+                Next::Request(submission) => {
+                    if let Some(submission) = self.take(submission) {
+                        return Next::Request(submission);
+                    }
+                }
+                other => return other,
             }
+        }
+    }
+
+    fn next_submission(&mut self) -> Next {
+        if self.stopping {
+            return self.receiver.try_recv().map_or(Next::Stop, Next::Request);
+        }
+        let received = if self.shared.store_state() == StoreState::Up {
+            select! {
+                recv(self.receiver) -> request => request.ok(),
+                recv(self.stop) -> _ => None,
+            }
+        } else {
+            select! {
+                recv(self.receiver) -> request => request.ok(),
+                recv(self.stop) -> _ => None,
+                default(PROBE_INTERVAL) => return Next::Probe,
+            }
+        };
+        match received {
+            Some(request) => Next::Request(request),
+            None => {
+                self.stopping = true;
+                self.receiver.try_recv().map_or(Next::Stop, Next::Request)
+            }
+        }
+    }
+
+    /// Takes a submission into the batcher's hands; `None` (its budget released) if its
+    /// requester stopped waiting first and was told it is not stored.
+    fn take(&self, submission: Submission) -> Option<Submission> {
+        if submission.progress.take() {
+            return Some(submission);
+        }
+        self.shared.release(submission.events.len());
+        None
+    }
+
+    /// Answers everything queued `StoreUnavailable`: the store is down or settling, and these
+    /// requests would otherwise wait for their deadline.
+    fn refuse_queued(&mut self) {
+        let mut refused: Vec<Submission> = self.carry.take().into_iter().collect();
+        while let Ok(queued) = self.receiver.try_recv() {
+            refused.extend(self.take(queued));
+        }
+        if !refused.is_empty() {
+            tracing::debug!(
+                requests = refused.len(),
+                "refusing queued requests while the store is down"
+            );
+            self.answer_all(refused, IngestError::StoreUnavailable);
+        }
+    }
+
+    /// While the store is down: whether the database answers again.
+    fn probe(&mut self, runtime: &tokio::runtime::Runtime) {
+        match runtime.block_on(self.store.check_writer()) {
+            Ok(()) => self.mark(StoreState::Up),
+            Err(error) => {
+                self.count_store_error();
+                tracing::debug!(%error, "database still unavailable");
+            }
+        }
+    }
+
+    /// Records the store's state for the handlers, logging changes.
+    fn mark(&self, state: StoreState) {
+        let previous = self.shared.set_store_state(state);
+        if previous == state {
+            return;
+        }
+        match state {
+            StoreState::Up => tracing::info!(
+                was = previous.as_str(),
+                "database available again; taking requests"
+            ),
+            StoreState::Down => tracing::error!(
+                "database unreachable; refusing new requests with 503 until it answers"
+            ),
+            StoreState::Settling => tracing::warn!(
+                "a batch outcome is unknown; refusing new requests with 503 until it is settled"
+            ),
         }
     }
 
@@ -184,6 +324,9 @@ impl Batcher {
         while rows < self.config.batch_max_rows && bytes < self.config.batch_max_bytes {
             let Ok(next) = self.receiver.try_recv() else {
                 break;
+            };
+            let Some(next) = self.take(next) else {
+                continue;
             };
             if rows + next.events.len() > self.config.batch_max_rows
                 || bytes + next.bytes > self.config.batch_max_bytes
@@ -240,6 +383,10 @@ impl Batcher {
                     .into_iter()
                     .collect();
             }
+            Ok(Err(WriteFailure::Unsettled { ids, created_at })) => {
+                self.settle_late(runtime, batch, &ids, created_at);
+                return Vec::new();
+            }
             Ok(Err(WriteFailure::Answer(error))) => Err(error),
             Ok(Ok(written)) => Ok(written),
             Err(_) => {
@@ -290,22 +437,39 @@ impl Batcher {
         batch: &[Submission],
         row_count: usize,
     ) -> Result<(Vec<u64>, UnixMillis), WriteFailure> {
-        let started = Instant::now();
-        let window = if self.store_down {
+        let window = if self.retries_spent {
             Duration::ZERO
         } else {
             self.config.retry_window
         };
+        // Retried until the window ends or shortly before the oldest request's deadline,
+        // whichever is first; never sent again after that.
+        let answer_by = batch
+            .iter()
+            .map(|request| request.deadline)
+            .min()
+            .unwrap_or_else(Instant::now)
+            .checked_sub(ANSWER_MARGIN)
+            .unwrap_or_else(Instant::now);
+        if Instant::now() >= answer_by {
+            // Waited in the queue behind a failing database until there is no time left to
+            // write and answer: certainly not stored, and never will be.
+            return Err(WriteFailure::Answer(IngestError::StoreUnavailable));
+        }
+        let retry_until = answer_by.min(Instant::now() + window);
         let mut backoff = BACKOFF_START;
 
         let ids = loop {
             let allocated = self.store.allocate_ids(row_count).await;
-            if allocated.is_err() {
+            if let Err(error) = &allocated {
                 self.count_store_error();
+                if error.is_unreachable() {
+                    self.mark(StoreState::Down);
+                }
             }
             match allocated {
                 Ok(ids) => break ids,
-                Err(error) if error.is_retriable() && self.may_retry(started, window) => {
+                Err(error) if error.is_retriable() && self.may_retry(retry_until) => {
                     tracing::warn!(%error, "id allocation failed; retrying");
                     self.pause(&mut backoff).await;
                 }
@@ -328,15 +492,17 @@ impl Batcher {
 
         loop {
             let inserted = self.store.insert_with_keys(&rows, &keys).await;
-            if matches!(
-                inserted,
-                Err(InsertError::NotCommitted(_) | InsertError::OutcomeUnknown(_))
-            ) {
+            if let Err(InsertError::NotCommitted(error) | InsertError::OutcomeUnknown(error)) =
+                &inserted
+            {
                 self.count_store_error();
+                if error.is_unreachable() {
+                    self.mark(StoreState::Down);
+                }
             }
             let failure = match inserted {
                 Ok(()) => {
-                    self.store_down = false;
+                    self.wrote();
                     return Ok((ids, created_at));
                 }
                 Err(InsertError::NotCommitted(error)) => error,
@@ -348,17 +514,23 @@ impl Batcher {
                 // A duplicate id on a retry means an earlier attempt of this batch committed.
                 Err(InsertError::OutcomeUnknown(error) | InsertError::DuplicateIds(error)) => {
                     tracing::warn!(%error, rows = row_count, "batch outcome unknown; asking the database");
-                    match self.settle(&ids).await {
+                    self.mark(StoreState::Settling);
+                    match self.settle(&ids, answer_by).await {
                         Some(true) => {
-                            self.store_down = false;
+                            self.wrote();
                             return Ok((ids, created_at));
                         }
-                        Some(false) => error,
-                        None => return Err(WriteFailure::Answer(IngestError::OutcomeUnknown)),
+                        Some(false) => {
+                            // Settled: the database answers, so the next attempt is an
+                            // ordinary one.
+                            self.mark(StoreState::Up);
+                            error
+                        }
+                        None => return Err(WriteFailure::Unsettled { ids, created_at }),
                     }
                 }
             };
-            if !(failure.is_retriable() && self.may_retry(started, window)) {
+            if !(failure.is_retriable() && self.may_retry(retry_until)) {
                 return Err(WriteFailure::Answer(self.gave_up(&failure, row_count)));
             }
             tracing::warn!(error = %failure, rows = row_count, "batch insert failed; retrying");
@@ -482,9 +654,9 @@ impl Batcher {
         }
     }
 
-    /// Asks the database whether `ids` committed until it answers. `None` if the shutdown
-    /// deadline came first.
-    async fn settle(&self, ids: &[u64]) -> Option<bool> {
+    /// Asks the database whether `ids` committed until it answers or `answer_by` comes
+    /// (`None`), refusing what queues meanwhile.
+    async fn settle(&mut self, ids: &[u64], answer_by: Instant) -> Option<bool> {
         let mut backoff = BACKOFF_START;
         loop {
             match self.store.resolve(ids).await {
@@ -497,15 +669,82 @@ impl Batcher {
                     tracing::warn!(%error, "could not settle the batch outcome yet");
                 }
             }
-            if self.force.is_cancelled() {
-                tracing::error!(
-                    rows = ids.len(),
-                    "shutdown deadline came before the batch outcome was known"
-                );
+            self.refuse_queued();
+            if self.force.is_cancelled() || Instant::now() + backoff >= answer_by {
                 return None;
             }
             self.pause(&mut backoff).await;
         }
+    }
+
+    /// After a batch's requests were answered `OutcomeUnknown`: goes on asking the database
+    /// until it knows (or the shutdown deadline comes), refusing new requests meanwhile. A
+    /// batch that committed is counted and published like any other, so live clients and the
+    /// cache get its events; producers learn its outcome by retrying with their
+    /// `Idempotency-Key`.
+    fn settle_late(
+        &mut self,
+        runtime: &tokio::runtime::Runtime,
+        mut batch: Vec<Submission>,
+        ids: &[u64],
+        created_at: UnixMillis,
+    ) {
+        let rows = ids.len();
+        tracing::error!(
+            requests = batch.len(),
+            rows,
+            "answer deadline reached with the batch outcome unknown; answering outcome_unknown and settling it"
+        );
+        self.shared
+            .stats
+            .failed_requests
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        for request in &mut batch {
+            request.answer(Err(IngestError::OutcomeUnknown));
+            self.shared.release(request.events.len());
+        }
+        let settled = runtime.block_on(async {
+            let far = Instant::now() + Duration::from_secs(365 * 24 * 60 * 60);
+            self.settle(ids, far).await
+        });
+        match settled {
+            Some(true) => {
+                self.shared
+                    .stats
+                    .settled_late_committed
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    rows,
+                    "a batch answered outcome_unknown turned out committed; publishing its events"
+                );
+                self.wrote();
+                self.record_commit(rows);
+                if let Some(sink) = &self.sink {
+                    sink.committed(encode_batch(&batch, ids, created_at));
+                }
+            }
+            Some(false) => {
+                self.shared
+                    .stats
+                    .settled_late_not_committed
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    rows,
+                    "a batch answered outcome_unknown turned out not committed"
+                );
+                self.mark(StoreState::Up);
+            }
+            None => tracing::error!(
+                rows,
+                "shutdown deadline came before the outcome of a batch answered outcome_unknown was known"
+            ),
+        }
+    }
+
+    /// A write went through: the store is up and retries are available again.
+    fn wrote(&mut self) {
+        self.retries_spent = false;
+        self.mark(StoreState::Up);
     }
 
     fn count_store_error(&self) {
@@ -515,16 +754,19 @@ impl Batcher {
             .fetch_add(1, Ordering::Relaxed);
     }
 
-    fn may_retry(&self, started: Instant, window: Duration) -> bool {
-        !self.force.is_cancelled() && started.elapsed() < window
+    fn may_retry(&self, retry_until: Instant) -> bool {
+        !self.force.is_cancelled() && Instant::now() < retry_until
     }
 
     fn gave_up(&mut self, error: &vigil_store::StoreError, rows: usize) -> IngestError {
         if error.is_retriable() {
-            if !self.store_down {
+            if !self.retries_spent {
                 tracing::error!(%error, rows, "database unavailable; answering 503 until a write succeeds");
             }
-            self.store_down = true;
+            self.retries_spent = true;
+            if self.shared.store_state() != StoreState::Up {
+                self.refuse_queued();
+            }
             IngestError::StoreUnavailable
         } else {
             tracing::error!(%error, rows, "database rejected a batch");

@@ -10,8 +10,9 @@ pub enum IngestError {
     /// Vigil is shutting down and takes no new events.
     #[error("the server is shutting down")]
     ShuttingDown,
-    /// The database refused or could not be reached for the whole retry window; nothing of
-    /// the request was stored.
+    /// The database refused or could not be reached for the whole retry window, is known to be
+    /// down, or did not take the request before its deadline; nothing of the request was
+    /// stored.
     #[error("the database is unavailable")]
     StoreUnavailable,
     /// The database rejected the rows for a reason retrying cannot fix; nothing was stored.
@@ -21,8 +22,9 @@ pub enum IngestError {
     /// stored that request first); nothing was written.
     #[error("the idempotency key was used for a different request")]
     IdempotencyMismatch,
-    /// The shutdown deadline came while the database had not confirmed whether the batch
-    /// committed. Vigil could not find out; the producer must treat it as unknown.
+    /// The request's deadline (or the shutdown deadline) came while its batch had been sent
+    /// and the database had not confirmed whether it committed. The producer must treat it as
+    /// unknown: a retry with the same idempotency key learns which, exactly.
     #[error("the outcome of the write is unknown")]
     OutcomeUnknown,
 }

@@ -25,5 +25,5 @@ mod sink;
 pub use batcher::{BATCH_ROWS_BOUNDS, BatchStats};
 pub use error::IngestError;
 pub use idempotency::{KeyClaim, KeyedRequest, Stored};
-pub use queue::{Ack, Ingest, IngestConfig, IngestQueue};
+pub use queue::{Ack, Ingest, IngestConfig, IngestQueue, StoreState};
 pub use sink::{CommitSink, FanOut};

@@ -2,8 +2,8 @@
 //! starts and stops the batcher.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use tokio::sync::oneshot;
@@ -29,6 +29,10 @@ pub struct IngestConfig {
     /// `StoreUnavailable`. Once a batch has used it all, later batches get one attempt each
     /// until a write succeeds, so producers hear 503 quickly while the database is down.
     pub retry_window: Duration,
+    /// The longest a submitted request waits for its answer (`VIGIL_REQUEST_TIMEOUT_S`),
+    /// whatever the database does: [`Ack::wait`] answers by then, and the batcher never sends
+    /// a request's rows after it.
+    pub answer_timeout: Duration,
     /// How long an idempotency record is kept (`VIGIL_IDEMPOTENCY_TTL`).
     pub idempotency_ttl: Duration,
 }
@@ -40,6 +44,7 @@ impl Default for IngestConfig {
             batch_max_rows: 1_000,
             batch_max_bytes: 4 * 1024 * 1024,
             retry_window: Duration::from_secs(5),
+            answer_timeout: Duration::from_secs(15),
             idempotency_ttl: Duration::from_secs(24 * 60 * 60),
         }
     }
@@ -48,6 +53,65 @@ impl Default for IngestConfig {
 /// What the batcher answers each request: its ids, in the order of its events (or, for a keyed
 /// request another instance stored first, that request's record).
 pub(crate) type AckResult = Result<Stored, IngestError>;
+
+/// Whether the store can take writes now, as the batcher last found it. Handlers read it to
+/// refuse at once what cannot be stored, instead of queueing requests behind a dead database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreState {
+    /// Writes go through.
+    Up = 0,
+    /// The database cannot be reached; the batcher checks every few hundred milliseconds.
+    Down = 1,
+    /// A batch's outcome is unknown and the batcher is finding it out; no new batch is sent
+    /// before it knows (a resent batch could commit twice, or after its requests were told
+    /// it did not).
+    Settling = 2,
+}
+
+impl StoreState {
+    fn from_u8(value: u8) -> StoreState {
+        match value {
+            0 => StoreState::Up,
+            1 => StoreState::Down,
+            _ => StoreState::Settling,
+        }
+    }
+
+    /// `up`, `down` or `settling`, as `/api/ready` and the logs say it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreState::Up => "up",
+            StoreState::Down => "down",
+            StoreState::Settling => "settling",
+        }
+    }
+}
+
+/// Where a submitted request is, shared by its [`Ack`] and the batcher, so that exactly one
+/// side decides what a request that ran out of time is told: a request nobody took is
+/// abandoned (certainly never written), one the batcher took is its to answer.
+#[derive(Debug, Default)]
+pub(crate) struct Progress(AtomicU8);
+
+const QUEUED: u8 = 0;
+const TAKEN: u8 = 1;
+const ABANDONED: u8 = 2;
+
+impl Progress {
+    /// The batcher takes the request into a batch; `false` if its requester gave up first.
+    pub fn take(&self) -> bool {
+        self.0
+            .compare_exchange(QUEUED, TAKEN, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// The requester gives up; `false` if the batcher took the request first.
+    fn abandon(&self) -> bool {
+        self.0
+            .compare_exchange(QUEUED, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+}
 
 /// One request's events on their way to the batcher.
 pub(crate) struct Submission {
@@ -59,6 +123,10 @@ pub(crate) struct Submission {
     pub ack: Option<oneshot::Sender<AckResult>>,
     /// The request's idempotency key, if it has one; its claim is released on answering.
     pub key: Option<PendingKey>,
+    /// Taken by the batcher or abandoned by the requester, whichever comes first.
+    pub progress: Arc<Progress>,
+    /// When the requester stops waiting ([`IngestConfig::answer_timeout`] after submitting).
+    pub deadline: Instant,
 }
 
 /// A keyed submission's key: the claim until answered, then just the digests.
@@ -92,9 +160,22 @@ pub(crate) struct Shared {
     pub stats: BatchStats,
     /// Idempotency keys in flight on this instance.
     pub claims: KeyClaims,
+    /// A [`StoreState`], set by the batcher.
+    pub store_state: AtomicU8,
+    /// [`IngestConfig::answer_timeout`].
+    pub answer_timeout: Duration,
 }
 
 impl Shared {
+    pub fn store_state(&self) -> StoreState {
+        StoreState::from_u8(self.store_state.load(Ordering::Acquire))
+    }
+
+    /// Sets the state; the previous one.
+    pub fn set_store_state(&self, state: StoreState) -> StoreState {
+        StoreState::from_u8(self.store_state.swap(state as u8, Ordering::AcqRel))
+    }
+
     pub fn release(&self, events: usize) {
         self.reserved_events.fetch_sub(events, Ordering::AcqRel);
     }
@@ -111,10 +192,15 @@ pub struct IngestQueue {
 #[must_use = "an ack must be awaited to learn whether the events were stored"]
 pub struct Ack {
     receiver: oneshot::Receiver<AckResult>,
+    progress: Arc<Progress>,
+    deadline: Instant,
 }
 
 impl Ack {
-    /// Waits for the batcher's answer: the ids after COMMIT, or why nothing was stored.
+    /// Waits for the batcher's answer, at most until the request's deadline
+    /// ([`IngestConfig::answer_timeout`] after it was submitted): the ids after COMMIT, or why
+    /// nothing was stored, or [`IngestError::OutcomeUnknown`] when the deadline came while the
+    /// batcher was writing the request and could not yet say whether it committed.
     pub async fn wait(self) -> Result<Vec<u64>, IngestError> {
         self.wait_stored().await.map(|stored| match stored {
             Stored::Committed(ids) => ids,
@@ -127,9 +213,23 @@ impl Ack {
     pub async fn wait_stored(self) -> Result<Stored, IngestError> {
         // The batcher answers every submission it takes. A submission dropped unanswered was
         // still in the channel when the batcher stopped, so it was never written.
-        self.receiver
-            .await
-            .unwrap_or(Err(IngestError::ShuttingDown))
+        let Ack {
+            mut receiver,
+            progress,
+            deadline,
+        } = self;
+        let deadline = tokio::time::Instant::from_std(deadline);
+        if let Ok(answer) = tokio::time::timeout_at(deadline, &mut receiver).await {
+            return answer.unwrap_or(Err(IngestError::ShuttingDown));
+        }
+        if progress.abandon() {
+            // Never taken, and now never will be: certainly not stored.
+            return Err(IngestError::StoreUnavailable);
+        }
+        // Taken: answered in the same instant, or still being written or settled.
+        receiver
+            .try_recv()
+            .unwrap_or(Err(IngestError::OutcomeUnknown))
     }
 }
 
@@ -172,6 +272,9 @@ impl IngestQueue {
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(IngestError::ShuttingDown);
         }
+        if self.shared.store_state() != StoreState::Up {
+            return Err(IngestError::StoreUnavailable);
+        }
         let count = events.len();
         let admitted = self.shared.reserved_events.fetch_update(
             Ordering::AcqRel,
@@ -183,15 +286,23 @@ impl IngestQueue {
         }
         let bytes = events.iter().map(NewEvent::approximate_size).sum();
         let (ack, receiver) = oneshot::channel();
+        let progress = Arc::new(Progress::default());
+        let deadline = Instant::now() + self.shared.answer_timeout;
         let submission = Submission {
             events,
             request_id,
             bytes,
             ack: Some(ack),
             key,
+            progress: Arc::clone(&progress),
+            deadline,
         };
         match self.sender.try_send(submission) {
-            Ok(()) => Ok(Ack { receiver }),
+            Ok(()) => Ok(Ack {
+                receiver,
+                progress,
+                deadline,
+            }),
             Err(TrySendError::Full(_)) => {
                 self.shared.release(count);
                 Err(IngestError::Overloaded)
@@ -211,6 +322,12 @@ impl IngestQueue {
     /// Whether the queue still takes events.
     pub fn is_open(&self) -> bool {
         !self.shared.closed.load(Ordering::Acquire)
+    }
+
+    /// Whether the store takes writes now, as the batcher last found it; anything but
+    /// [`StoreState::Up`] refuses new requests at once.
+    pub fn store_state(&self) -> StoreState {
+        self.shared.store_state()
     }
 
     /// Batch counters since start.
@@ -245,6 +362,7 @@ impl Ingest {
         sink: Option<Arc<dyn CommitSink>>,
     ) -> std::io::Result<Ingest> {
         assert!(config.queue_events > 0 && config.batch_max_rows > 0);
+        assert!(!config.answer_timeout.is_zero());
         let (sender, receiver): (Sender<Submission>, Receiver<Submission>) =
             crossbeam_channel::bounded(config.queue_events);
         let (stop, stop_receiver) = crossbeam_channel::bounded(1);
@@ -254,6 +372,8 @@ impl Ingest {
             closed: AtomicBool::new(false),
             stats: BatchStats::default(),
             claims: KeyClaims::default(),
+            store_state: AtomicU8::new(StoreState::Up as u8),
+            answer_timeout: config.answer_timeout,
         });
         let force = CancellationToken::new();
         let runtime = tokio::runtime::Builder::new_current_thread()

@@ -187,6 +187,20 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub body_read_timeout_s: u64,
 
+    /// Seconds within which every request is answered once it has been read, whatever the
+    /// database does (retries and statement timeouts included). A post that runs out of time
+    /// before its batch was sent is answered 503 `store_unavailable` (not stored); one whose
+    /// batch was sent and not confirmed, 504 `outcome_unknown`.
+    #[arg(long, env = "VIGIL_REQUEST_TIMEOUT_S", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(2..=3_600))]
+    pub request_timeout_s: u64,
+
+    /// Seconds one database statement may run, on the client and (MariaDB) on the server;
+    /// must be below VIGIL_REQUEST_TIMEOUT_S.
+    #[arg(long, env = "VIGIL_STATEMENT_TIMEOUT_S", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub statement_timeout_s: u64,
+
     /// Threads serving HTTP (default: one per CPU; the batcher has a thread of its own).
     #[arg(long, env = "VIGIL_WORKER_THREADS",
           value_parser = clap::value_parser!(u32).range(1..=1024))]
@@ -335,6 +349,26 @@ impl Config {
         Duration::from_secs(self.body_read_timeout_s)
     }
 
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_s)
+    }
+
+    pub fn statement_timeout(&self) -> Duration {
+        Duration::from_secs(self.statement_timeout_s)
+    }
+
+    /// Settings that are valid alone but not together; the message names the variables.
+    pub fn check_combinations(&self) -> Result<(), String> {
+        if self.statement_timeout_s >= self.request_timeout_s {
+            return Err(format!(
+                "VIGIL_STATEMENT_TIMEOUT_S ({}) must be below VIGIL_REQUEST_TIMEOUT_S ({}): a \
+                 request must be answerable after its statement timed out",
+                self.statement_timeout_s, self.request_timeout_s
+            ));
+        }
+        Ok(())
+    }
+
     pub fn ws_ping_interval(&self) -> Duration {
         Duration::from_secs(self.ws_ping_interval_s)
     }
@@ -380,7 +414,8 @@ impl fmt::Display for Config {
             "addr={} database_url={} redis_url={} data_dir={} redis_recent_key={} \
              redis_channel={} recent_size={} max_body_bytes={} max_bulk_events={} \
              queue_events={} batch_max_rows={} batch_max_bytes={} shutdown_timeout_s={} \
-             max_connections={} header_read_timeout_s={} body_read_timeout_s={} ws_client_queue={} \
+             max_connections={} header_read_timeout_s={} body_read_timeout_s={} request_timeout_s={} \
+             statement_timeout_s={} ws_client_queue={} \
              ws_resume_max={} ws_ping_interval_s={} ws_max_clients={} worker_threads={} \
              metrics_addr={} drain_delay_s={} retention={} idempotency_ttl={}s ingest_tokens={} \
              read_tokens={} \
@@ -402,6 +437,8 @@ impl fmt::Display for Config {
             self.max_connections,
             self.header_read_timeout_s,
             self.body_read_timeout_s,
+            self.request_timeout_s,
+            self.statement_timeout_s,
             self.ws_client_queue,
             self.ws_resume_max,
             self.ws_ping_interval_s,

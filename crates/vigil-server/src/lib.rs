@@ -106,6 +106,7 @@ impl HubFeed {
 impl Application {
     /// Connects to the database, starts the ingest pipeline and binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
+        config.check_combinations().map_err(anyhow::Error::msg)?;
         let store = open_store(&config).await?;
         let mode = Mode::of(&store, &config);
         tracing::info!(
@@ -129,6 +130,7 @@ impl Application {
             batch_max_rows: config.batch_max_rows as usize,
             batch_max_bytes: config.batch_max_bytes as usize,
             idempotency_ttl: config.idempotency_ttl,
+            answer_timeout: config.request_timeout(),
             ..IngestConfig::default()
         };
         if ingest_config.queue_events < config.max_bulk_events as usize {
@@ -386,7 +388,10 @@ impl Application {
 /// Opens the store DESIGN.md's Modes name: `DATABASE_URL` when set (`mysql://…` or
 /// `sqlite://…`), else the embedded SQLite file in `VIGIL_DATA_DIR`, created if missing.
 async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    let options = StoreOptions::default();
+    let options = StoreOptions {
+        statement_timeout: config.statement_timeout(),
+        ..StoreOptions::default()
+    };
     match &config.database_url {
         Some(database_url) => Store::connect(database_url.expose(), &options)
             .await

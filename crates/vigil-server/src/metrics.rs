@@ -28,7 +28,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use vigil_bus::Publisher;
 use vigil_core::{AtomicHistogram, HistogramSnapshot};
-use vigil_ingest::IngestQueue;
+use vigil_ingest::{IngestQueue, StoreState};
 
 use crate::cache::CacheStats;
 use crate::ws::{BridgeStats, Hub};
@@ -110,7 +110,7 @@ const FIRST_STATUS: u16 = 100;
 const STATUS_SLOTS: usize = 500;
 
 /// The error codes `POST /api/events` can answer (DESIGN.md), the `reason` label values.
-pub const INGEST_REJECT_REASONS: [&str; 12] = [
+pub const INGEST_REJECT_REASONS: [&str; 13] = [
     "unauthorized",
     "forbidden",
     "rate_limited",
@@ -122,6 +122,7 @@ pub const INGEST_REJECT_REASONS: [&str; 12] = [
     "store_unavailable",
     "idempotency_in_flight",
     "idempotency_mismatch",
+    "outcome_unknown",
     "internal",
 ];
 
@@ -405,6 +406,35 @@ impl Sources {
             "vigil_batch_flush_duration_seconds",
             "Time to write one batch and learn its outcome, retries included",
             &stats.flush_seconds.snapshot(),
+        )?;
+        let store_state = self.ingest.store_state();
+        gauge(
+            encoder,
+            "vigil_store_up",
+            "1 while the batcher can write to the database; 0 while it is unreachable or a batch's outcome is being settled (new posts are then refused with 503)",
+            i64::from(store_state == StoreState::Up),
+        )?;
+        gauge(
+            encoder,
+            "vigil_store_settling",
+            "1 while the batcher is finding out whether a batch whose connection failed committed",
+            i64::from(store_state == StoreState::Settling),
+        )?;
+        labelled_counters(
+            encoder,
+            "vigil_batches_settled_late",
+            "Batches answered 504 outcome_unknown whose outcome the batcher learned afterwards, by outcome (committed ones are published as usual)",
+            "outcome",
+            [
+                (
+                    "committed",
+                    stats.settled_late_committed.load(Ordering::Relaxed),
+                ),
+                (
+                    "not_committed",
+                    stats.settled_late_not_committed.load(Ordering::Relaxed),
+                ),
+            ],
         )?;
         labelled_counters(
             encoder,

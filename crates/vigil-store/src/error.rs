@@ -85,6 +85,11 @@ pub enum StoreError {
     /// statement may still commit; `resolve` refuses to guess.
     #[error("the killed writer session {connection_id} is still running")]
     WriterStillRunning { connection_id: u64 },
+    /// A writer session dropped with an unknown outcome is on another server than the one
+    /// `resolve` reached (behind a proxy), so it cannot be killed from here; it may run a
+    /// statement for `left` more, up to its server-side bound. `resolve` reads after that.
+    #[error("writer session {connection_id} is on another server and may still run for {left:?}")]
+    ForeignSessionMayRun { connection_id: u64, left: Duration },
     /// A row of `vigil_idempotency_keys` holds something Vigil never writes.
     #[error("an idempotency record cannot be read: {reason}")]
     CorruptIdempotencyRecord { reason: &'static str },
@@ -128,6 +133,19 @@ pub(crate) const DUPLICATE_KEY: u16 = 1062;
 pub(crate) const NO_SUCH_THREAD: u16 = 1094;
 
 impl StoreError {
+    /// Whether the database could not be reached at all (a connection could not be opened):
+    /// nothing was sent, and until a connection opens, nothing can be stored.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Connect { .. }
+                | StoreError::Timeout {
+                    operation: "connect",
+                    ..
+                }
+        )
+    }
+
     /// Whether the same operation may succeed if tried again later: connection refused or
     /// reset, pool or statement timeout, I/O, deadlock, lock wait timeout, server gone or
     /// restarting, a killed session still ending. Everything else (bad URL, migration, a
@@ -137,7 +155,9 @@ impl StoreError {
             StoreError::Connect { cause } | StoreError::Query { cause, .. } => {
                 sqlx_error_is_retriable(cause)
             }
-            StoreError::Timeout { .. } | StoreError::WriterStillRunning { .. } => true,
+            StoreError::Timeout { .. }
+            | StoreError::WriterStillRunning { .. }
+            | StoreError::ForeignSessionMayRun { .. } => true,
             StoreError::UnsupportedScheme { .. }
             | StoreError::InvalidUrl { .. }
             | StoreError::InvalidOptions { .. }

@@ -31,6 +31,7 @@ pub mod error;
 pub mod idempotency;
 pub mod ids;
 pub mod mysql;
+mod mysql_session;
 pub mod sql;
 pub mod sqlite;
 
@@ -276,6 +277,12 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let statement = idempotency::purge_statement(self.dialect(), now, limit as u64);
         on_backend!(self, store => store.execute_write("purge idempotency records", statement).await)
+    }
+
+    /// Makes sure the writer connection is open and answering (opening it if need be), without
+    /// writing: how the batcher learns that a database it could not reach is back.
+    pub async fn check_writer(&self) -> Result<(), StoreError> {
+        on_backend!(self, store => store.check_writer().await)
     }
 
     /// After an [`InsertError::OutcomeUnknown`]: decides for certain whether the batch with

@@ -28,6 +28,7 @@ use crate::common::{self, bounded, insert_timeout, query_error, validate_options
 use crate::error::{DUPLICATE_KEY, NO_SUCH_THREAD, server_error_number, server_refused};
 use crate::idempotency::{self, IdempotencyRecord};
 use crate::ids::{self, IdBlock};
+use crate::mysql_session::{self, ServerIdentity, Suspect, SuspectFate};
 use crate::sql::list::{Bind, Statement, TimeBounds};
 use crate::sql::{self, Dialect};
 use crate::{EventPage, EventRow, InsertError, StoreError, StoreOptions, StoredEvent};
@@ -64,9 +65,9 @@ struct Inner {
     options: StoreOptions,
     /// The one connection inserts run on, with what the store keeps beside it.
     writer: tokio::sync::Mutex<Writer>,
-    /// Server session ids of writer connections dropped after a batch was sent without an
-    /// answer. `resolve` kills them before reading, so none of them can still commit.
-    suspect_sessions: StdMutex<Vec<u64>>,
+    /// Writer sessions dropped after a batch was sent without an answer. `resolve` ends them
+    /// (or waits them out) before reading, so none of them can still commit.
+    suspect_sessions: StdMutex<Vec<Suspect>>,
     /// The reserved id range not yet handed out; the lock is held across a reservation so
     /// concurrent callers wait for one round trip instead of each reserving a block.
     ids: tokio::sync::Mutex<IdBlock>,
@@ -88,6 +89,8 @@ struct WriterSession {
     connection: MySqlConnection,
     /// The server's `CONNECTION_ID()` for this session: what `resolve` kills.
     connection_id: u64,
+    /// The server process the session is on: `resolve` kills by id only there.
+    server: ServerIdentity,
     /// Parameter bytes one INSERT may carry, from this session's `max_allowed_packet`.
     statement_budget: usize,
     /// When the session last finished a statement.
@@ -292,24 +295,39 @@ impl MySqlStore {
         self.open_writer().await
     }
 
-    /// Opens the writer connection and learns its session id and packet limit.
+    /// Opens the writer connection, learns its session id, packet limit and server, and bounds
+    /// its statements on the server side too (see [`mysql_session::session_bounds`]).
     async fn open_writer(&self) -> Result<WriterSession, StoreError> {
         let mut connection = self.open_connection().await?;
-        let row = self
-            .bounded_query(
-                "open writer",
-                sqlx::query("SELECT CONNECTION_ID(), CAST(@@max_allowed_packet AS UNSIGNED)")
-                    .fetch_one(&mut connection),
-            )
-            .await?;
-        let connection_id: u64 = decode(&row, 0, "open writer")?;
-        let max_allowed_packet: u64 = decode(&row, 1, "open writer")?;
+        let timeout = self.inner.options.statement_timeout;
+        let facts = mysql_session::session_facts(&mut connection, timeout).await?;
+        mysql_session::session_bounds(&mut connection, timeout).await?;
         Ok(WriterSession {
             connection,
-            connection_id,
-            statement_budget: sql::statement_budget(max_allowed_packet),
+            connection_id: facts.connection_id,
+            server: facts.server,
+            statement_budget: sql::statement_budget(facts.max_allowed_packet),
             last_used: Instant::now(),
         })
+    }
+
+    /// Makes sure the writer connection is open and answering, opening it if need be: how
+    /// the batcher learns, without sending a batch, that a database it could not reach is
+    /// back.
+    pub async fn check_writer(&self) -> Result<(), StoreError> {
+        let mut writer = self.inner.writer.lock().await;
+        if let Some(mut session) = writer.session.take() {
+            let timeout = self.inner.options.statement_timeout;
+            if let Ok(Ok(())) = tokio::time::timeout(timeout, session.connection.ping()).await {
+                session.last_used = Instant::now();
+                writer.session = Some(session);
+                return Ok(());
+            }
+        }
+        let mut session = self.open_writer().await?;
+        session.last_used = Instant::now();
+        writer.session = Some(session);
+        Ok(())
     }
 
     /// Drops a writer connection after a failure. When the batch's outcome is unknown, its
@@ -329,27 +347,35 @@ impl MySqlStore {
                 "mysql insert failed, writer connection dropped"
             ),
         }
-        self.remember_suspect(session.connection_id);
+        self.remember_suspect(Suspect {
+            connection_id: session.connection_id,
+            server: session.server.clone(),
+            dropped_at: Instant::now(),
+        });
         drop(session);
     }
 
-    fn remember_suspect(&self, connection_id: u64) {
+    fn remember_suspect(&self, suspect: Suspect) {
         let mut suspects = self
             .inner
             .suspect_sessions
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if !suspects.contains(&connection_id) {
-            suspects.push(connection_id);
+        if !suspects.iter().any(|known| {
+            known.connection_id == suspect.connection_id && known.server == suspect.server
+        }) {
+            suspects.push(suspect);
         }
     }
 
     /// Decides for certain whether the batch with these ids is in the table.
     ///
-    /// On a fresh connection: kills every writer session dropped with an unknown outcome,
-    /// waits until the server no longer lists it (so its transaction has ended, one way or
-    /// the other, and nothing more can run in it), then counts the ids with a locking read,
-    /// which also waits for any other transaction still holding those rows.
+    /// On a fresh connection: ends every writer session dropped with an unknown outcome (kills
+    /// it when this connection reached the same server process, and waits until the server no
+    /// longer lists it; a session on a restarted server is gone; one on another server is
+    /// waited out, see [`mysql_session`]), so nothing more can run in it, then counts the ids
+    /// with a locking read, which also waits for any other transaction still holding those
+    /// rows (on Galera, after the node has applied everything certified before it).
     pub async fn resolve(&self, ids: &[u64]) -> Result<bool, StoreError> {
         let mut wanted = ids.to_vec();
         wanted.sort_unstable();
@@ -357,21 +383,46 @@ impl MySqlStore {
         if wanted.is_empty() {
             return Ok(true);
         }
+        let timeout = self.inner.options.statement_timeout;
         let mut connection = self.open_connection().await?;
+        let here = mysql_session::session_facts(&mut connection, timeout)
+            .await?
+            .server;
         let suspects = self
             .inner
             .suspect_sessions
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone();
-        for &connection_id in &suspects {
-            self.end_session(&mut connection, connection_id).await?;
+        for suspect in &suspects {
+            match suspect.server.fate_seen_from(&here) {
+                SuspectFate::Kill => {
+                    self.end_session(&mut connection, suspect.connection_id)
+                        .await?
+                }
+                SuspectFate::Gone => debug!(
+                    connection_id = suspect.connection_id,
+                    "the server restarted since the writer session was dropped"
+                ),
+                SuspectFate::WaitOut => {
+                    let left = suspect.may_run_for(timeout);
+                    if !left.is_zero() {
+                        return Err(StoreError::ForeignSessionMayRun {
+                            connection_id: suspect.connection_id,
+                            left,
+                        });
+                    }
+                }
+            }
             self.inner
                 .suspect_sessions
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .retain(|&id| id != connection_id);
+                .retain(|known| {
+                    known.connection_id != suspect.connection_id || known.server != suspect.server
+                });
         }
+        mysql_session::causal_reads(&mut connection, &here, timeout).await?;
 
         let mut present = 0u64;
         for chunk in wanted.chunks(sql::RESOLVE_IDS_PER_QUERY) {

@@ -551,6 +551,16 @@ impl SqliteStore {
         common::list_page(Dialect::Sqlite, query, bounds, UnixMillis, &mut reads).await
     }
 
+    /// Makes sure the writer connection is open and settled, and that it answers a trivial
+    /// query: how the batcher learns that a file it could not write is writable again.
+    pub async fn check_writer(&self) -> Result<(), StoreError> {
+        let mut writer = self.inner.writer.lock().await;
+        let connection = self.ready_writer(&mut writer).await?;
+        self.bounded_query("check writer", sqlx::query("SELECT 1").execute(connection))
+            .await?;
+        Ok(())
+    }
+
     /// Whether the database answers a trivial query on a read connection.
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.bounded_query("ping", sqlx::query("SELECT 1").execute(&self.inner.pool))

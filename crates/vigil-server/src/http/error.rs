@@ -123,6 +123,16 @@ impl ApiError {
         }
     }
 
+    /// 504: the request's batch was sent to the database and its outcome was not confirmed
+    /// within `VIGIL_REQUEST_TIMEOUT_S`. The events may or may not be stored; a retry with the
+    /// same `Idempotency-Key` is exact (the original ids if they were, stored once if not).
+    pub fn outcome_unknown(message: impl Into<String>, retry_after_s: u32) -> Self {
+        ApiError {
+            retry_after_s: Some(retry_after_s),
+            ..ApiError::new(StatusCode::GATEWAY_TIMEOUT, "outcome_unknown", message)
+        }
+    }
+
     /// A bug or an unexpected failure; the message never carries internals.
     pub fn internal() -> Self {
         ApiError::new(

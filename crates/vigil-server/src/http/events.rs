@@ -256,10 +256,11 @@ fn ingest_error(error: IngestError) -> ApiError {
             "this Idempotency-Key was used for a request with a different body",
         ),
         IngestError::Rejected => ApiError::internal(),
-        IngestError::OutcomeUnknown => ApiError {
-            message: "the database did not confirm whether the events were stored".into(),
-            ..ApiError::internal()
-        },
+        IngestError::OutcomeUnknown => ApiError::outcome_unknown(
+            "the database did not confirm in time whether the events were stored; they may or \
+             may not be: retry with the same Idempotency-Key to learn which, without storing them twice",
+            RETRY_AFTER_S,
+        ),
     }
 }
 

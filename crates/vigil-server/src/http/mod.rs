@@ -155,7 +155,7 @@ async fn route(
             Method::POST => events::ingest(state, request, request_id, client).await,
             Method::GET | Method::HEAD => {
                 authorize_read(state, &request)?;
-                list::list(state, &request).await
+                within_request_timeout(state, list::list(state, &request)).await
             }
             _ => Err(ApiError::method_not_allowed("GET, HEAD, POST")),
         },
@@ -163,13 +163,31 @@ async fn route(
             Some(id) if !id.contains('/') => match *request.method() {
                 Method::GET | Method::HEAD => {
                     authorize_read(state, &request)?;
-                    list::get(state, id).await
+                    within_request_timeout(state, list::get(state, id)).await
                 }
                 _ => Err(ApiError::method_not_allowed("GET, HEAD")),
             },
             _ => Err(ApiError::not_found()),
         },
     }
+}
+
+/// Answers a database read within `VIGIL_REQUEST_TIMEOUT_S`, whatever the database does: the
+/// store bounds each statement, and this bounds them all together (a pool wait, a count and a
+/// page).
+async fn within_request_timeout(
+    state: &AppState,
+    read: impl Future<Output = Result<Response<Body>, ApiError>>,
+) -> Result<Response<Body>, ApiError> {
+    const RETRY_AFTER_S: u32 = 1;
+    tokio::time::timeout(state.config.request_timeout(), read)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::store_unavailable(
+                "the database did not answer in time",
+                RETRY_AFTER_S,
+            ))
+        })
 }
 
 /// Refuses a read without a valid read token (when read tokens are configured).

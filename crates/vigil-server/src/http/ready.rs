@@ -1,6 +1,8 @@
 //! `GET /api/ready`: whether a load balancer should send this instance traffic.
 //!
-//! Ready means the database answers a trivial query within [`STORE_PING_DEADLINE`] and the
+//! Ready means the database answers a trivial query within [`STORE_PING_DEADLINE`], the
+//! batcher can write (`"store":"down"` while it cannot reach the database, `"settling"` while
+//! it finds out whether a batch committed: posts are refused with 503 then), and the
 //! process is not draining (shutdown has begun): `200 {"ready":true,"store":"up","redis":…}`.
 //! Otherwise `503` with `"ready":false` and `Retry-After`, so the balancer stops sending
 //! before this instance stops accepting. Redis down is degraded, not unready: ingest and
@@ -14,6 +16,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::RETRY_AFTER;
 use http::{HeaderValue, Response, StatusCode};
+
+use vigil_ingest::StoreState;
 
 use super::{Body, json};
 use crate::state::AppState;
@@ -41,7 +45,15 @@ pub async fn ready(state: &AppState) -> Response<Body> {
             Some(false) => "down",
         }
     };
-    let (store_up, redis) = tokio::join!(store, redis);
+    let (store_answers, redis) = tokio::join!(store, redis);
+    // The batcher's view counts too: a database that answers pings while the writer cannot
+    // connect, or while a batch's outcome is being settled, refuses posts with 503.
+    let store = match state.ingest.store_state() {
+        StoreState::Up if store_answers => "up",
+        StoreState::Settling => "settling",
+        _ => "down",
+    };
+    let store_up = store == "up";
     let draining = state.draining.load(Ordering::Acquire);
     let ready = store_up && !draining;
 
@@ -51,11 +63,9 @@ pub async fn ready(state: &AppState) -> Response<Body> {
     } else {
         r#"{"ready":false"#
     });
-    body.push_str(if store_up {
-        r#","store":"up""#
-    } else {
-        r#","store":"down""#
-    });
+    body.push_str(r#","store":""#);
+    body.push_str(store);
+    body.push('"');
     body.push_str(r#","redis":""#);
     body.push_str(redis);
     body.push('"');
