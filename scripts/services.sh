@@ -46,6 +46,19 @@ ensure_redis() {
   exit 1
 }
 
+# The tools of the private Galera cluster and the HAProxy in front of it (vigil-testkit's galera
+# and haproxy modules): the Galera 4 provider, rsync for the state transfers between nodes, and
+# haproxy. mariadb-server (the nodes themselves, wsrep_sst_rsync) is installed with MariaDB.
+ensure_galera_tools() {
+  local missing=()
+  [ -e /usr/lib/galera/libgalera_smm.so ] || missing+=(galera-4)
+  command -v rsync >/dev/null 2>&1 || missing+=(rsync)
+  command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    apt_install "${missing[@]}"
+  fi
+}
+
 # Waits until a Vigil on ADDR answers /api/health (10 s at most); exits if it never does.
 wait_healthy() {
   for _ in $(seq 1 100); do

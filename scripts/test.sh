@@ -3,7 +3,8 @@
 #
 # 1. makes sure MariaDB (127.0.0.1:3306, root, empty password) and Redis (127.0.0.1:6379)
 #    are installed and running, starting them if they are down, and that Chromium (for the
-#    browser check of /ws) is installed;
+#    browser check of /ws) and the private Galera cluster's tools (galera-4, rsync, haproxy)
+#    are installed;
 # 2. checks formatting and lints;
 # 3. runs every test (unit, integration against the real services) in parallel;
 # 4. fuzzes the parsers for a minute (corpus + mutations, on stable: see crates/vigil-core/tests/fuzz.rs);
@@ -16,7 +17,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# log, apt_install, ensure_mariadb, ensure_redis (shared with scripts/bench.sh).
+# log, apt_install, ensure_mariadb, ensure_redis, ensure_galera_tools (shared with
+# scripts/bench.sh).
 source scripts/services.sh
 
 log "services"
@@ -26,6 +28,8 @@ ensure_redis
 command -v mariadb-install-db >/dev/null 2>&1 || apt_install mariadb-server
 # The browser check of /ws runs Debian's headless Chromium.
 command -v chromium >/dev/null 2>&1 || apt_install chromium
+# The Galera tests start a private three-node cluster with HAProxy in front of it.
+ensure_galera_tools
 echo "MariaDB: $(mariadb --host=127.0.0.1 --user=root -N -e 'SELECT VERSION()')"
 echo "Redis:   $(redis-cli -h 127.0.0.1 -p 6379 INFO server | tr -d '\r' | grep '^redis_version:')"
 

@@ -23,25 +23,34 @@
 //!
 //! The extra arguments go to `mariadb-install-db` as well as to `mariadbd`, so options fixed when
 //! the data directory is created (`--innodb-page-size`, `--lower-case-table-names`) work.
-//! When the process runs as root, `--user=root` is passed (mariadbd refuses root otherwise).
+//! When the tests run as root, the server runs as `mysql` (`--user=mysql`, the directory given to
+//! that user), like the machine's shared server; otherwise as the test's own user.
+//!
+//! [`PrivateMariaDb::kill`] SIGKILLs the server, like a crash, and [`PrivateMariaDb::restart`]
+//! starts it again on the same port and data directory, for tests of a database that dies and
+//! comes back.
 //!
 //! Dropping the handle kills the server (SIGKILL: its data is thrown away, so there is nothing
 //! to shut down cleanly) and removes the data directory. If the test process itself dies, the
 //! kernel kills the server too; only the data directory (some tens of MB) is left behind.
+//!
+//! The pieces (paths, data directory, command line, waiting until the server answers) are
+//! `pub(crate)`: [`crate::galera`] starts its nodes with them.
 
 use std::fs::File;
 use std::io;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sqlx::Connection;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
 use tempfile::TempDir;
-use tokio::sync::oneshot;
+
+use crate::process::{
+    ProcessGroup, StartFailure, create_server_directory, files_tail, find_program, last_lines,
+    remove_if_exists, server_user, spawn_dying_with_process, start_on_a_free_port, with_context,
+};
 
 /// The server binary: Debian and Ubuntu install it outside `$PATH` for non-root users.
 const MARIADBD_PATHS: &[&str] = &["/usr/sbin/mariadbd", "mariadbd"];
@@ -61,25 +70,25 @@ const SMALL_SERVER_ARGS: &[&str] = &[
 /// How long the server may take to accept connections.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// How many ports to try when the chosen one is taken before the server binds it.
-const PORT_ATTEMPTS: usize = 5;
-
 /// Pause between checks whether the server is up.
-const POLL_INTERVAL: Duration = Duration::from_millis(50);
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
-/// Limit on one connection attempt while waiting, so a stray listener cannot stall start-up.
-const CONNECT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Limit on one connection attempt or status query while waiting, so a stray listener or a
+/// stalled server cannot stall start-up past its deadline.
+pub(crate) const CONNECT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Lines of the server's log quoted in start-up errors.
-const LOG_TAIL_LINES: usize = 40;
+pub(crate) const LOG_TAIL_LINES: usize = 40;
 
 /// A `mariadbd` of the test's own, on its own port and data directory. Dropping it kills the
 /// server and removes the data directory.
 pub struct PrivateMariaDb {
-    /// The running server.
-    server: Child,
-    /// Its TCP port on `127.0.0.1`.
+    /// The running server, or `None` after [`PrivateMariaDb::kill`].
+    server: Option<ProcessGroup>,
+    /// Its TCP port on `127.0.0.1`; kept across [`PrivateMariaDb::restart`].
     port: u16,
+    /// The caller's server arguments, for restarts.
+    extra_args: Vec<String>,
     /// Data directory, socket, pid file and logs; removed after the server is killed.
     directory: TempDir,
 }
@@ -93,38 +102,63 @@ impl PrivateMariaDb {
         let directory = tempfile::Builder::new()
             .prefix("vigil-mariadb-")
             .tempdir()?;
-        let paths = ServerPaths::in_directory(directory.path());
+        let paths = ServerPaths::create(directory.path())?;
         let extra_args: Vec<String> = extra_args.iter().map(|arg| arg.to_string()).collect();
-        let run_as_root = running_as_root();
 
-        install_data_directory(&paths, &extra_args, run_as_root).await?;
+        install_data_directory(&paths, &extra_args).await?;
 
-        let mut last_port_clash = String::new();
-        for _ in 0..PORT_ATTEMPTS {
-            let port = free_port()?;
-            let command = server_command(&paths, port, &extra_args, run_as_root)?;
-            let server = spawn_dying_with_process(command)
-                .await
-                .map_err(|error| with_context(error, "spawn mariadbd"))?;
-            match wait_until_ready(server, port, &paths, deadline).await {
-                Ok(server) => {
-                    return Ok(PrivateMariaDb {
-                        server,
-                        port,
-                        directory,
-                    });
-                }
-                Err(StartFailure::PortTaken(log_tail)) => last_port_clash = log_tail,
-                Err(StartFailure::Other(error)) => return Err(error),
+        let (paths, extra_args) = (&paths, &extra_args);
+        let (server, port, connection) = start_on_a_free_port("mariadbd", |port| {
+            Box::pin(async move {
+                let mut server = spawn_server(paths, port, extra_args)
+                    .await
+                    .map_err(StartFailure::Other)?;
+                let connection = wait_until_answering(&mut server, port, paths, deadline).await?;
+                Ok((server, port, connection))
+            })
+        })
+        .await?;
+        create_test_database(connection).await?;
+        Ok(PrivateMariaDb {
+            server: Some(server),
+            port,
+            extra_args: extra_args.clone(),
+            directory,
+        })
+    }
+
+    /// SIGKILLs the server, like a crash: connections drop and the port refuses new ones.
+    /// Returns once the process is gone. The data directory stays, for [`PrivateMariaDb::restart`].
+    pub fn kill(&mut self) {
+        // Dropping the process group kills and reaps it.
+        self.server = None;
+    }
+
+    /// Starts the server again on the same port and data directory (killing it first if it
+    /// runs) and waits until it accepts connections. InnoDB recovers what was committed before
+    /// a kill.
+    pub async fn restart(&mut self) -> io::Result<()> {
+        self.kill();
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let paths = ServerPaths::in_directory(self.directory.path());
+        let mut server = spawn_server(&paths, self.port, &self.extra_args).await?;
+        match wait_until_answering(&mut server, self.port, &paths, deadline).await {
+            Ok(connection) => {
+                self.server = Some(server);
+                connection.close().await.map_err(|error| {
+                    io::Error::other(format!("close the set-up connection: {error}"))
+                })
             }
+            Err(StartFailure::PortTaken(log_tail)) => Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!(
+                    "mariadbd cannot restart: another process took port {} while it was down; \
+                     log:\n{log_tail}",
+                    self.port
+                ),
+            )),
+            Err(StartFailure::Other(error)) => Err(with_context(error, "restart mariadbd")),
         }
-        Err(io::Error::new(
-            io::ErrorKind::AddrInUse,
-            format!(
-                "mariadbd could not bind a free port in {PORT_ATTEMPTS} attempts; last log:\n\
-                 {last_port_clash}"
-            ),
-        ))
     }
 
     /// `mysql://root@127.0.0.1:<port>/test`
@@ -145,16 +179,15 @@ impl PrivateMariaDb {
 
 impl Drop for PrivateMariaDb {
     fn drop(&mut self) {
-        // SIGKILL, then reap: the port is free once `wait` returns. The data directory goes
-        // with `directory`, dropped after this.
-        let _ = self.server.kill();
-        let _ = self.server.wait();
+        // SIGKILL, then reap: the port is free once this returns. The data directory goes with
+        // `directory`, dropped after this.
+        self.kill();
     }
 }
 
 /// Where one private server keeps its files.
-struct ServerPaths {
-    data: PathBuf,
+pub(crate) struct ServerPaths {
+    pub(crate) data: PathBuf,
     /// The server's `--tmpdir`, so that concurrent servers never share temporary files.
     temp: PathBuf,
     socket: PathBuf,
@@ -174,63 +207,29 @@ impl ServerPaths {
             output_log: directory.join("output.log"),
         }
     }
-}
 
-enum StartFailure {
-    /// Another process bound the port first; the log tail says so.
-    PortTaken(String),
-    Other(io::Error),
-}
+    /// Creates `directory` with an empty data and temp directory in it, all writable by the
+    /// server's user.
+    pub(crate) fn create(directory: &Path) -> io::Result<ServerPaths> {
+        let paths = ServerPaths::in_directory(directory);
+        for path in [directory, &paths.data, &paths.temp] {
+            create_server_directory(path)?;
+        }
+        Ok(paths)
+    }
 
-fn running_as_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn with_context(error: io::Error, context: &str) -> io::Error {
-    io::Error::new(error.kind(), format!("{context}: {error}"))
-}
-
-fn remove_if_exists(path: &Path) -> io::Result<()> {
-    match std::fs::remove_file(path) {
-        Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
-        _ => Ok(()),
+    /// The end of the server's error log and of what it printed.
+    pub(crate) fn log_tail(&self) -> String {
+        files_tail(&[&self.error_log, &self.output_log], LOG_TAIL_LINES)
     }
 }
 
-/// Picks a port by letting the kernel choose one and releasing it; the server may still lose
-/// it to another process, which start-up detects and retries.
-fn free_port() -> io::Result<u16> {
-    let listener = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))?;
-    Ok(listener.local_addr()?.port())
-}
-
-fn find_program(candidates: &[&str]) -> io::Result<String> {
-    let path_dirs = std::env::var_os("PATH").unwrap_or_default();
-    for candidate in candidates {
-        if candidate.contains('/') {
-            if Path::new(candidate).is_file() {
-                return Ok(candidate.to_string());
-            }
-            continue;
-        }
-        if std::env::split_paths(&path_dirs).any(|dir| dir.join(candidate).is_file()) {
-            return Ok(candidate.to_string());
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::NotFound,
-        format!("none of {candidates:?} is installed"),
-    ))
-}
-
-async fn install_data_directory(
+/// Fills `paths.data` with the system tables (root may log in over TCP without a password).
+pub(crate) async fn install_data_directory(
     paths: &ServerPaths,
     extra_args: &[String],
-    run_as_root: bool,
 ) -> io::Result<()> {
     let program = find_program(INSTALL_DB_PROGRAMS)?;
-    std::fs::create_dir_all(&paths.temp)?;
     let mut command = Command::new(&program);
     // --no-defaults must come first.
     command
@@ -242,8 +241,8 @@ async fn install_data_directory(
         .args(SMALL_SERVER_ARGS)
         .args(extra_args)
         .stdin(Stdio::null());
-    if run_as_root {
-        command.arg("--user=root");
+    if let Some(user) = server_user() {
+        command.arg(format!("--user={user}"));
     }
     let output = tokio::task::spawn_blocking(move || command.output())
         .await
@@ -261,12 +260,13 @@ async fn install_data_directory(
     )))
 }
 
-fn server_command(
+/// Starts `mariadbd --no-defaults` on `paths` and `port` with the small settings, then
+/// `extra_args`.
+pub(crate) async fn spawn_server(
     paths: &ServerPaths,
     port: u16,
     extra_args: &[String],
-    run_as_root: bool,
-) -> io::Result<Command> {
+) -> io::Result<ProcessGroup> {
     // The logs are per attempt: start-up failures are read from them.
     remove_if_exists(&paths.error_log)?;
     let output = File::create(&paths.output_log)?;
@@ -284,61 +284,50 @@ fn server_command(
         .arg(format!("--pid-file={}", paths.pid_file.display()))
         .arg(format!("--log-error={}", paths.error_log.display()))
         .args(SMALL_SERVER_ARGS);
-    if run_as_root {
-        command.arg("--user=root");
+    if let Some(user) = server_user() {
+        command.arg(format!("--user={user}"));
     }
     command.args(extra_args);
-    Ok(command)
+    spawn_dying_with_process(command)
+        .await
+        .map_err(|error| with_context(error, "spawn mariadbd"))
 }
 
-/// Polls until the server on `port` started from `paths` answers queries, then creates `test`.
-async fn wait_until_ready(
-    mut server: Child,
+/// Root's connect options for the server on `port`.
+pub(crate) fn root_options(port: u16) -> MySqlConnectOptions {
+    MySqlConnectOptions::new()
+        .host("127.0.0.1")
+        .port(port)
+        .username("root")
+}
+
+/// Polls until the server on `port` started from `paths` answers as root, and returns that
+/// connection.
+pub(crate) async fn wait_until_answering(
+    server: &mut ProcessGroup,
     port: u16,
     paths: &ServerPaths,
     deadline: Instant,
-) -> Result<Child, StartFailure> {
-    let options = MySqlConnectOptions::new()
-        .host("127.0.0.1")
-        .port(port)
-        .username("root");
+) -> Result<MySqlConnection, StartFailure> {
+    let options = root_options(port);
     loop {
-        match server.try_wait() {
-            Ok(None) => {}
-            Ok(Some(status)) => {
-                let log_tail = server_log_tail(paths);
-                if log_tail.contains("Address already in use") {
-                    return Err(StartFailure::PortTaken(log_tail));
-                }
-                return Err(StartFailure::Other(io::Error::other(format!(
-                    "mariadbd exited ({status}) before accepting connections; log:\n{log_tail}"
-                ))));
-            }
-            Err(error) => {
-                kill(&mut server);
-                return Err(StartFailure::Other(error));
-            }
-        }
-
+        server.ensure_running("mariadbd", || paths.log_tail())?;
         let attempt = tokio::time::timeout(
             CONNECT_ATTEMPT_TIMEOUT,
-            create_test_database(&options, paths),
+            connect_to_own_server(&options, paths),
         );
         let last_connect_error = match attempt.await {
-            Ok(Ok(())) => return Ok(server),
+            Ok(Ok(connection)) => return Ok(connection),
             Ok(Err(error)) => error,
             Err(_) => String::from("connection attempt timed out"),
         };
-
         if Instant::now() >= deadline {
-            kill(&mut server);
             return Err(StartFailure::Other(io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!(
-                    "mariadbd did not accept connections on port {port} within {}s \
+                    "mariadbd did not accept connections on port {port} in time \
                      (last attempt: {last_connect_error}); log:\n{}",
-                    STARTUP_TIMEOUT.as_secs(),
-                    server_log_tail(paths)
+                    paths.log_tail()
                 ),
             )));
         }
@@ -346,12 +335,12 @@ async fn wait_until_ready(
     }
 }
 
-/// Connects, checks that the server answering is ours (not another process that took the
-/// port), and creates `test`.
-async fn create_test_database(
+/// Connects and checks that the server answering is ours, not another process that took the
+/// port.
+async fn connect_to_own_server(
     options: &MySqlConnectOptions,
     paths: &ServerPaths,
-) -> Result<(), String> {
+) -> Result<MySqlConnection, String> {
     let mut connection = MySqlConnection::connect_with(options)
         .await
         .map_err(|error| error.to_string())?;
@@ -362,81 +351,17 @@ async fn create_test_database(
     if Path::new(&pid_file) != paths.pid_file {
         return Err(format!("another server answered (pid file {pid_file})"));
     }
+    Ok(connection)
+}
+
+/// Creates the database `test` and closes the connection.
+pub(crate) async fn create_test_database(mut connection: MySqlConnection) -> io::Result<()> {
     sqlx::query("CREATE DATABASE IF NOT EXISTS test")
         .execute(&mut connection)
         .await
-        .map_err(|error| error.to_string())?;
-    connection.close().await.map_err(|error| error.to_string())
-}
-
-fn kill(server: &mut Child) {
-    let _ = server.kill();
-    let _ = server.wait();
-}
-
-fn server_log_tail(paths: &ServerPaths) -> String {
-    let mut text = String::new();
-    for log in [&paths.error_log, &paths.output_log] {
-        if let Ok(bytes) = std::fs::read(log) {
-            text.push_str(&String::from_utf8_lossy(&bytes));
-        }
-    }
-    last_lines(&text, LOG_TAIL_LINES)
-}
-
-fn last_lines(text: &str, count: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(count)..].join("\n")
-}
-
-/// A spawn request for the spawner thread, with where to send the child.
-type SpawnRequest = (Command, oneshot::Sender<io::Result<Child>>);
-
-/// Spawns `command` so that the kernel kills it when the test process dies, even by SIGKILL.
-///
-/// `PR_SET_PDEATHSIG` fires when the *thread* that spawned the child exits, not the process, and
-/// test harnesses and runtimes end threads long before the process. So children are spawned from
-/// one thread that lives as long as the process.
-async fn spawn_dying_with_process(mut command: Command) -> io::Result<Child> {
-    // SAFETY: the closure only calls prctl, which is async-signal-safe, between fork and exec.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    static SPAWNER: OnceLock<mpsc::Sender<SpawnRequest>> = OnceLock::new();
-    let spawner = SPAWNER.get_or_init(|| {
-        let (requests, incoming) = mpsc::channel::<SpawnRequest>();
-        std::thread::Builder::new()
-            .name("vigil-testkit-spawner".into())
-            .spawn(move || {
-                for (mut command, reply) in incoming {
-                    let _ = reply.send(command.spawn());
-                }
-            })
-            .expect("start the test process's spawner thread");
-        requests
-    });
-    let (reply, child) = oneshot::channel();
-    spawner
-        .send((command, reply))
-        .map_err(|_| io::Error::other("spawner thread is gone"))?;
-    child
+        .map_err(|error| io::Error::other(format!("create database test: {error}")))?;
+    connection
+        .close()
         .await
-        .map_err(|_| io::Error::other("spawner thread dropped the request"))?
-}
-
-#[cfg(test)]
-mod tests {
-    use super::last_lines;
-
-    #[test]
-    fn last_lines_keeps_the_end() {
-        assert_eq!(last_lines("a\nb\nc\n", 2), "b\nc");
-        assert_eq!(last_lines("a", 5), "a");
-        assert_eq!(last_lines("", 5), "");
-    }
+        .map_err(|error| io::Error::other(format!("close the set-up connection: {error}")))
 }

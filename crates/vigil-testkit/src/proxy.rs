@@ -87,6 +87,9 @@ struct State {
     blackholed: bool,
     /// Armed by `cut_reply_after`; taken by the first connection whose request contains it.
     armed_pattern: Option<Arc<[u8]>>,
+    /// What the armed pattern does: forward its chunk, then cut (`false`), or cut instead of
+    /// forwarding it (`true`).
+    armed_drops_request: bool,
     /// Open proxied connections by id.
     open: HashMap<u64, OpenConnection>,
     /// Id of the next accepted connection.
@@ -170,7 +173,19 @@ impl FaultProxy {
     /// the time the client sees the cut. An empty pattern matches the next chunk. Arming again
     /// replaces the pattern; [`heal`](Self::heal) disarms.
     pub fn cut_reply_after(&self, pattern: &[u8]) {
-        self.shared.lock().armed_pattern = Some(Arc::from(pattern));
+        let mut state = self.shared.lock();
+        state.armed_pattern = Some(Arc::from(pattern));
+        state.armed_drops_request = false;
+    }
+
+    /// Arms a one-shot fault like [`cut_reply_after`](Self::cut_reply_after), except that the
+    /// chunk holding `pattern` is dropped instead of forwarded: the client has sent a request
+    /// the server never receives, and loses the connection. (A `COMMIT` lost this way leaves
+    /// the client not knowing whether its transaction committed; it did not.)
+    pub fn cut_instead_of(&self, pattern: &[u8]) {
+        let mut state = self.shared.lock();
+        state.armed_pattern = Some(Arc::from(pattern));
+        state.armed_drops_request = true;
     }
 
     /// Clears every fault: no delay, not refusing, not blackholed, nothing armed. Held
@@ -404,8 +419,10 @@ impl Connection {
                 continue;
             }
             self.replies_suppressed.store(true, Ordering::SeqCst);
-            to.write_all(chunk).await?;
-            let _ = tokio::time::timeout(REPLY_WAIT, self.reply_arrived.notified()).await;
+            if !self.shared.lock().armed_drops_request {
+                to.write_all(chunk).await?;
+                let _ = tokio::time::timeout(REPLY_WAIT, self.reply_arrived.notified()).await;
+            }
             self.cut.cancel();
             return Err(io::Error::new(
                 io::ErrorKind::ConnectionAborted,

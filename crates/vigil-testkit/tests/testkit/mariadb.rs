@@ -1,4 +1,5 @@
-//! A private mariadbd with non-default settings, and that dropping it stops it.
+//! A private mariadbd with non-default settings, that it can be killed and restarted with its
+//! data, and that dropping it stops it.
 
 use sqlx::Connection;
 use sqlx::mysql::MySqlConnection;
@@ -60,4 +61,41 @@ async fn bad_server_option_fails_with_the_server_log() {
     };
     let message = error.to_string();
     assert!(message.contains("no-such-option-for-vigil"), "{message}");
+}
+
+#[tokio::test]
+async fn killed_server_refuses_connections_and_restarts_with_its_committed_rows() {
+    let mut server = PrivateMariaDb::start(&[]).await.unwrap();
+    let port = server.port();
+    let mut connection = MySqlConnection::connect(&server.url()).await.unwrap();
+    sqlx::query("CREATE TABLE survivors (id INT PRIMARY KEY) ENGINE=InnoDB")
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO survivors VALUES (1), (2)")
+        .execute(&mut connection)
+        .await
+        .unwrap();
+
+    server.kill();
+    assert!(
+        sqlx::query("SELECT 1")
+            .execute(&mut connection)
+            .await
+            .is_err(),
+        "the open connection died with the server"
+    );
+    match std::net::TcpStream::connect(("127.0.0.1", port)) {
+        Err(error) => assert_eq!(error.kind(), std::io::ErrorKind::ConnectionRefused),
+        Ok(_) => panic!("port {port} still accepts connections after kill"),
+    }
+
+    server.restart().await.unwrap();
+    assert_eq!(server.port(), port, "a restart keeps the port");
+    let mut connection = MySqlConnection::connect(&server.url()).await.unwrap();
+    let ids: Vec<i32> = sqlx::query_scalar("SELECT id FROM survivors ORDER BY id")
+        .fetch_all(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(ids, [1, 2], "committed rows survive the kill");
 }
