@@ -22,6 +22,18 @@ pub enum BusError {
     /// Redis answered with something the bus cannot interpret.
     #[error("unexpected redis reply: {0}")]
     UnexpectedReply(&'static str),
+    /// The sentinel settings cannot work (no sentinel listed, a bad primary name, a data-node
+    /// URL that is not `redis://` or `rediss://`).
+    #[error("invalid redis sentinel settings: {0}")]
+    InvalidSentinels(String),
+    /// The sentinels named no reachable primary at the last lookup (a failover under way, or
+    /// no sentinel answering); the next lookup is at most a moment away.
+    #[error("redis sentinel named no primary at the last lookup")]
+    NoPrimary,
+    /// A refill's ticket was taken on a primary that is no longer the primary: the list it
+    /// would repair is another server's. Nothing was written; the next miss refills.
+    #[error("the redis primary changed since the refill ticket was taken")]
+    PrimaryChanged,
 }
 
 impl BusError {

@@ -10,6 +10,10 @@
 //! - [`RedisBus::recent`] answers page 1 only when the list can do so truthfully, and
 //!   [`RedisBus::refill`] repairs the list from the database without racing concurrent pushes.
 //!
+//! - [`RedisTarget`] says where Redis is: one server, or the primary Redis Sentinel names;
+//!   everything above (and the realtime bridge's subscription, [`RedisTarget::subscribe`])
+//!   follows the primary across a failover.
+//!
 //! - [`LocalRecent`] is the same recent list inside the process, for the embedded mode
 //!   (SQLite, no Redis), where one instance is the only writer; the in-process broadcast is
 //!   the server's realtime hub, fed straight from the batcher.
@@ -18,10 +22,12 @@
 
 mod entry;
 mod error;
+mod link;
 mod local;
 mod names;
 mod publisher;
 mod redis_bus;
+mod target;
 
 use bytes::Bytes;
 
@@ -33,6 +39,10 @@ pub use publisher::{Publisher, PublisherCounts, PublisherStats};
 pub use redis_bus::{
     CONNECTION_TIMEOUT, READ_DEADLINE, RESPONSE_TIMEOUT, RecentRead, RedisBus, RefillTicket,
     WRITE_DEADLINE, gap_notice, open_client, read_gap_notice,
+};
+pub use target::{
+    LOOKUP_DEADLINE, LOOKUP_MIN_INTERVAL, RedisTarget, SentinelAddr, SentinelAddrs,
+    check_master_name,
 };
 
 /// One committed event: its id and its encoded JSON, which starts with `{"id":<id>,`.

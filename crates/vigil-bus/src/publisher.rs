@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::entry::entry_id;
-use crate::redis_bus::{WRITE_DEADLINE, within};
+use crate::redis_bus::WRITE_DEADLINE;
 use crate::{CommittedBatch, PublishedEvent, RedisBus};
 
 /// At most this many queued batches are coalesced into one round trip…
@@ -353,7 +353,6 @@ const GAP_MARK_RETRY: Duration = Duration::from_millis(250);
 
 /// The publishing task: one round trip at a time, in queue order, until closed and drained.
 async fn run(shared: Arc<Shared>, bus: RedisBus) {
-    let mut connection = bus.writer.clone();
     let mut failing = false;
     // Whether Redis is known to hold the merge script. Cleared by any failed round trip (a
     // reconnect, a restarted Redis or a SCRIPT FLUSH can each lose it); the next round trip
@@ -407,7 +406,13 @@ async fn run(shared: Arc<Shared>, bus: RedisBus) {
                 .arg(event.json.as_ref())
                 .ignore();
         }
-        let result = within(WRITE_DEADLINE, pipeline.exec_async(&mut connection)).await;
+        let pipeline = &pipeline;
+        let result = bus
+            .writer
+            .run(WRITE_DEADLINE, |mut connection| async move {
+                Ok(pipeline.exec_async(&mut connection.manager).await?)
+            })
+            .await;
         shared.clear_in_flight();
         shared.gap_marking.store(false, Ordering::Release);
 

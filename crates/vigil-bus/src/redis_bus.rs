@@ -1,19 +1,20 @@
 //! The Redis connection of one Vigil process and the cache's reads and refills.
 //!
 //! Redis is cache and broadcast, never the record: every operation here is bounded in time and
-//! its failure means "answer from the database". The connections reconnect by themselves (the
-//! redis crate's `ConnectionManager`); CACHE.md beside this crate explains the list's order, the
-//! gap hash and the refill ticket.
+//! its failure means "answer from the database". The connections reconnect by themselves and
+//! follow the primary when Sentinel names a new one (`link.rs`, `target.rs`); CACHE.md beside
+//! this crate explains the list's order, the gap hash, the refill ticket and what a failover
+//! does to them.
 
 use std::future::Future;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::entry::check_newest_first;
-use crate::{BusError, BusNames};
+use crate::link::Link;
+use crate::{BusError, BusNames, RedisTarget};
 
 /// How long one command (or one pipeline) may wait for Redis's answer on an open connection
 /// before it fails. A publish round trip and a page read are far below a millisecond on a
@@ -35,17 +36,6 @@ pub const WRITE_DEADLINE: Duration = Duration::from_secs(2);
 
 /// Bound on [`RedisBus::connect`]'s first connection.
 const CONNECT_DEADLINE: Duration = Duration::from_secs(5);
-
-/// A reconnection tries this many times more after its first attempt, then fails the commands
-/// waiting on it; the next command starts a new reconnection. Kept small so that commands fail
-/// (and the caller falls back) instead of queueing behind long back-offs.
-const RECONNECT_RETRIES: usize = 2;
-
-/// Back-off between reconnection attempts: random, from this floor…
-const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(100);
-
-/// …up to this ceiling.
-const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(1);
 
 /// The script that merges entries into the list by id (see `merge.lua`), without its comments
 /// and indentation. Refills send it whole (`EVAL`); the publisher's round trips name it by
@@ -76,16 +66,16 @@ pub(crate) struct Keys {
 #[derive(Clone)]
 pub struct RedisBus {
     /// Serves reads, refills and pings.
-    reader: ConnectionManager,
+    reader: Link,
     /// Serves the publisher, so that large publish pipelines never queue ahead of page reads on
     /// one connection. Opened on first use.
-    pub(crate) writer: ConnectionManager,
+    pub(crate) writer: Link,
     /// Key and channel names.
     pub(crate) keys: Arc<Keys>,
 }
 
 impl std::fmt::Debug for RedisBus {
-    // The connection managers' Debug would print the connection info, password included.
+    // The connections' Debug would print the connection info, password included.
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter
             .debug_struct("RedisBus")
@@ -93,6 +83,9 @@ impl std::fmt::Debug for RedisBus {
             .finish_non_exhaustive()
     }
 }
+
+/// A page-1 read's reply: the gap hash's `raised` and `repaired`, and the list's head.
+type ListRead = ((Option<u64>, Option<u64>), Vec<Bytes>);
 
 /// What the list can say about page 1.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,11 +105,13 @@ pub enum RecentRead {
 
 /// The gap count seen before a database read, handed back to [`RedisBus::refill`] so that a
 /// refill only repairs the gaps its read can have covered. Gaps raised after the ticket was
-/// taken stay open.
+/// taken stay open, and a ticket taken on a former primary repairs nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RefillTicket {
     /// The gap hash's `raised` field when the ticket was taken.
     gaps_raised: u64,
+    /// The primary it was read from.
+    generation: u64,
 }
 
 impl RedisBus {
@@ -125,38 +120,37 @@ impl RedisBus {
     /// [`connect_lazy`](Self::connect_lazy) for starting without it.
     pub async fn connect(redis_url: &str, names: BusNames) -> Result<RedisBus, BusError> {
         names.validate()?;
-        let client = open_client(redis_url)?;
-        let reader = within(
-            CONNECT_DEADLINE,
-            ConnectionManager::new_with_config(client.clone(), manager_config()),
-        )
-        .await?;
-        let writer = ConnectionManager::new_lazy_with_config(client, manager_config())?;
-        Ok(RedisBus::from_parts(reader, writer, names))
+        RedisBus::connect_to(RedisTarget::direct(redis_url)?, names).await
+    }
+
+    /// Like [`connect`](Self::connect), to `target` (one server, or the primary Sentinel
+    /// names).
+    pub async fn connect_to(target: RedisTarget, names: BusNames) -> Result<RedisBus, BusError> {
+        let bus = RedisBus::connect_lazy_to(target, names)?;
+        bus.ping_within(CONNECT_DEADLINE).await?;
+        Ok(bus)
     }
 
     /// Like [`connect`](Self::connect) but without waiting for Redis: the connections open on
-    /// first use, so a process can start while Redis is down and use it once it is back. Must be
-    /// called within a tokio runtime.
+    /// first use, so a process can start while Redis is down and use it once it is back.
     pub fn connect_lazy(redis_url: &str, names: BusNames) -> Result<RedisBus, BusError> {
         names.validate()?;
-        let client = open_client(redis_url)?;
-        let reader = ConnectionManager::new_lazy_with_config(client.clone(), manager_config())?;
-        let writer = ConnectionManager::new_lazy_with_config(client, manager_config())?;
-        Ok(RedisBus::from_parts(reader, writer, names))
+        RedisBus::connect_lazy_to(RedisTarget::direct(redis_url)?, names)
     }
 
-    fn from_parts(reader: ConnectionManager, writer: ConnectionManager, names: BusNames) -> Self {
+    /// Like [`connect_lazy`](Self::connect_lazy), to `target`.
+    pub fn connect_lazy_to(target: RedisTarget, names: BusNames) -> Result<RedisBus, BusError> {
+        names.validate()?;
         let gap = names.gap_key();
-        RedisBus {
-            reader,
-            writer,
+        Ok(RedisBus {
+            reader: Link::new(target.clone()),
+            writer: Link::new(target),
             keys: Arc::new(Keys {
                 gap_channel: names.gap_channel(),
                 names,
                 gap,
             }),
-        }
+        })
     }
 
     /// The names this bus uses.
@@ -166,12 +160,18 @@ impl RedisBus {
 
     /// Whether Redis answers, within [`READ_DEADLINE`] (for readiness reports).
     pub async fn ping(&self) -> Result<(), BusError> {
-        let mut connection = self.reader.clone();
-        let reply: String = within(
-            READ_DEADLINE,
-            redis::cmd("PING").query_async(&mut connection),
-        )
-        .await?;
+        self.ping_within(READ_DEADLINE).await
+    }
+
+    async fn ping_within(&self, deadline: Duration) -> Result<(), BusError> {
+        let reply: String = self
+            .reader
+            .run(deadline, |mut connection| async move {
+                Ok(redis::cmd("PING")
+                    .query_async(&mut connection.manager)
+                    .await?)
+            })
+            .await?;
         if reply != "PONG" {
             return Err(BusError::UnexpectedReply("ping did not answer pong"));
         }
@@ -184,26 +184,44 @@ impl RedisBus {
     /// id, a repeated id, or a list written by something other than the merge script, whose
     /// deeper entries may be newer). One round trip (`HMGET` of the gap hash, `LRANGE 0 size`),
     /// bounded by [`READ_DEADLINE`]; an error means "read the database".
+    ///
+    /// The first read on a new primary (after a Sentinel failover) first raises a gap there:
+    /// the old primary may have acknowledged pushes it never replicated, so the list may lack
+    /// events while looking complete. Every instance's reads then miss until a refill.
     pub async fn recent(&self, size: usize) -> Result<RecentRead, BusError> {
         let last_index = i64::try_from(size).unwrap_or(i64::MAX);
-        let mut pipeline = redis::pipe();
-        pipeline
-            .cmd("HMGET")
-            .arg(&self.keys.gap)
-            .arg("raised")
-            .arg("repaired")
-            .cmd("LRANGE")
-            .arg(&self.keys.names.recent_key)
-            .arg(0)
-            .arg(last_index);
-        let mut connection = self.reader.clone();
-        let ((raised, repaired), raw): ((Option<u64>, Option<u64>), Vec<Bytes>) =
-            within(READ_DEADLINE, pipeline.query_async(&mut connection)).await?;
+        let ((gap_counts, raw), generation): (ListRead, u64) = self
+            .reader
+            .run(READ_DEADLINE, |mut connection| async move {
+                let mut pipeline = redis::pipe();
+                if connection.after_switch {
+                    self.add_gap_mark(&mut pipeline);
+                }
+                pipeline
+                    .cmd("HMGET")
+                    .arg(&self.keys.gap)
+                    .arg("raised")
+                    .arg("repaired")
+                    .cmd("LRANGE")
+                    .arg(&self.keys.names.recent_key)
+                    .arg(0)
+                    .arg(last_index);
+                let reply = pipeline.query_async(&mut connection.manager).await?;
+                if connection.after_switch {
+                    self.reader.settled(connection.generation);
+                }
+                Ok((reply, connection.generation))
+            })
+            .await?;
 
+        let (raised, repaired) = gap_counts;
         let gaps_raised = raised.unwrap_or(0);
         let gap_open = gaps_raised > repaired.unwrap_or(0);
         if gap_open || raw.len() <= size || check_newest_first(&raw).is_err() {
-            return Ok(RecentRead::Miss(RefillTicket { gaps_raised }));
+            return Ok(RecentRead::Miss(RefillTicket {
+                gaps_raised,
+                generation,
+            }));
         }
         let mut newest_first = raw;
         newest_first.truncate(size);
@@ -216,17 +234,20 @@ impl RedisBus {
     /// A ticket for a refill that does not follow a [`recent`](Self::recent) miss (warming the
     /// list at start): take it before reading the database.
     pub async fn refill_ticket(&self) -> Result<RefillTicket, BusError> {
-        let mut connection = self.reader.clone();
-        let raised: Option<u64> = within(
-            READ_DEADLINE,
-            redis::cmd("HGET")
-                .arg(&self.keys.gap)
-                .arg("raised")
-                .query_async(&mut connection),
-        )
-        .await?;
+        let (raised, generation): (Option<u64>, u64) = self
+            .reader
+            .run(READ_DEADLINE, |mut connection| async move {
+                let raised = redis::cmd("HGET")
+                    .arg(&self.keys.gap)
+                    .arg("raised")
+                    .query_async(&mut connection.manager)
+                    .await?;
+                Ok((raised, connection.generation))
+            })
+            .await?;
         Ok(RefillTicket {
             gaps_raised: raised.unwrap_or(0),
+            generation,
         })
     }
 
@@ -234,7 +255,8 @@ impl RedisBus {
     /// taking `ticket`), without racing concurrent pushes: one script merges them with what the
     /// list holds now by id (each id once), keeps the `recent_size` largest, rewrites the list
     /// largest first, and repairs the gaps raised up to the ticket, all atomically. An empty
-    /// input is fine (it only repairs and reorders). Bounded by [`WRITE_DEADLINE`].
+    /// input is fine (it only repairs and reorders). Bounded by [`WRITE_DEADLINE`]. A ticket
+    /// taken on a former primary writes nothing ([`BusError::PrimaryChanged`]).
     pub async fn refill(
         &self,
         ticket: RefillTicket,
@@ -252,9 +274,16 @@ impl RedisBus {
         for entry in newest_first {
             command.arg(entry.as_ref());
         }
-        let mut connection = self.reader.clone();
-        let _kept: i64 = within(WRITE_DEADLINE, command.query_async(&mut connection)).await?;
-        Ok(())
+        let command = &command;
+        self.reader
+            .run(WRITE_DEADLINE, |mut connection| async move {
+                if connection.generation != ticket.generation {
+                    return Err(BusError::PrimaryChanged);
+                }
+                let _kept: i64 = command.query_async(&mut connection.manager).await?;
+                Ok(())
+            })
+            .await
     }
 
     /// Adds to `pipeline` the command that loads the merge script into Redis's script cache,
@@ -290,16 +319,22 @@ impl RedisBus {
     /// list's gap hash, and a notice on the gap channel that the events created from
     /// `from_ms` on may be missing from the event channel.
     pub(crate) fn add_raise_gap(&self, pipeline: &mut redis::Pipeline, from_ms: i64) {
+        self.add_gap_mark(pipeline);
+        pipeline
+            .cmd("PUBLISH")
+            .arg(&self.keys.gap_channel)
+            .arg(gap_notice(from_ms))
+            .ignore();
+    }
+
+    /// Adds to `pipeline` the command that opens a gap in the list's gap hash, so that every
+    /// instance's reads miss until a refill repairs it.
+    fn add_gap_mark(&self, pipeline: &mut redis::Pipeline) {
         pipeline
             .cmd("HINCRBY")
             .arg(&self.keys.gap)
             .arg("raised")
             .arg(1)
-            .ignore();
-        pipeline
-            .cmd("PUBLISH")
-            .arg(&self.keys.gap_channel)
-            .arg(gap_notice(from_ms))
             .ignore();
     }
 }
@@ -324,15 +359,6 @@ pub fn read_gap_notice(message: &[u8]) -> Option<i64> {
         .strip_prefix(b"{\"gap\":{\"fromMs\":")?
         .strip_suffix(b"}}")?;
     std::str::from_utf8(digits).ok()?.parse().ok()
-}
-
-fn manager_config() -> ConnectionManagerConfig {
-    ConnectionManagerConfig::new()
-        .set_response_timeout(Some(RESPONSE_TIMEOUT))
-        .set_connection_timeout(Some(CONNECTION_TIMEOUT))
-        .set_number_of_retries(RECONNECT_RETRIES)
-        .set_min_delay(RECONNECT_MIN_DELAY)
-        .set_max_delay(RECONNECT_MAX_DELAY)
 }
 
 /// Drops blank lines, whole-line comments and indentation (the script has no long strings).

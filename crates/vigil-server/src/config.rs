@@ -9,7 +9,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{CommandFactory, Parser, ValueEnum};
+
+use vigil_bus::SentinelAddrs;
 
 use crate::security::{Origins, Tokens, TrustedProxies};
 
@@ -121,8 +123,20 @@ pub struct Config {
     pub database_url: Option<SecretUrl>,
 
     /// Redis for the recent-events cache and the broadcast between instances: redis://host:6379.
+    /// With VIGIL_REDIS_SENTINELS it only gives the data nodes' scheme, user, password and
+    /// database (its host is not used: the sentinels name the primary).
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<SecretUrl>,
+
+    /// Redis Sentinel: the sentinels to ask for the primary, comma-separated host:port
+    /// (10.0.0.5:26379,10.0.0.6:26379); needs VIGIL_REDIS_SENTINEL_MASTER.
+    #[arg(long, env = "VIGIL_REDIS_SENTINELS", value_parser = parse_sentinels)]
+    pub redis_sentinels: Option<SentinelAddrs>,
+
+    /// Redis Sentinel: the name the sentinels monitor the primary under (e.g. mymaster);
+    /// needs VIGIL_REDIS_SENTINELS.
+    #[arg(long, env = "VIGIL_REDIS_SENTINEL_MASTER", value_parser = parse_sentinel_master)]
+    pub redis_sentinel_master: Option<String>,
 
     /// Directory of the embedded database (default $XDG_DATA_HOME/vigil or ~/.local/share/vigil).
     #[arg(long, env = "VIGIL_DATA_DIR")]
@@ -301,18 +315,33 @@ pub struct Config {
 }
 
 impl Config {
-    /// Parses flags and environment; on a bad value prints why and exits with code 2.
+    /// Parses flags and environment; on a bad value, or settings that do not go together,
+    /// prints why and exits with code 2.
     pub fn from_env_and_args() -> Config {
-        Config::parse()
+        let config = Config::parse();
+        if let Err(error) = config.checked() {
+            error.exit();
+        }
+        config
     }
 
-    /// Parses these arguments (the first is the program name) plus the environment.
+    /// Parses these arguments (the first is the program name) plus the environment, and
+    /// checks they go together.
     pub fn from_args<I, T>(args: I) -> Result<Config, clap::Error>
     where
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        Config::try_parse_from(args)
+        let config = Config::try_parse_from(args)?;
+        config.checked()?;
+        Ok(config)
+    }
+
+    /// [`check_combinations`](Self::check_combinations) as clap's error (exit code 2).
+    fn checked(&self) -> Result<(), clap::Error> {
+        self.check_combinations().map_err(|problem| {
+            Config::command().error(clap::error::ErrorKind::ArgumentConflict, problem)
+        })
     }
 
     pub fn shutdown_timeout(&self) -> Duration {
@@ -359,6 +388,23 @@ impl Config {
 
     /// Settings that are valid alone but not together; the message names the variables.
     pub fn check_combinations(&self) -> Result<(), String> {
+        match (&self.redis_sentinels, &self.redis_sentinel_master) {
+            (Some(_), None) => {
+                return Err(
+                    "VIGIL_REDIS_SENTINELS is set but VIGIL_REDIS_SENTINEL_MASTER is not: \
+                            set both to find the Redis primary through Sentinel, or neither"
+                        .into(),
+                );
+            }
+            (None, Some(_)) => {
+                return Err(
+                    "VIGIL_REDIS_SENTINEL_MASTER is set but VIGIL_REDIS_SENTINELS is not: \
+                            set both to find the Redis primary through Sentinel, or neither"
+                        .into(),
+                );
+            }
+            _ => {}
+        }
         if self.statement_timeout_s >= self.request_timeout_s {
             return Err(format!(
                 "VIGIL_STATEMENT_TIMEOUT_S ({}) must be below VIGIL_REQUEST_TIMEOUT_S ({}): a \
@@ -367,6 +413,21 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// Whether Redis serves the cache and the broadcast: `REDIS_URL` or Sentinel is set.
+    pub fn uses_redis(&self) -> bool {
+        self.redis_url.is_some() || self.redis_sentinels.is_some()
+    }
+
+    /// The setting that names Redis, for the start-up lines: `VIGIL_REDIS_SENTINELS` or
+    /// `REDIS_URL`.
+    pub fn redis_setting(&self) -> &'static str {
+        if self.redis_sentinels.is_some() {
+            "VIGIL_REDIS_SENTINELS"
+        } else {
+            "REDIS_URL"
+        }
     }
 
     pub fn ws_ping_interval(&self) -> Duration {
@@ -411,7 +472,8 @@ impl fmt::Display for Config {
         let optional = |value: Option<String>| value.unwrap_or_else(|| "(unset)".into());
         write!(
             f,
-            "addr={} database_url={} redis_url={} data_dir={} redis_recent_key={} \
+            "addr={} database_url={} redis_url={} redis_sentinels={} redis_sentinel_master={} \
+             data_dir={} redis_recent_key={} \
              redis_channel={} recent_size={} max_body_bytes={} max_bulk_events={} \
              queue_events={} batch_max_rows={} batch_max_bytes={} shutdown_timeout_s={} \
              max_connections={} header_read_timeout_s={} body_read_timeout_s={} request_timeout_s={} \
@@ -424,6 +486,8 @@ impl fmt::Display for Config {
             self.addr,
             optional(self.database_url.as_ref().map(ToString::to_string)),
             optional(self.redis_url.as_ref().map(ToString::to_string)),
+            optional(self.redis_sentinels.as_ref().map(ToString::to_string)),
+            optional(self.redis_sentinel_master.clone()),
             optional(self.data_dir.as_ref().map(|p| p.display().to_string())),
             self.redis_recent_key,
             self.redis_channel,
@@ -509,6 +573,20 @@ fn parse_rate(text: &str) -> Result<f64, String> {
         .ok()
         .filter(|rate| rate.is_finite() && *rate > 0.0 && *rate <= 10_000_000.0)
         .ok_or_else(|| "a rate in requests per second, e.g. 50 or 0.5".to_owned())
+}
+
+/// `VIGIL_REDIS_SENTINELS`: host:port entries, comma-separated.
+fn parse_sentinels(text: &str) -> Result<SentinelAddrs, String> {
+    text.parse().map_err(|problem| {
+        format!("VIGIL_REDIS_SENTINELS lists sentinels as host:port,host:port: {problem}")
+    })
+}
+
+/// `VIGIL_REDIS_SENTINEL_MASTER`: the name the sentinels monitor the primary under.
+fn parse_sentinel_master(text: &str) -> Result<String, String> {
+    vigil_bus::check_master_name(text)
+        .map(|()| text.to_owned())
+        .map_err(|problem| format!("VIGIL_REDIS_SENTINEL_MASTER: {problem}"))
 }
 
 /// `VIGIL_RETENTION`: a period (see [`crate::retention::parse_period`]); `off` is zero.
@@ -621,8 +699,55 @@ mod tests {
             ["vigil", "--trusted-proxies", "10.0.0.0/40"],
             ["vigil", "--ingest-rate-per-addr", "0"],
             ["vigil", "--ingest-rate-per-token", "NaN"],
+            ["vigil", "--redis-sentinels", "sentinel-without-port"],
+            ["vigil", "--redis-sentinel-master", "two words"],
         ] {
             assert!(Config::try_parse_from(args).is_err(), "{args:?}");
         }
+    }
+
+    #[test]
+    fn sentinel_settings_come_in_pairs_and_name_the_missing_variable() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["vigil"];
+            all.extend_from_slice(args);
+            Config::try_parse_from(all).unwrap()
+        };
+        let only_sentinels = parse(&["--redis-sentinels", "10.0.0.5:26379,10.0.0.6:26379"]);
+        let problem = only_sentinels.check_combinations().unwrap_err();
+        assert!(problem.contains("VIGIL_REDIS_SENTINEL_MASTER"), "{problem}");
+        let only_master = parse(&["--redis-sentinel-master", "mymaster"]);
+        let problem = only_master.check_combinations().unwrap_err();
+        assert!(problem.contains("VIGIL_REDIS_SENTINELS"), "{problem}");
+
+        let both = parse(&[
+            "--redis-sentinels",
+            "10.0.0.5:26379",
+            "--redis-sentinel-master",
+            "mymaster",
+            "--redis-url",
+            "redis://:s3cret@ignored:6379/2",
+        ]);
+        assert!(both.check_combinations().is_ok());
+        assert!(both.uses_redis());
+        assert_eq!(both.redis_setting(), "VIGIL_REDIS_SENTINELS");
+        let shown = both.to_string();
+        assert!(shown.contains("redis_sentinels=10.0.0.5:26379"), "{shown}");
+        assert!(shown.contains("redis_sentinel_master=mymaster"), "{shown}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+
+        let error =
+            Config::from_args(["vigil", "--redis-sentinel-master", "mymaster"]).unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+        assert!(
+            error.to_string().contains("VIGIL_REDIS_SENTINELS"),
+            "{error}"
+        );
+        let error = Config::try_parse_from(["vigil", "--redis-sentinels", "nowhere"]).unwrap_err();
+        assert!(
+            error.to_string().contains("VIGIL_REDIS_SENTINELS"),
+            "{error}"
+        );
+        assert!(!parse(&[]).uses_redis());
     }
 }

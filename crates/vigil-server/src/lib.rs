@@ -37,13 +37,13 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
-use vigil_bus::{BusNames, LocalRecent, Publisher, RedisBus};
+use vigil_bus::{BusNames, LocalRecent, Publisher, RedisBus, RedisTarget};
 use vigil_core::Limits;
 use vigil_ingest::{CommitSink, FanOut, Ingest, IngestConfig};
 use vigil_store::{Store, StoreOptions};
 
 use crate::cache::{RecentCache, RecentSource};
-use crate::config::Config;
+use crate::config::{Config, SecretUrl};
 use crate::metrics::{Exporter, Metrics, Sources};
 use crate::retention::{Expiring, Retention};
 use crate::server::ServerOptions;
@@ -114,12 +114,12 @@ impl Application {
             store = %store.description(),
             cache = mode.cache,
             broadcast = mode.broadcast,
-            why = mode.why,
+            why = mode.why.as_str(),
             "vigil mode"
         );
-        if store.backend_name() == "sqlite" && config.redis_url.is_some() {
+        if store.backend_name() == "sqlite" && config.uses_redis() {
             tracing::warn!(
-                "SQLite with REDIS_URL: the events stay in this instance's file; several \
+                "SQLite with Redis: the events stay in this instance's file; several \
                  instances cannot share one SQLite database, so each serves its own events \
                  (use DATABASE_URL=mysql://… to scale out)"
             );
@@ -140,17 +140,20 @@ impl Application {
                 "VIGIL_QUEUE_EVENTS is below VIGIL_MAX_BULK_EVENTS: the largest bulks can never be admitted"
             );
         }
-        let bus = match &config.redis_url {
-            Some(redis_url) => {
+        // Where Redis is (one server, or the primary Sentinel names): the bus, the publisher
+        // and the bridge all reach it through this one target.
+        let redis = redis_target(&config)?;
+        let bus = match &redis {
+            Some(target) => {
                 let names = BusNames {
                     recent_key: config.redis_recent_key.clone(),
                     channel: config.redis_channel.clone(),
                     recent_size: config.recent_size as usize,
                 };
-                let bus = RedisBus::connect_lazy(redis_url.expose(), names)
-                    .with_context(|| format!("configure redis at {redis_url}"))?;
+                let bus = RedisBus::connect_lazy_to(target.clone(), names)
+                    .with_context(|| format!("configure {}", target.description()))?;
                 if let Err(error) = bus.ping().await {
-                    tracing::warn!(redis = %redis_url, %error, "redis is not answering; ingest and reads go on, the cache and broadcast resume when it is back");
+                    tracing::warn!(redis = target.description(), %error, "redis is not answering; ingest and reads go on, the cache and broadcast resume when it is back");
                 }
                 Some(bus)
             }
@@ -187,17 +190,19 @@ impl Application {
         );
         // With Redis, committed batches go to the publisher and every instance's hub hears
         // them on the channel; without it, the batcher feeds this instance's hub directly.
-        let (sink, feed): (Arc<dyn CommitSink>, HubFeed) = match (&publisher, &config.redis_url) {
-            (Some(publisher), Some(redis_url)) => {
+        let (sink, feed): (Arc<dyn CommitSink>, HubFeed) = match (&publisher, &redis) {
+            (Some(publisher), Some(target)) => {
                 let bridge = Bridge::start(
-                    redis_url.expose(),
+                    target.clone(),
                     config.redis_channel.clone(),
                     gap_channel.clone().unwrap_or_default(),
                     hub.clone(),
-                )
-                .with_context(|| format!("configure redis at {redis_url}"))?;
+                );
                 if !bridge.wait_subscribed(BRIDGE_START_WAIT).await {
-                    tracing::warn!(redis = %redis_url, "not subscribed to the event channel yet; websocket clients get events once it is up");
+                    tracing::warn!(
+                        redis = target.description(),
+                        "not subscribed to the event channel yet; websocket clients get events from the database until it is up"
+                    );
                 }
                 (Arc::new(publisher.clone()), HubFeed::Redis(bridge))
             }
@@ -385,6 +390,35 @@ impl Application {
     }
 }
 
+/// Where Redis is: the primary the sentinels name (`VIGIL_REDIS_SENTINELS` and
+/// `VIGIL_REDIS_SENTINEL_MASTER`, with `REDIS_URL`'s scheme, credentials and database for the
+/// data nodes), else the one server at `REDIS_URL`; `None` without Redis.
+fn redis_target(config: &Config) -> anyhow::Result<Option<RedisTarget>> {
+    if let (Some(sentinels), Some(master)) =
+        (&config.redis_sentinels, &config.redis_sentinel_master)
+    {
+        if let Some(redis_url) = &config.redis_url {
+            tracing::info!(
+                redis_url = %redis_url,
+                "with VIGIL_REDIS_SENTINELS, REDIS_URL gives only the scheme, credentials and \
+                 database of the data nodes; its host and port are not used"
+            );
+        }
+        let data_url = config.redis_url.as_ref().map(SecretUrl::expose);
+        let target = RedisTarget::sentinel(sentinels, master, data_url)
+            .context("configure redis sentinel (VIGIL_REDIS_SENTINELS)")?;
+        return Ok(Some(target));
+    }
+    config
+        .redis_url
+        .as_ref()
+        .map(|redis_url| {
+            RedisTarget::direct(redis_url.expose())
+                .with_context(|| format!("configure redis at {redis_url}"))
+        })
+        .transpose()
+}
+
 /// Opens the store DESIGN.md's Modes name: `DATABASE_URL` when set (`mysql://…` or
 /// `sqlite://…`), else the embedded SQLite file in `VIGIL_DATA_DIR`, created if missing.
 async fn open_store(config: &Config) -> anyhow::Result<Store> {
@@ -417,40 +451,41 @@ struct Mode {
     cache: &'static str,
     /// Whose events WebSocket clients get.
     broadcast: &'static str,
-    why: &'static str,
+    why: String,
 }
 
 impl Mode {
     fn of(store: &Store, config: &Config) -> Mode {
         let sqlite = store.backend_name() == "sqlite";
-        match (sqlite, config.redis_url.is_some()) {
+        let redis_set = format!("{} is set", config.redis_setting());
+        match (sqlite, config.uses_redis()) {
             (true, false) => Mode {
                 name: "embedded",
                 cache: "in-process recent list",
                 broadcast: "in-process, this instance",
                 why: if config.database_url.is_some() {
-                    "DATABASE_URL is sqlite and REDIS_URL is not set"
+                    "DATABASE_URL is sqlite and REDIS_URL is not set".into()
                 } else {
-                    "DATABASE_URL and REDIS_URL are not set"
+                    "DATABASE_URL and REDIS_URL are not set".into()
                 },
             },
             (true, true) => Mode {
                 name: "sqlite with redis",
                 cache: "redis list",
                 broadcast: "redis channel, this instance's events only",
-                why: "DATABASE_URL is not mysql and REDIS_URL is set",
+                why: format!("DATABASE_URL is not mysql and {redis_set}"),
             },
             (false, true) => Mode {
                 name: "full",
                 cache: "redis list",
                 broadcast: "redis channel, every instance",
-                why: "DATABASE_URL is mysql and REDIS_URL is set",
+                why: format!("DATABASE_URL is mysql and {redis_set}"),
             },
             (false, false) => Mode {
                 name: "mysql without redis",
                 cache: "none: list reads come from the database (other instances may write)",
                 broadcast: "in-process, this instance's events only",
-                why: "DATABASE_URL is mysql and REDIS_URL is not set",
+                why: "DATABASE_URL is mysql and REDIS_URL is not set".into(),
             },
         }
     }

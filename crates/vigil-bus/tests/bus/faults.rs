@@ -8,20 +8,9 @@ use vigil_bus::{BusError, Publisher, RecentRead, RedisBus};
 use vigil_testkit::proxy::FaultProxy;
 
 use crate::helpers::{
-    TestNames, batch, direct, entries, eventually, expect_hit, ids_of, redis_addr, redis_url,
+    TestNames, batch, direct, entries, eventually, expect_hit, ids_of,
+    publish_until_one_gets_through, redis_addr, redis_url,
 };
-
-/// Publishes one-event batches with increasing ids from `*next_id` until one is published.
-async fn publish_until_one_gets_through(publisher: &Publisher, next_id: &mut u64) {
-    let published_before = publisher.stats().batches_published();
-    let give_up = Instant::now() + crate::helpers::PATIENCE;
-    while publisher.stats().batches_published() == published_before {
-        assert!(Instant::now() < give_up, "publishing did not resume");
-        publisher.publish(batch(*next_id..=*next_id));
-        *next_id += 1;
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test]
 async fn unreachable_redis_drops_and_marks_a_gap_then_publishing_resumes_and_reads_miss_until_refill()

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
-use vigil_bus::{BusNames, CommittedBatch, PublishedEvent, RecentRead, entry_id};
+use vigil_bus::{BusNames, CommittedBatch, PublishedEvent, Publisher, RecentRead, entry_id};
 
 /// The machine's shared Redis.
 pub const REDIS_ADDR: &str = "127.0.0.1:6379";
@@ -138,5 +138,20 @@ pub fn expect_hit(read: RecentRead) -> (Vec<Bytes>, bool) {
             has_more,
         } => (newest_first, has_more),
         RecentRead::Miss(_) => panic!("expected a hit, got a miss"),
+    }
+}
+
+/// Publishes one-event batches with increasing ids from `*next_id` until one is published.
+pub async fn publish_until_one_gets_through(publisher: &Publisher, next_id: &mut u64) {
+    let published_before = publisher.stats().batches_published();
+    let give_up = tokio::time::Instant::now() + PATIENCE;
+    while publisher.stats().batches_published() == published_before {
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "publishing did not resume"
+        );
+        publisher.publish(batch(*next_id..=*next_id));
+        *next_id += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -14,6 +14,22 @@
 //! Clients connected during the loss receive the missing events late and out of id order, but
 //! exactly once; clients that were disconnected resume (`/ws?since=`) instead.
 //!
+//! **While the Redis subscription is down** the bridge asks for a run every
+//! `super::bridge::POLL_INTERVAL`, from the previous poll's moment, so each run reads about
+//! [`LOOKBACK`] + one interval (5.5 s) of events, however long the outage: in rows read, about
+//! eleven times the ingest rate while Redis is away. Two bounds keep that exact:
+//! - every id of the re-read window must still be in the hub's delivery log
+//!   (`super::hub::DELIVERY_LOG_EVENTS`, 262,144 ids), or it is sent a second time: exact up
+//!   to about 47,000 events/s sustained. Past it the oldest events of a window may arrive
+//!   twice, never not at all;
+//! - a run reads at most [`MAX_EVENTS_PER_RUN`]: exact up to about 36,000 events/s. Past it a
+//!   run stops before the newest events of its window, and those reach no connected client
+//!   (a client resuming with `since` gets them).
+//!
+//! An event committed more than [`LOOKBACK`] after its `createdAt` (a batch whose outcome the
+//! batcher settled late, after a database failure) is outside every poll's window; its
+//! publisher's gap notice brings it once Redis is back.
+//!
 //! A backfill can carry thousands of events at once, more than a client's queue holds; it goes
 //! out paced to the clients' queues ([`Hub::deliver_paced`]), like every other source.
 

@@ -1,18 +1,33 @@
 //! The Redis bridge: one subscription per instance to the channel every instance's publisher
 //! writes committed events to, feeding this instance's hub.
 //!
-//! The subscription is kept up for the life of the server: when it drops (Redis restarted, the
-//! connection cut, a health-check ping unanswered) the bridge reconnects with capped
-//! exponential back-off, logging each attempt at warn with its number and counting it in
-//! [`BridgeStats::reconnects`]. Messages arriving together are fanned out together (one hub
-//! read lock per run).
+//! The subscription is kept up for the life of the server: when it drops (Redis restarted or
+//! failed over, the connection cut, a health-check ping unanswered) the bridge reconnects with
+//! capped exponential back-off, counting each attempt in [`BridgeStats::reconnects`] and logging
+//! it with its number (at warn the first and every `WARN_EVERY_ATTEMPTS`th, so that a Redis
+//! gone for hours does not flood the log). Each attempt goes through
+//! `vigil_bus::RedisTarget::subscribe`, which asks Sentinel (when configured) for the primary
+//! afresh, so after a failover the bridge subscribes on the new primary. Messages arriving
+//! together are fanned out together (one hub read lock per run).
 //!
 //! Redis pub/sub is at-most-once, so the bridge asks the hub to **backfill** from the
 //! database whenever the channel may have lost events:
-//! - after the subscription comes back, from the last moment it was known alive (the last
-//!   message or answered health-check ping), so a silently dead connection loses nothing;
+//! - **while the subscription is down**, every [`POLL_INTERVAL`], from the moment of the
+//!   previous poll (the first from the last moment the subscription was known alive: its last
+//!   message or answered health-check ping). Connected clients thus keep receiving every
+//!   committed event, read from the database, at most about one poll interval plus one read
+//!   late, however long Redis stays away. Each read covers the backfill's look-back plus one
+//!   interval, so reads do not grow with the outage. (A connection that dies without being
+//!   reset, a partition, is noticed by the health check within `HEALTH_CHECK_INTERVAL` +
+//!   `HEALTH_CHECK_TIMEOUT`, 15 s; the first poll then reads from its last sign of life);
+//! - once the subscription is back, one last time from the last poll (from the moment it was
+//!   last alive if no poll happened), covering what was committed until it was up again;
 //! - on a gap notice (`<channel>:gaps`, see `vigil_bus::BusNames::gap_channel`): a publisher,
 //!   on any instance, dropped events created from then on.
+//!
+//! Polls and the live feed overlap freely: the hub's delivery log sends each event once (see
+//! `super::backfill` for the rates up to which that holds). While no client is connected, polls
+//! only move their moment on: nobody is owed an event committed before they connected.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,13 +38,21 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use vigil_bus::RedisTarget;
 use vigil_core::UnixMillis;
 
 use super::hub::Hub;
 
 /// First pause before a reconnect; doubles up to [`BACKOFF_CAP`].
 const BACKOFF_START: Duration = Duration::from_millis(100);
-const BACKOFF_CAP: Duration = Duration::from_secs(5);
+/// Longest pause between reconnects. Short: after a failover the broadcast is back about this
+/// long after Sentinel names the new primary, and an attempt costs one lookup and one connect.
+const BACKOFF_CAP: Duration = Duration::from_secs(1);
+/// While reconnecting, one attempt in this many is logged at warn (the others at debug).
+const WARN_EVERY_ATTEMPTS: u64 = 60;
+/// While the subscription is down, how often the hub is asked to read new events from the
+/// database: the extra delivery latency of a Redis outage is about this plus one read.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// Bound on connecting and subscribing.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the subscription's connection is pinged, to notice a silently dead one…
@@ -74,21 +97,15 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    /// Starts subscribing to `channel` (and its gap channel `gap_channel`) at `redis_url` and
-    /// feeding `hub`. Fails only on a URL the redis client cannot use; Redis being down is
-    /// retried in the background.
-    pub fn start(
-        redis_url: &str,
-        channel: String,
-        gap_channel: String,
-        hub: Hub,
-    ) -> Result<Bridge, vigil_bus::BusError> {
-        let client = vigil_bus::open_client(redis_url)?;
+    /// Starts subscribing to `channel` (and its gap channel `gap_channel`) on `target`'s
+    /// primary and feeding `hub`. Redis being down is retried in the background, while the hub
+    /// reads new events from the database.
+    pub fn start(target: RedisTarget, channel: String, gap_channel: String, hub: Hub) -> Bridge {
         let stats = Arc::new(BridgeStats::default());
         let (subscribed_sender, subscribed) = watch::channel(false);
         let stop = CancellationToken::new();
         let task = tokio::spawn(run(
-            client,
+            target,
             Channels {
                 events: channel,
                 gaps: gap_channel,
@@ -98,12 +115,12 @@ impl Bridge {
             subscribed_sender,
             stop.clone(),
         ));
-        Ok(Bridge {
+        Bridge {
             stats,
             subscribed,
             stop,
             task,
-        })
+        }
     }
 
     pub fn stats(&self) -> Arc<BridgeStats> {
@@ -139,30 +156,30 @@ struct Channels {
 }
 
 async fn run(
-    client: redis::Client,
+    target: RedisTarget,
     channels: Channels,
     hub: Hub,
     stats: Arc<BridgeStats>,
     subscribed: watch::Sender<bool>,
     stop: CancellationToken,
 ) {
+    let started = UnixMillis::now();
     let mut backoff = BACKOFF_START;
     let mut attempt: u64 = 0;
-    // When the last subscription was last known to receive everything; `None` before the first.
-    let mut alive_until: Option<UnixMillis> = None;
+    let mut catch_up = CatchUp::new();
     loop {
-        let connected = tokio::select! {
-            () = stop.cancelled() => return,
-            connected = tokio::time::timeout(SUBSCRIBE_TIMEOUT, subscribe(&client, &channels)) => connected,
+        let connecting = tokio::time::timeout(SUBSCRIBE_TIMEOUT, subscribe(&target, &channels));
+        let Some(connected) = catch_up.alongside(&hub, &stop, connecting).await else {
+            return;
         };
         let lost = match connected {
             Ok(Ok(pubsub)) => {
-                if let Some(alive_until) = alive_until {
+                if let Some(from) = catch_up.end() {
                     tracing::info!(
                         attempts = attempt,
                         "redis subscription restored; backfilling what the channel missed"
                     );
-                    hub.request_backfill(alive_until.0);
+                    hub.request_backfill(from.0);
                 } else {
                     tracing::info!(channel = channels.events, "subscribed to the event channel");
                 }
@@ -175,39 +192,104 @@ async fn run(
                     () = stop.cancelled() => return,
                     lost = pump(pubsub, &channels, &hub, &stats, &mut alive) => lost,
                 };
-                alive_until = Some(alive);
                 stats.subscribed.store(false, Ordering::Relaxed);
                 subscribed.send_replace(false);
+                // From the last moment it was known to receive everything.
+                catch_up.begin(alive);
                 lost
             }
             Ok(Err(error)) => error.to_string(),
             Err(_) => "connecting timed out".to_owned(),
         };
+        // Never subscribed yet: clients can only have connected since the bridge started.
+        catch_up.begin(started);
         attempt += 1;
         stats.reconnects.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(
-            attempt,
-            backoff_ms = backoff.as_millis() as u64,
-            error = %lost,
-            "redis subscription down; reconnecting"
-        );
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(backoff) => {}
+        if attempt == 1 || attempt.is_multiple_of(WARN_EVERY_ATTEMPTS) {
+            tracing::warn!(
+                attempt,
+                backoff_ms = backoff.as_millis() as u64,
+                error = %lost,
+                "redis subscription down; reading new events from the database until it is back"
+            );
+        } else {
+            tracing::debug!(attempt, error = %lost, "redis subscription still down");
+        }
+        let pause = tokio::time::sleep(backoff);
+        if catch_up.alongside(&hub, &stop, pause).await.is_none() {
+            return;
         }
         backoff = (backoff * 2).min(BACKOFF_CAP);
     }
 }
 
 async fn subscribe(
-    client: &redis::Client,
+    target: &RedisTarget,
     channels: &Channels,
-) -> redis::RedisResult<redis::aio::PubSub> {
-    let mut pubsub = client.get_async_pubsub().await?;
-    pubsub
+) -> Result<redis::aio::PubSub, vigil_bus::BusError> {
+    target
         .subscribe(&[channels.events.as_str(), channels.gaps.as_str()])
-        .await?;
-    Ok(pubsub)
+        .await
+}
+
+/// The database polls that stand in for the subscription while it is down (module docs).
+struct CatchUp {
+    /// Where the next poll reads from: the previous poll's moment (the first poll: when the
+    /// subscription was last known alive). `None` while the subscription is up.
+    from: Option<UnixMillis>,
+    /// Paces the polls.
+    ticker: tokio::time::Interval,
+}
+
+impl CatchUp {
+    fn new() -> CatchUp {
+        let mut ticker = tokio::time::interval(POLL_INTERVAL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        CatchUp { from: None, ticker }
+    }
+
+    /// Starts polling, the first poll at once reading from `from`; no-op while polling.
+    fn begin(&mut self, from: UnixMillis) {
+        if self.from.is_none() {
+            self.from = Some(from);
+            self.ticker.reset_immediately();
+        }
+    }
+
+    /// Stops polling; where the last backfill must read from (`None` if it was not polling).
+    fn end(&mut self) -> Option<UnixMillis> {
+        self.from.take()
+    }
+
+    /// One poll: asks the hub for the events created since the previous poll (less the
+    /// backfill's look-back), and moves on to now. With no client connected it only moves on.
+    fn poll(&mut self, hub: &Hub) {
+        let Some(from) = self.from else {
+            return;
+        };
+        let now = UnixMillis::now();
+        if hub.client_count() > 0 {
+            hub.request_backfill(from.0);
+        }
+        self.from = Some(now);
+    }
+
+    /// Runs `operation`, polling meanwhile; `None` if `stop` was cancelled first.
+    async fn alongside<T>(
+        &mut self,
+        hub: &Hub,
+        stop: &CancellationToken,
+        operation: impl Future<Output = T>,
+    ) -> Option<T> {
+        let mut operation = std::pin::pin!(operation);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return None,
+                output = &mut operation => return Some(output),
+                _ = self.ticker.tick(), if self.from.is_some() => self.poll(hub),
+            }
+        }
+    }
 }
 
 /// Feeds the hub until the subscription fails; returns why. `alive` follows the last moment
@@ -267,5 +349,61 @@ async fn pump(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ws::HubSettings;
+    use vigil_core::EventFilter;
+
+    fn hub() -> Hub {
+        Hub::new(HubSettings {
+            client_queue: 16,
+            max_clients: 10,
+            ping_interval: Duration::from_secs(20),
+        })
+    }
+
+    /// The moment the hub was asked to backfill from, if it was asked since the last look.
+    fn requested(hub: &Hub) -> Option<i64> {
+        hub.next_backfill().now_or_never()
+    }
+
+    #[tokio::test]
+    async fn polls_read_from_the_previous_poll_and_only_while_clients_listen() {
+        let hub = hub();
+        let mut catch_up = CatchUp::new();
+        catch_up.poll(&hub);
+        assert_eq!(requested(&hub), None, "no poll while subscribed");
+
+        let lost_at = UnixMillis(1_000);
+        catch_up.begin(lost_at);
+        catch_up.poll(&hub);
+        assert_eq!(requested(&hub), None, "nobody listens: nothing is read");
+        let skipped_at = catch_up.from.expect("polling");
+        assert!(skipped_at > lost_at, "the cursor moved on all the same");
+
+        let _client = hub.register(EventFilter::default()).unwrap();
+        catch_up.poll(&hub);
+        assert_eq!(requested(&hub), Some(skipped_at.0));
+        let polled_at = catch_up.from.expect("polling");
+        catch_up.poll(&hub);
+        assert_eq!(requested(&hub), Some(polled_at.0), "from the previous poll");
+
+        catch_up.begin(UnixMillis(5));
+        assert!(
+            catch_up.from.is_some_and(|from| from.0 > 5),
+            "begin while polling is a no-op"
+        );
+        let last = catch_up.from;
+        assert_eq!(
+            catch_up.end(),
+            last,
+            "the last backfill reads from the last poll"
+        );
+        catch_up.poll(&hub);
+        assert_eq!(requested(&hub), None, "no poll once subscribed again");
     }
 }

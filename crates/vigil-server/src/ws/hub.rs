@@ -48,7 +48,8 @@ const LOCAL_FEED_BATCHES: usize = 4096;
 
 /// Ids the delivery log remembers (about 7 MB): 13 s of fan-out at 20,000 events/s, hours at
 /// a site's usual rates. Resume is exact across instances for a `since` still in the log;
-/// backfill and late publishes are deduplicated within it.
+/// backfill and late publishes are deduplicated within it, and so are the database polls that
+/// stand in for Redis while it is down (each re-reads 5.5 s: exact up to ~47,000 events/s).
 pub const DELIVERY_LOG_EVENTS: usize = 1 << 18;
 
 /// How long the hub waits for a full client queue to make room before closing that client as a

@@ -12,7 +12,8 @@
 //!
 //! - [`event`]: reading an event's id and filter fields from its JSON prefix, building its frame;
 //! - [`hub`]: clients, filters, fan-out and the slow-consumer policy;
-//! - [`bridge`]: the Redis subscription, reconnecting with back-off and asking for backfills;
+//! - [`bridge`]: the Redis subscription (on the primary Sentinel names, when configured),
+//!   reconnecting with back-off and asking for backfills, every poll interval while it is down;
 //! - [`backfill`]: re-reading from the database what the live feed lost;
 //! - [`client`]: one socket's task, including a resume's replay.
 //!
