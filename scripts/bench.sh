@@ -18,7 +18,10 @@
 #     6. single-event and bulk ingest, as 1 and 2;
 #   WebSocket fan-out (scripts/bench-fanout.sh, its own server on port 3950):
 #     7. 1,000 clients × 500 and × 1,000 events/s, then rising rates until a run misses an
-#        event or its p99 passes 50 ms, and RSS per idle connection at 10,000.
+#        event or its p99 passes 50 ms, and RSS per idle connection at 10,000;
+#   failover (scripts/bench-failover.sh, the high-availability tests on private servers):
+#     8. a mariadbd, a Galera node behind HAProxy, an instance's own Galera node and a Redis
+#        Sentinel primary killed under load: time to the first 201 again, slowest answer.
 #
 # Settings (environment), defaults are the reference run's:
 #   DURATION (15s)          each wrk and goose run
@@ -29,6 +32,7 @@
 #   IDLE_CONNECTIONS (10000)
 #   BENCH_OUT (BENCHMARKS.md), BENCH_DIR (target/bench: raw outputs, goose reports)
 #   SKIP_BUILD=1            use the release binaries already in $CARGO_TARGET_DIR/release
+#   SKIP_FAILOVER=1         leave out 8 (it builds and runs the test binary, ~3 minutes)
 # Needs wrk (installed with apt if missing). Takes about 6 minutes with the defaults, plus
 # the build.
 set -euo pipefail
@@ -191,6 +195,14 @@ else:
     text += '; %d events/s: p99 %.1f ms, %d missing' % (failing, runs[failing]['latency_ms']['p99'], runs[failing]['missing'])
 print(text)")
 IDLE=$(json "${FANOUT[FAN_LAST]}" '"%.1f KiB per connection (%d connections, RSS %.0f → %.0f MiB)" % (kib_per_connection, connected, server_rss_kib_before / 1024, server_rss_kib_after / 1024)')
+
+if [ "${SKIP_FAILOVER:-0}" != 1 ]; then
+  log "failover (scripts/bench-failover.sh)"
+  FAILOVER_OUT="$WORK/failover.jsonl" bash scripts/bench-failover.sh > "$WORK/failover.md"
+  FAILOVER=$(cat "$WORK/failover.md")
+else
+  FAILOVER="Not measured in this run (SKIP_FAILOVER=1)."
+fi
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 log "writing $OUT"
@@ -247,12 +259,25 @@ its reports round to whole milliseconds, which is why it is not used here.
 | --- | --- | --- | --- | --- | --- |
 $(tail -n +2 "$WORK/latency-vs-rate.csv" | awk -F, '{printf "| %s | %s | %s | %s | %s | %s (%s) |\n", $1, $2, $3, $4, $5, $6, $7}')
 
+## Failover
+
+What producers saw when a server process was SIGKILLed under sustained single and bulk
+ingest, measured by the high-availability tests on private servers on loopback ports (see
+[docs/high-availability.md](docs/high-availability.md)). Every answer came within
+\`VIGIL_REQUEST_TIMEOUT_S\` (15 s); the table held exactly the acknowledged events, plus the
+requests answered 504 whose batch turned out committed. For Redis the first 201 is not the
+point (posts never stopped): its row gives the time from the kill to the first event broadcast
+through the new primary.
+
+$FAILOVER
+
 ## Reproduce
 
 \`\`\`sh
 bash scripts/bench.sh                                   # everything above, ~6 min + build
 DURATION=5s STEP_DURATION=3s bash scripts/bench.sh      # a quicker, noisier pass
 cargo bench -p vigil-benches                             # the criterion micro-benchmarks
+bash scripts/bench-failover.sh                           # the failover table alone
 \`\`\`
 EOF
 echo "wrote $OUT and $SVG"

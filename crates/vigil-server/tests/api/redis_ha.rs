@@ -101,7 +101,10 @@ async fn sentinel_failover_under_load_loses_no_event_and_the_cache_and_broadcast
     assert_all_acknowledged(&exchanges);
     let stored = stored(&app).await;
     let tally = check_table("sentinel failover", &exchanges, &stored);
-    let first_ack = first_ack_after(&exchanges, 0, killed_at).expect("posts acknowledged");
+    assert!(
+        first_ack_after(&exchanges, 0, killed_at).is_some(),
+        "posts are acknowledged after the kill"
+    );
 
     // New events go out through the new primary: one posted now is heard there.
     let mut new_channel = redis::Client::open(format!("redis://{new_primary}"))
@@ -154,9 +157,9 @@ async fn sentinel_failover_under_load_loses_no_event_and_the_cache_and_broadcast
         bridge.reconnects()
     );
     report_failover(
-        "Redis Sentinel, the primary SIGKILLed and the replica promoted (first 201: after the kill)",
+        "Redis Sentinel, the primary SIGKILLed and the replica promoted (posts never stopped; first-201 column: from the kill to the first event broadcast through the new primary)",
         &tally,
-        first_ack,
+        broadcast_after,
     );
     app.stop().await.drop_database().await;
 }
