@@ -31,67 +31,12 @@ use vigil_core::{AtomicHistogram, HistogramSnapshot};
 use vigil_ingest::{IngestQueue, StoreState};
 
 use crate::cache::CacheStats;
+use crate::http::Route;
+use crate::http::error::ErrorCode;
 use crate::ws::{BridgeStats, Hub};
 
 /// The `Content-Type` of a scrape answer.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// The routes of the routing table, as metric labels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    Health,
-    Ready,
-    OpenApi,
-    Metrics,
-    Events,
-    Event,
-    Ws,
-    /// Any path the routing table does not know (a 404): one label for all of them.
-    Unmatched,
-}
-
-impl Route {
-    const ALL: [Route; 8] = [
-        Route::Health,
-        Route::Ready,
-        Route::OpenApi,
-        Route::Metrics,
-        Route::Events,
-        Route::Event,
-        Route::Ws,
-        Route::Unmatched,
-    ];
-
-    /// The route a request path belongs to (mirrors [`crate::http`]'s routing table).
-    pub fn of(path: &str) -> Route {
-        match path {
-            "/api/health" => Route::Health,
-            "/api/ready" => Route::Ready,
-            "/api/openapi.json" => Route::OpenApi,
-            "/metrics" => Route::Metrics,
-            "/api/events" => Route::Events,
-            "/ws" => Route::Ws,
-            _ => match path.strip_prefix("/api/events/") {
-                Some(id) if !id.contains('/') => Route::Event,
-                _ => Route::Unmatched,
-            },
-        }
-    }
-
-    /// The `route` label: the pattern, never a raw path.
-    pub fn pattern(self) -> &'static str {
-        match self {
-            Route::Health => "/api/health",
-            Route::Ready => "/api/ready",
-            Route::OpenApi => "/api/openapi.json",
-            Route::Metrics => "/metrics",
-            Route::Events => "/api/events",
-            Route::Event => "/api/events/{id}",
-            Route::Ws => "/ws",
-            Route::Unmatched => "unmatched",
-        }
-    }
-}
 
 /// The `method` label values; everything else is `other`.
 const METHODS: [&str; 4] = ["GET", "HEAD", "POST", "other"];
@@ -109,23 +54,6 @@ fn method_index(method: &Method) -> usize {
 const FIRST_STATUS: u16 = 100;
 const STATUS_SLOTS: usize = 500;
 
-/// The error codes `POST /api/events` can answer (DESIGN.md), the `reason` label values.
-pub const INGEST_REJECT_REASONS: [&str; 13] = [
-    "unauthorized",
-    "forbidden",
-    "rate_limited",
-    "invalid_json",
-    "validation_failed",
-    "payload_too_large",
-    "unsupported_media_type",
-    "overloaded",
-    "store_unavailable",
-    "idempotency_in_flight",
-    "idempotency_mismatch",
-    "outcome_unknown",
-    "internal",
-];
-
 /// One (route, method) pair's counters.
 #[derive(Debug)]
 struct EndpointStats {
@@ -139,8 +67,9 @@ struct EndpointStats {
 pub struct Metrics {
     /// `Route::ALL.len() × METHODS.len()` endpoints, route-major.
     endpoints: Box<[EndpointStats]>,
-    /// Refused ingest requests, by [`INGEST_REJECT_REASONS`] position.
-    ingest_rejected: [AtomicU64; INGEST_REJECT_REASONS.len()],
+    /// Refused ingest requests, by [`ErrorCode::index`] (only the codes ingest can answer
+    /// are exported).
+    ingest_rejected: [AtomicU64; ErrorCode::ALL.len()],
     /// Database reads (list, get) that failed.
     db_read_errors: AtomicU64,
     /// Keyed ingest requests answered from an earlier request's record.
@@ -182,12 +111,8 @@ impl Metrics {
     }
 
     /// Counts one refused `POST /api/events`, by its error code.
-    pub fn record_ingest_rejected(&self, code: &str) {
-        let reason = INGEST_REJECT_REASONS
-            .iter()
-            .position(|reason| *reason == code)
-            .unwrap_or(INGEST_REJECT_REASONS.len() - 1);
-        self.ingest_rejected[reason].fetch_add(1, Ordering::Relaxed);
+    pub fn record_ingest_rejected(&self, code: ErrorCode) {
+        self.ingest_rejected[code.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one keyed ingest request answered from its key's record.
@@ -366,10 +291,11 @@ impl Sources {
             "vigil_ingest_rejected",
             "POST /api/events requests refused, by error code (a refused bulk counts once: it is all or nothing)",
             "reason",
-            INGEST_REJECT_REASONS
+            ErrorCode::ALL
                 .iter()
                 .zip(&self.metrics.ingest_rejected)
-                .map(|(reason, count)| (*reason, count.load(Ordering::Relaxed))),
+                .filter(|(code, _)| code.answers_ingest())
+                .map(|(code, count)| (code.as_str(), count.load(Ordering::Relaxed))),
         )?;
         counter(
             encoder,
@@ -606,28 +532,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn paths_map_to_bounded_route_patterns() {
-        for (path, pattern) in [
-            ("/api/health", "/api/health"),
-            ("/api/ready", "/api/ready"),
-            ("/metrics", "/metrics"),
-            ("/api/events", "/api/events"),
-            ("/api/events/17", "/api/events/{id}"),
-            ("/api/events/abc", "/api/events/{id}"),
-            ("/api/events/1/2", "unmatched"),
-            ("/ws", "/ws"),
-            ("/wp-admin/setup.php", "unmatched"),
-        ] {
-            assert_eq!(Route::of(path).pattern(), pattern, "{path}");
-        }
-    }
-
-    #[test]
     fn unknown_reasons_and_statuses_stay_in_bounds() {
         let metrics = Metrics::default();
-        metrics.record_ingest_rejected("no_such_code");
+        metrics.record_ingest_rejected(ErrorCode::Internal);
         assert_eq!(
-            metrics.ingest_rejected[INGEST_REJECT_REASONS.len() - 1].load(Ordering::Relaxed),
+            metrics.ingest_rejected[ErrorCode::Internal.index()].load(Ordering::Relaxed),
             1
         );
         metrics.record_request(Route::Ws, &Method::PATCH, 999, Duration::ZERO);

@@ -143,7 +143,7 @@ mod tests {
     fn format_of(content_type: &str) -> Result<BodyFormat, u16> {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_str(content_type).unwrap());
-        body_format(&headers).map_err(|e| e.status.as_u16())
+        body_format(&headers).map_err(|e| e.status().as_u16())
     }
 
     #[test]
@@ -177,7 +177,10 @@ mod tests {
             assert_eq!(format_of(content_type), Err(415), "{content_type}");
         }
         assert_eq!(
-            body_format(&HeaderMap::new()).unwrap_err().status.as_u16(),
+            body_format(&HeaderMap::new())
+                .unwrap_err()
+                .status()
+                .as_u16(),
             415
         );
     }

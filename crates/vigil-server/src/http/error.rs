@@ -1,4 +1,4 @@
-//! API errors: DESIGN.md's codes and statuses, rendered in one place.
+//! API errors, rendered in one place; their codes and statuses are [`ErrorCode`]'s.
 //!
 //! Handlers return `Err(ApiError)`; the service wrapper renders it as
 //! `{"error":"<code>","message":"…","requestId":"…","details":[…]}` with the right status
@@ -15,19 +15,19 @@ use http_body_util::Full;
 use vigil_core::{FieldError, ParseError, write_json_string};
 
 use super::Body;
+pub use super::code::ErrorCode;
 
 /// An error answer, before the request id is known to the renderer.
 #[derive(Debug)]
 pub struct ApiError {
-    pub status: StatusCode,
-    /// DESIGN.md's machine-readable code, e.g. `validation_failed`.
-    pub code: &'static str,
+    /// The machine-readable code, which decides the status.
+    pub code: ErrorCode,
     /// One sentence for a human, lowercase start, no internals.
     pub message: String,
     pub details: Vec<FieldError>,
     /// `Allow` header value for 405.
     pub allow: Option<&'static str>,
-    /// `Retry-After` seconds for 429/503.
+    /// `Retry-After` seconds (409, 429, 503, 504): the code's default unless set otherwise.
     pub retry_after_s: Option<u32>,
     /// Close the connection after answering (413 with an unread body).
     pub close_connection: bool,
@@ -38,14 +38,13 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
-            status,
             code,
             message: message.into(),
             details: Vec::new(),
             allow: None,
-            retry_after_s: None,
+            retry_after_s: code.retry_after_s(),
             close_connection: false,
             upgrade_websocket: false,
             bearer_challenge: false,
@@ -56,20 +55,19 @@ impl ApiError {
     pub fn unauthorized(message: impl Into<String>) -> Self {
         ApiError {
             bearer_challenge: true,
-            ..ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+            ..ApiError::new(ErrorCode::Unauthorized, message)
         }
     }
 
     pub fn not_found() -> Self {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+        ApiError::new(ErrorCode::NotFound, "no such route")
     }
 
     pub fn method_not_allowed(allow: &'static str) -> Self {
         ApiError {
             allow: Some(allow),
             ..ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                ErrorCode::MethodNotAllowed,
                 format!("this route allows {allow}"),
             )
         }
@@ -78,68 +76,46 @@ impl ApiError {
     /// The body did not arrive within `VIGIL_BODY_READ_TIMEOUT_S`; the connection is closed
     /// (the rest of the body is not read).
     pub fn request_timeout(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", message).closing_connection()
+        ApiError::new(ErrorCode::RequestTimeout, message).closing_connection()
     }
 
     pub fn payload_too_large(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+        ApiError::new(ErrorCode::PayloadTooLarge, message)
     }
 
     pub fn unsupported_media_type() -> Self {
         ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "send Content-Type application/json, application/x-ndjson or application/ndjson",
         )
     }
 
     pub fn invalid_json(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", message)
+        ApiError::new(ErrorCode::InvalidJson, message)
     }
 
     /// 426 for a request to `/ws` that is not a usable WebSocket upgrade.
     pub fn upgrade_required(message: impl Into<String>) -> Self {
         ApiError {
             upgrade_websocket: true,
-            ..ApiError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", message)
+            ..ApiError::new(ErrorCode::UpgradeRequired, message)
         }
     }
 
-    pub fn overloaded(message: impl Into<String>, retry_after_s: u32) -> Self {
-        ApiError {
-            retry_after_s: Some(retry_after_s),
-            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message)
-        }
+    /// The same error with another `Retry-After` than its code's default.
+    pub fn retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after_s = Some(seconds);
+        self
     }
 
-    pub fn store_unavailable(message: impl Into<String>, retry_after_s: u32) -> Self {
-        ApiError {
-            retry_after_s: Some(retry_after_s),
-            ..ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                message,
-            )
-        }
-    }
-
-    /// 504: the request's batch was sent to the database and its outcome was not confirmed
-    /// within `VIGIL_REQUEST_TIMEOUT_S`. The events may or may not be stored; a retry with the
-    /// same `Idempotency-Key` is exact (the original ids if they were, stored once if not).
-    pub fn outcome_unknown(message: impl Into<String>, retry_after_s: u32) -> Self {
-        ApiError {
-            retry_after_s: Some(retry_after_s),
-            ..ApiError::new(StatusCode::GATEWAY_TIMEOUT, "outcome_unknown", message)
-        }
+    /// The status the code answers with.
+    pub fn status(&self) -> StatusCode {
+        self.code.status()
     }
 
     /// A bug or an unexpected failure; the message never carries internals.
     pub fn internal() -> Self {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error",
-        )
+        ApiError::new(ErrorCode::Internal, "internal error")
     }
 
     pub fn closing_connection(mut self) -> Self {
@@ -151,7 +127,7 @@ impl ApiError {
     pub fn into_response(self, request_id: &str) -> Response<Body> {
         let mut json = Vec::with_capacity(128 + self.message.len() + self.details.len() * 64);
         json.extend_from_slice(b"{\"error\":\"");
-        json.extend_from_slice(self.code.as_bytes());
+        json.extend_from_slice(self.code.as_str().as_bytes());
         json.extend_from_slice(b"\",\"message\":");
         write_json_string(&mut json, &self.message);
         json.extend_from_slice(b",\"requestId\":");
@@ -179,7 +155,7 @@ impl ApiError {
         json.push(b'}');
 
         let mut response = Response::new(Full::new(Bytes::from(json)));
-        *response.status_mut() = self.status;
+        *response.status_mut() = self.code.status();
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(allow) = self.allow {
@@ -209,19 +185,16 @@ impl From<ParseError> for ApiError {
     fn from(error: ParseError) -> Self {
         match error {
             ParseError::InvalidJson { message } => ApiError::invalid_json(message),
-            ParseError::Empty => ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "validation_failed",
-                "the body holds no events",
-            ),
+            ParseError::Empty => {
+                ApiError::new(ErrorCode::ValidationFailed, "the body holds no events")
+            }
             ParseError::TooManyEvents { max } => {
                 ApiError::payload_too_large(format!("a bulk request may hold at most {max} events"))
             }
             ParseError::Validation(details) => ApiError {
                 details,
                 ..ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "validation_failed",
+                    ErrorCode::ValidationFailed,
                     "one or more events failed validation",
                 )
             },

@@ -23,7 +23,7 @@ use vigil_ingest::{IngestError, KeyedRequest, Stored};
 use vigil_store::{Digest, IdempotencyRecord};
 
 use super::body::{body_format, read_limited};
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::{Body, json};
 use crate::security::{Access, Scope};
 use crate::state::AppState;
@@ -32,9 +32,6 @@ thread_local! {
     /// simd-json buffers reused by every request parsed on this worker thread.
     static PARSER: RefCell<Option<EventParser>> = const { RefCell::new(None) };
 }
-
-/// Seconds a producer is told to wait after a 503 (or a 409 for a key in flight).
-const RETRY_AFTER_S: u32 = 1;
 
 /// The request header naming a retry-safe request.
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -128,14 +125,10 @@ async fn store_once(
     body: Digest,
 ) -> Result<Response<Body>, ApiError> {
     let Some(claim) = state.ingest.claim_key(key) else {
-        return Err(ApiError {
-            retry_after_s: Some(RETRY_AFTER_S),
-            ..ApiError::new(
-                StatusCode::CONFLICT,
-                "idempotency_in_flight",
-                "a request with this Idempotency-Key is still being processed; retry once it is answered",
-            )
-        });
+        return Err(ApiError::new(
+            ErrorCode::IdempotencyInFlight,
+            "a request with this Idempotency-Key is still being processed; retry once it is answered",
+        ));
     };
     let ack = state
         .ingest
@@ -189,8 +182,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&[u8]>, ApiError> {
                 message: message.to_owned(),
             }],
             ..ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "validation_failed",
+                ErrorCode::ValidationFailed,
                 "the Idempotency-Key header is invalid",
             )
         }),
@@ -238,28 +230,27 @@ fn created_body(ids: &[u64], bulk: bool, request_id: &str) -> Vec<u8> {
 /// The one place ingest failures become HTTP answers.
 fn ingest_error(error: IngestError) -> ApiError {
     match error {
-        IngestError::Overloaded => ApiError::overloaded(
+        IngestError::Overloaded => ApiError::new(
+            ErrorCode::Overloaded,
             "the ingest queue is full; retry after the indicated delay",
-            RETRY_AFTER_S,
         ),
-        IngestError::ShuttingDown => ApiError::overloaded(
+        IngestError::ShuttingDown => ApiError::new(
+            ErrorCode::Overloaded,
             "the server is shutting down; retry on another instance",
-            RETRY_AFTER_S,
         ),
-        IngestError::StoreUnavailable => ApiError::store_unavailable(
+        IngestError::StoreUnavailable => ApiError::new(
+            ErrorCode::StoreUnavailable,
             "the database is unavailable; nothing was stored",
-            RETRY_AFTER_S,
         ),
         IngestError::IdempotencyMismatch => ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "idempotency_mismatch",
+            ErrorCode::IdempotencyMismatch,
             "this Idempotency-Key was used for a request with a different body",
         ),
         IngestError::Rejected => ApiError::internal(),
-        IngestError::OutcomeUnknown => ApiError::outcome_unknown(
+        IngestError::OutcomeUnknown => ApiError::new(
+            ErrorCode::OutcomeUnknown,
             "the database did not confirm in time whether the events were stored; they may or \
              may not be: retry with the same Idempotency-Key to learn which, without storing them twice",
-            RETRY_AFTER_S,
         ),
     }
 }
@@ -315,7 +306,7 @@ mod tests {
         );
         for bad in [&[b'k'; 256][..], b"", "é".as_bytes(), b"tab\there"] {
             let error = with(&[bad]).unwrap_err();
-            assert_eq!(error.code, "validation_failed");
+            assert_eq!(error.code, ErrorCode::ValidationFailed);
             assert_eq!(error.details[0].field, "Idempotency-Key");
         }
         assert!(with(&[b"a", b"b"]).is_err());

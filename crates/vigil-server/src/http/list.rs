@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use vigil_core::{EventQuery, MAX_ID_EXCLUSIVE, QueryError};
 use vigil_store::{EventPage, StoreError};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::{Body, json};
 use crate::state::AppState;
 
@@ -69,7 +69,7 @@ pub async fn get(state: &AppState, id_text: &str) -> Result<Response<Body>, ApiE
 }
 
 fn no_such_event() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no event with this id")
+    ApiError::new(ErrorCode::NotFound, "no event with this id")
 }
 
 /// `{"items":[…],"page":p,"size":s,"hasMore":b}`, plus `"nextBefore"` for cursor queries.
@@ -131,7 +131,7 @@ fn with_cache_header(mut response: Response<Body>, outcome: &'static str) -> Res
 }
 
 fn invalid_query(error: QueryError) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", error.to_string())
+    ApiError::new(ErrorCode::InvalidQuery, error.to_string())
 }
 
 /// The one place read-side store failures become HTTP answers.
@@ -139,7 +139,10 @@ fn store_error(state: &AppState, error: StoreError) -> ApiError {
     state.metrics.record_db_read_error();
     if error.is_retriable() {
         tracing::warn!(%error, "event read failed");
-        ApiError::store_unavailable("the database is unavailable; retry shortly", 1)
+        ApiError::new(
+            ErrorCode::StoreUnavailable,
+            "the database is unavailable; retry shortly",
+        )
     } else {
         tracing::error!(%error, "event read failed");
         ApiError::internal()

@@ -9,11 +9,15 @@
 //! return `Result<Response, ApiError>`.
 
 pub mod body;
+mod code;
 pub mod error;
 mod events;
 pub mod list;
 mod ready;
 pub mod request_id;
+mod routes;
+
+pub use routes::{ROUTES, Route};
 
 use std::convert::Infallible;
 use std::net::IpAddr;
@@ -28,10 +32,10 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
-use crate::metrics::{Exporter, Route};
+use crate::metrics::Exporter;
 use crate::security::Scope;
 use crate::state::AppState;
-use error::ApiError;
+use error::{ApiError, ErrorCode};
 
 /// Every response body is a complete buffer.
 pub type Body = Full<Bytes>;
@@ -39,18 +43,6 @@ pub type Body = Full<Bytes>;
 /// The OpenAPI 3.1 description of this API (`crates/vigil-server/openapi.json`), served at
 /// `GET /api/openapi.json`.
 pub const OPENAPI_JSON: &str = include_str!("../../openapi.json");
-
-/// Every route [`route`] serves, as OpenAPI path patterns with their methods. The OpenAPI
-/// test checks `openapi.json` against this table and this table against the server.
-pub const ROUTES: &[(&str, &[&str])] = &[
-    ("/api/health", &["GET", "HEAD"]),
-    ("/api/ready", &["GET", "HEAD"]),
-    ("/api/openapi.json", &["GET", "HEAD"]),
-    ("/metrics", &["GET", "HEAD"]),
-    ("/ws", &["GET"]),
-    ("/api/events", &["GET", "HEAD", "POST"]),
-    ("/api/events/{id}", &["GET", "HEAD"]),
-];
 
 /// Serves one request from the TCP peer `peer`: request id, CORS, routing, errors, panics.
 pub async fn serve(
@@ -61,7 +53,7 @@ pub async fn serve(
     let started = Instant::now();
     let request_id = request_id::from_headers(request.headers());
     let method = request.method().clone();
-    let metrics_route = Route::of(request.uri().path());
+    let matched = Route::of(request.uri().path());
     let origin = request.headers().get(ORIGIN).cloned();
     let preflight = (method == Method::OPTIONS
         && request
@@ -78,7 +70,7 @@ pub async fn serve(
             Ok(Ok(response))
         }
         None => {
-            AssertUnwindSafe(route(&state, request, &request_id, client))
+            AssertUnwindSafe(route(&state, matched, request, &request_id, client))
                 .catch_unwind()
                 .await
         }
@@ -86,8 +78,8 @@ pub async fn serve(
     let mut response = match routed {
         Ok(Ok(response)) => response,
         Ok(Err(error)) => {
-            if error.status.is_server_error() {
-                tracing::warn!(request_id, %method, status = error.status.as_u16(), code = error.code, "request failed");
+            if error.status().is_server_error() {
+                tracing::warn!(request_id, %method, status = error.status().as_u16(), code = error.code.as_str(), "request failed");
             }
             error.into_response(&request_id)
         }
@@ -111,7 +103,7 @@ pub async fn serve(
             .decorate(origin.as_ref(), response.headers_mut());
     }
     state.metrics.record_request(
-        metrics_route,
+        matched,
         &method,
         response.status().as_u16(),
         started.elapsed(),
@@ -119,56 +111,43 @@ pub async fn serve(
     Ok(response)
 }
 
-/// The routing table: method and path to handler, and who may call it, in one place.
+/// The dispatcher: the route's handler for the method, and who may call it, in one place.
 async fn route(
     state: &AppState,
+    matched: Route,
     request: Request<Incoming>,
     request_id: &str,
     client: IpAddr,
 ) -> Result<Response<Body>, ApiError> {
-    let path = request.uri().path();
-    match path {
-        "/api/health" => match *request.method() {
-            Method::GET | Method::HEAD => {
-                Ok(json(StatusCode::OK, Bytes::from_static(b"{\"ok\":true}")))
-            }
-            _ => Err(ApiError::method_not_allowed("GET, HEAD")),
-        },
-        "/api/ready" => match *request.method() {
-            Method::GET | Method::HEAD => Ok(ready::ready(state).await),
-            _ => Err(ApiError::method_not_allowed("GET, HEAD")),
-        },
-        "/api/openapi.json" => match *request.method() {
-            Method::GET | Method::HEAD => Ok(json(StatusCode::OK, OPENAPI_JSON)),
-            _ => Err(ApiError::method_not_allowed("GET, HEAD")),
-        },
+    let method = request.method().clone();
+    let readable = method == Method::GET || method == Method::HEAD;
+    let wrong_method = || Err(ApiError::method_not_allowed(matched.allow()));
+    match matched {
+        Route::Health if readable => Ok(json(StatusCode::OK, Bytes::from_static(b"{\"ok\":true}"))),
+        Route::Ready if readable => Ok(ready::ready(state).await),
+        Route::OpenApi if readable => Ok(json(StatusCode::OK, OPENAPI_JSON)),
         // With VIGIL_METRICS_ADDR set, metrics are served on that listener only.
-        "/metrics" if state.config.metrics_addr.is_none() => match *request.method() {
-            Method::GET | Method::HEAD => Ok(metrics_response(&state.exporter)),
-            _ => Err(ApiError::method_not_allowed("GET, HEAD")),
-        },
-        "/ws" => match *request.method() {
-            Method::GET => crate::ws::upgrade(state, request, client).await,
-            _ => Err(ApiError::method_not_allowed("GET")),
-        },
-        "/api/events" => match *request.method() {
-            Method::POST => events::ingest(state, request, request_id, client).await,
-            Method::GET | Method::HEAD => {
-                authorize_read(state, &request)?;
-                within_request_timeout(state, list::list(state, &request)).await
-            }
-            _ => Err(ApiError::method_not_allowed("GET, HEAD, POST")),
-        },
-        _ => match path.strip_prefix("/api/events/") {
-            Some(id) if !id.contains('/') => match *request.method() {
-                Method::GET | Method::HEAD => {
-                    authorize_read(state, &request)?;
-                    within_request_timeout(state, list::get(state, id)).await
-                }
-                _ => Err(ApiError::method_not_allowed("GET, HEAD")),
-            },
-            _ => Err(ApiError::not_found()),
-        },
+        Route::Metrics if state.config.metrics_addr.is_some() => Err(ApiError::not_found()),
+        Route::Metrics if readable => Ok(metrics_response(&state.exporter)),
+        Route::Ws if method == Method::GET => crate::ws::upgrade(state, request, client).await,
+        Route::Events if method == Method::POST => {
+            events::ingest(state, request, request_id, client).await
+        }
+        Route::Events if readable => {
+            authorize_read(state, &request)?;
+            within_request_timeout(state, list::list(state, &request)).await
+        }
+        Route::Event if readable => {
+            authorize_read(state, &request)?;
+            let id = request
+                .uri()
+                .path()
+                .strip_prefix("/api/events/")
+                .unwrap_or_default();
+            within_request_timeout(state, list::get(state, id)).await
+        }
+        Route::Unmatched => Err(ApiError::not_found()),
+        _ => wrong_method(),
     }
 }
 
@@ -179,13 +158,12 @@ async fn within_request_timeout(
     state: &AppState,
     read: impl Future<Output = Result<Response<Body>, ApiError>>,
 ) -> Result<Response<Body>, ApiError> {
-    const RETRY_AFTER_S: u32 = 1;
     tokio::time::timeout(state.config.request_timeout(), read)
         .await
         .unwrap_or_else(|_| {
-            Err(ApiError::store_unavailable(
+            Err(ApiError::new(
+                ErrorCode::StoreUnavailable,
                 "the database did not answer in time",
-                RETRY_AFTER_S,
             ))
         })
 }

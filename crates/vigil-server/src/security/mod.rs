@@ -24,8 +24,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use http::HeaderMap;
 use http::header::{AUTHORIZATION, ORIGIN, SEC_WEBSOCKET_PROTOCOL};
-use http::{HeaderMap, StatusCode};
 
 pub use client_addr::TrustedProxies;
 pub use origins::{Cors, Origins};
@@ -33,7 +33,7 @@ pub use rate::{ConnectionSlot, ConnectionsPerAddr, RateLimiter};
 pub use tokens::Tokens;
 
 use crate::config::Config;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorCode};
 
 /// The subprotocol a browser offers to carry its token: `vigil.bearer.<token>`.
 pub const BEARER_SUBPROTOCOL_PREFIX: &str = "vigil.bearer.";
@@ -144,13 +144,7 @@ impl Security {
         tokens
             .find(presented.as_bytes())
             .map(Access::Token)
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "forbidden",
-                    "this token may not use this route",
-                )
-            })
+            .ok_or_else(|| ApiError::new(ErrorCode::Forbidden, "this token may not use this route"))
     }
 
     /// What scopes an ingest request's idempotency keys: the token it presented (so two
@@ -184,8 +178,7 @@ impl Security {
             Ok(())
         } else {
             Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
+                ErrorCode::Forbidden,
                 "websocket connections from this origin are not allowed",
             ))
         }
@@ -196,8 +189,7 @@ impl Security {
         self.ws_per_addr.acquire(client).ok_or_else(|| ApiError {
             retry_after_s: Some(5),
             ..ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
+                ErrorCode::RateLimited,
                 "too many websocket clients from this address; retry later",
             )
         })
@@ -214,8 +206,7 @@ fn rate_limited(wait: std::time::Duration) -> ApiError {
                 .max(1),
         ),
         ..ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
+            ErrorCode::RateLimited,
             "too many requests; retry after the indicated delay",
         )
     }

@@ -37,7 +37,7 @@ use bytes::Bytes;
 use std::net::IpAddr;
 
 use http::header::{HeaderValue, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION};
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use vigil_core::EventFilter;
@@ -47,7 +47,7 @@ pub use event::HubEvent;
 pub use hub::{Hub, HubSettings, HubStats, LocalFeed, RegisterError};
 
 use crate::http::Body;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorCode};
 use crate::security::{self, Scope};
 use crate::state::AppState;
 
@@ -81,8 +81,7 @@ pub async fn upgrade(
         .is_some_and(|key| is_valid_key(key.as_bytes()))
     {
         return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_upgrade",
+            ErrorCode::InvalidUpgrade,
             "Sec-WebSocket-Key must be 16 random bytes in base64",
         ));
     }
@@ -92,15 +91,19 @@ pub async fn upgrade(
         .authorize(Scope::Read, headers, request.uri().query())?;
     let answer_subprotocol = security::offers_subprotocol(headers);
     let (filter, since) = parse_query(request.uri().query())
-        .map_err(|message| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", message))?;
+        .map_err(|message| ApiError::new(ErrorCode::InvalidQuery, message))?;
     // Held by the socket's task: the address's count drops when the socket closes.
     let slot = state.security.ws_slot(client)?;
 
     let refused = |error| match error {
-        RegisterError::Full => {
-            ApiError::overloaded("too many websocket clients are connected; retry later", 5)
+        RegisterError::Full => ApiError::new(
+            ErrorCode::Overloaded,
+            "too many websocket clients are connected; retry later",
+        )
+        .retry_after(5),
+        RegisterError::ShuttingDown => {
+            ApiError::new(ErrorCode::Overloaded, "the server is shutting down")
         }
-        RegisterError::ShuttingDown => ApiError::overloaded("the server is shutting down", 1),
     };
     let (registration, resume) = match since {
         None => (state.hub.register(filter).map_err(refused)?, None),
@@ -123,8 +126,7 @@ pub async fn upgrade(
         // The headers were checked above; this is not expected.
         tracing::warn!(%error, "websocket upgrade refused");
         ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_upgrade",
+            ErrorCode::InvalidUpgrade,
             "the websocket upgrade request is invalid",
         )
     })?;

@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use bytes::Bytes;
 use http::Method;
 use serde_json::{Value, json};
+use vigil_server::http::error::ErrorCode;
 use vigil_server::http::{OPENAPI_JSON, ROUTES};
 
 use crate::auth::{INGEST_TOKEN, READ_TOKEN};
@@ -203,6 +204,43 @@ fn the_documented_routes_are_the_routing_table() {
 
 /// The routing table is what the server serves: each listed method reaches a handler, and
 /// every other method gets 405 with an `Allow` naming exactly the listed ones.
+#[test]
+fn the_documented_error_codes_are_the_servers_with_their_statuses() {
+    let spec = spec();
+    let documented: Vec<&str> =
+        spec["components"]["schemas"]["Error"]["properties"]["error"]["enum"]
+            .as_array()
+            .expect("the Error schema lists its codes")
+            .iter()
+            .map(|code| code.as_str().unwrap())
+            .collect();
+    let served: Vec<&str> = ErrorCode::ALL.iter().map(|code| code.as_str()).collect();
+    assert_eq!(
+        documented, served,
+        "openapi.json lists exactly the server's codes, in order"
+    );
+    // Every status an error code answers with is a documented response of some operation.
+    let statuses: BTreeSet<String> = spec["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values())
+        .filter_map(|operation| operation.get("responses"))
+        .flat_map(|responses| responses.as_object().unwrap().keys().cloned())
+        .collect();
+    // A 405 answers a method no operation has, so no operation can document it.
+    for code in ErrorCode::ALL
+        .into_iter()
+        .filter(|code| *code != ErrorCode::MethodNotAllowed)
+    {
+        let status = code.status().as_u16().to_string();
+        assert!(
+            statuses.contains(&status),
+            "{code:?} answers {status}, documented nowhere"
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_routing_table_is_what_the_server_serves() {
     let app = TestApp::spawn().await;
