@@ -1,6 +1,9 @@
 //! Logging: tracing to stderr, human text by default, JSON lines with `VIGIL_LOG_FORMAT=json`;
 //! the filter comes from `RUST_LOG` (default `info`).
 
+// Unsafe: one libc call with no safe wrapper in std (see its comment below).
+#![allow(unsafe_code)]
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;

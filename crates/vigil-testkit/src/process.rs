@@ -10,6 +10,10 @@
 //! thousands of those. A server that is killed and restarted on the same ports (a Galera node)
 //! would otherwise find them taken by some client's connection.
 
+// Unsafe: libc calls with no safe wrapper in std (the effective uid, getpwnam_r, killing a
+// process group, setpgid before exec, waitid without reaping).
+#![allow(unsafe_code)]
+
 use std::ffi::CString;
 use std::future::Future;
 use std::hash::{BuildHasher, RandomState};

@@ -1,6 +1,9 @@
 //! What the measurer asks of the operating system: where the server is (loopback only), more
 //! file descriptors, its own CPU time, and the server's resident memory.
 
+// Unsafe: libc calls with no safe wrapper in std (file descriptor limits, own CPU time).
+#![allow(unsafe_code)]
+
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 

@@ -1,6 +1,9 @@
 //! The `vigil` binary itself: configuration errors, SIGTERM under load, and the embedded
 //! mode with nothing configured but its data directory, across a restart.
 
+// Unsafe: signalling the binary under test (libc::kill), which std cannot do but for SIGKILL.
+#![allow(unsafe_code)]
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::Stdio;
