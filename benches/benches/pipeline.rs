@@ -10,7 +10,8 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use vigil_benches::sample_new_events;
 use vigil_bus::LocalRecent;
-use vigil_ingest::{CommitSink, Ingest, IngestConfig};
+use vigil_core::CommitSink;
+use vigil_ingest::{Ingest, IngestConfig};
 use vigil_store::{Store, StoreOptions};
 
 fn pipeline(c: &mut Criterion) {

@@ -1,4 +1,5 @@
-//! Reading an event's id from its encoded JSON, and checking that cache entries are in id order.
+//! Checking that cache entries are in id order, reading each id from its encoded JSON's prefix
+//! ([`vigil_core::entry_id`]).
 //!
 //! Every entry in the recent list is an event encoded by vigil-core, whose first key is always
 //! the id: `{"id":17,"source":…}`. The id is read from that prefix alone, so checking a page of
@@ -6,27 +7,7 @@
 
 use bytes::Bytes;
 
-/// What every encoded event starts with, up to the id's digits.
-const ID_PREFIX: &[u8] = b"{\"id\":";
-
-/// Ids are below 2^53 (so JavaScript reads them exactly), hence at most 16 decimal digits.
-const MAX_ID_DIGITS: usize = 16;
-
-pub use vigil_core::MAX_ID_EXCLUSIVE;
-
-/// The id of an encoded event, read from its `{"id":<digits>,` prefix; `None` if the entry does
-/// not start that way or the id is not below 2^53.
-pub fn entry_id(entry: &[u8]) -> Option<u64> {
-    let rest = entry.strip_prefix(ID_PREFIX)?;
-    let digits = rest.iter().take_while(|byte| byte.is_ascii_digit()).count();
-    if digits == 0 || digits > MAX_ID_DIGITS || rest.get(digits) != Some(&b',') {
-        return None;
-    }
-    let id = rest[..digits]
-        .iter()
-        .fold(0u64, |id, digit| id * 10 + u64::from(digit - b'0'));
-    (id < MAX_ID_EXCLUSIVE).then_some(id)
-}
+pub use vigil_core::{MAX_ID_EXCLUSIVE, entry_id};
 
 /// Why entries read from the list cannot be served as they are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,46 +43,6 @@ mod tests {
 
     fn entries(ids: impl IntoIterator<Item = u64>) -> Vec<Bytes> {
         ids.into_iter().map(entry).collect()
-    }
-
-    #[test]
-    fn id_is_read_from_the_prefix() {
-        assert_eq!(entry_id(br#"{"id":17,"source":"a"}"#), Some(17));
-        assert_eq!(entry_id(br#"{"id":0,"x":1}"#), Some(0));
-        assert_eq!(entry_id(br#"{"id":1,"#), Some(1));
-    }
-
-    #[test]
-    fn largest_id_below_two_to_the_53_is_read() {
-        let text = format!("{{\"id\":{},\"a\":1}}", MAX_ID_EXCLUSIVE - 1);
-        assert_eq!(entry_id(text.as_bytes()), Some(MAX_ID_EXCLUSIVE - 1));
-    }
-
-    #[test]
-    fn ids_at_or_above_two_to_the_53_are_rejected() {
-        let at_bound = format!("{{\"id\":{MAX_ID_EXCLUSIVE},\"a\":1}}");
-        assert_eq!(entry_id(at_bound.as_bytes()), None);
-        assert_eq!(entry_id(br#"{"id":99999999999999999,"a":1}"#), None);
-        assert_eq!(entry_id(br#"{"id":184467440737095516150,"a":1}"#), None);
-    }
-
-    #[test]
-    fn entries_without_an_id_prefix_are_rejected() {
-        for text in [
-            &br#""#[..],
-            br#"{"id":}"#,
-            br#"{"id":,"a":1}"#,
-            br#"{"id":17}"#,
-            br#"{"id":17"#,
-            br#"{"id":-1,"a":1}"#,
-            br#"{"id":1.5,"a":1}"#,
-            br#"{"id":"17","a":1}"#,
-            br#"{ "id":17,"a":1}"#,
-            br#"{"source":"a","id":17}"#,
-            br#"[17]"#,
-        ] {
-            assert_eq!(entry_id(text), None, "{}", String::from_utf8_lossy(text));
-        }
     }
 
     #[test]

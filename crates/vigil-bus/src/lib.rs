@@ -29,8 +29,6 @@ mod publisher;
 mod redis_bus;
 mod target;
 
-use bytes::Bytes;
-
 pub use entry::{MAX_ID_EXCLUSIVE, entry_id};
 pub use error::BusError;
 pub use local::LocalRecent;
@@ -45,23 +43,18 @@ pub use target::{
     check_master_name,
 };
 
-/// One committed event: its id and its encoded JSON, which starts with `{"id":<id>,`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PublishedEvent {
-    /// The event's id, as in the JSON's prefix.
-    pub id: u64,
-    /// The event exactly as every reader receives it.
-    pub json: Bytes,
+pub use vigil_core::{CommitSink, CommittedBatch, PublishedEvent};
+
+impl CommitSink for Publisher {
+    fn committed(&self, batch: CommittedBatch) {
+        self.publish(batch);
+    }
 }
 
-/// One committed batch, events in commit (id-ascending) order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommittedBatch {
-    /// The batch's events.
-    pub events: Vec<PublishedEvent>,
-    /// The `createdAt` every event of the batch carries: where a realtime backfill that
-    /// must recover the batch starts reading.
-    pub created_at: vigil_core::UnixMillis,
+impl CommitSink for LocalRecent {
+    fn committed(&self, batch: CommittedBatch) {
+        self.push(&batch);
+    }
 }
 
 /// Fixtures shared by this crate's unit tests.

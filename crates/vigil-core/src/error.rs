@@ -1,5 +1,5 @@
 //! Errors of parsing and validating a request body. The HTTP edge maps each variant to one
-//! status and error code (DESIGN.md); messages are written for API clients.
+//! status and error code (the README's *Errors* table); messages are written for API clients.
 
 use std::fmt;
 

@@ -82,8 +82,9 @@ impl NewEvent {
     }
 }
 
-/// Bounds applied by validation. Defaults are DESIGN.md's; the body and bulk limits are
-/// configuration (`VIGIL_MAX_BODY_BYTES`, `VIGIL_MAX_BULK_EVENTS`).
+/// Bounds applied by validation. Defaults are the API's documented limits (the README's
+/// *Limits*); the body and bulk limits are configuration (`VIGIL_MAX_BODY_BYTES`,
+/// `VIGIL_MAX_BULK_EVENTS`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Maximum `source` length, in Unicode code points.

@@ -5,6 +5,7 @@
 //! assigns ids, [`StoredEventRef::encode_into`] prints each event once, and those bytes are
 //! what every reader sees.
 
+pub mod committed;
 pub mod encode;
 pub mod error;
 pub mod event;
@@ -13,6 +14,7 @@ pub mod parse;
 pub mod query;
 pub mod time;
 
+pub use committed::{CommitSink, CommittedBatch, FanOut, PublishedEvent, entry_id};
 pub use encode::{StoredEventRef, write_json_string};
 pub use error::{FieldError, MAX_DETAILS, ParseError};
 pub use event::{Level, Limits, MAX_ID_EXCLUSIVE, NewEvent};

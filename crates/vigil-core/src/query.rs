@@ -212,7 +212,7 @@ impl EventQuery {
         u64::from(self.page.saturating_sub(1)) * u64::from(self.size)
     }
 
-    /// DESIGN.md's cache rule: page 1, size ≤ 50, no filter, no cursor.
+    /// The cache rule (docs/architecture.md): page 1, size ≤ 50, no filter, no cursor.
     pub fn is_cacheable(&self) -> bool {
         self.page == 1
             && self.size <= MAX_CACHED_PAGE_SIZE

@@ -33,14 +33,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, select};
 use tokio_util::sync::CancellationToken;
-use vigil_bus::{CommittedBatch, PublishedEvent};
-use vigil_core::{AtomicHistogram, UnixMillis};
+use vigil_core::{AtomicHistogram, CommitSink, CommittedBatch, PublishedEvent, UnixMillis};
 use vigil_store::{Digest, EventRow, IdempotencyRecord, InsertError, Store};
 
 use crate::error::IngestError;
 use crate::idempotency::Stored;
 use crate::queue::{IngestConfig, Shared, StoreState, Submission};
-use crate::sink::CommitSink;
 
 /// First pause between attempts against a failing database; doubles up to the cap.
 const BACKOFF_START: Duration = Duration::from_millis(20);

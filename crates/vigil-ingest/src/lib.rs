@@ -20,10 +20,8 @@ mod batcher;
 mod error;
 mod idempotency;
 mod queue;
-mod sink;
 
 pub use batcher::{BATCH_ROWS_BOUNDS, BatchStats};
 pub use error::IngestError;
 pub use idempotency::{KeyClaim, KeyedRequest, Stored};
 pub use queue::{Ack, Ingest, IngestConfig, IngestQueue, StoreState};
-pub use sink::{CommitSink, FanOut};

@@ -8,15 +8,14 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
-use vigil_core::NewEvent;
+use vigil_core::{CommitSink, NewEvent};
 use vigil_store::{Digest, Store};
 
 use crate::batcher::{BatchStats, Batcher};
 use crate::error::IngestError;
 use crate::idempotency::{KeyClaim, KeyClaims, KeyedRequest, Stored};
-use crate::sink::CommitSink;
 
-/// Bounds of the pipeline (DESIGN.md's `VIGIL_QUEUE_EVENTS`, `VIGIL_BATCH_MAX_*`).
+/// Bounds of the pipeline (the settings `VIGIL_QUEUE_EVENTS` and `VIGIL_BATCH_MAX_*`).
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
     /// Events that may wait in the queue or the batch being written, all requests together.
@@ -348,7 +347,7 @@ pub struct Ingest {
 
 impl Ingest {
     /// Starts the batcher thread writing to `store` and, after each commit, handing the
-    /// batch's encoded events to `sink` if there is one: the [`vigil_bus::Publisher`] (the
+    /// batch's encoded events to `sink` if there is one: vigil-bus's `Publisher` (the
     /// Redis list and channel), or the server's in-process realtime feed when Redis is off.
     ///
     /// The thread runs its own single-threaded tokio runtime and the store's write path uses

@@ -39,7 +39,8 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use vigil_bus::{BusNames, LocalRecent, Publisher, RedisBus, RedisTarget};
 use vigil_core::Limits;
-use vigil_ingest::{CommitSink, FanOut, Ingest, IngestConfig};
+use vigil_core::{CommitSink, FanOut};
+use vigil_ingest::{Ingest, IngestConfig};
 use vigil_store::{Store, StoreOptions};
 
 use crate::cache::{RecentCache, RecentSource};

@@ -4,6 +4,7 @@
 
 mod faults;
 mod helpers;
+mod pipeline;
 mod publish;
 mod recent;
 mod sentinel;

@@ -37,8 +37,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use vigil_bus::{CommittedBatch, entry_id};
+use vigil_core::CommitSink;
 use vigil_core::EventFilter;
-use vigil_ingest::CommitSink;
 
 use super::event::HubEvent;
 
