@@ -10,7 +10,7 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use vigil_benches::sample_new_events;
 use vigil_core::{EventFilter, UnixMillis};
-use vigil_server::ws::{Hub, HubSettings};
+use vigil_realtime::{Hub, HubSettings};
 
 const CLIENTS: usize = 1000;
 

@@ -27,6 +27,7 @@ mod local;
 mod names;
 mod publisher;
 mod redis_bus;
+mod subscription;
 mod target;
 
 pub use entry::{MAX_ID_EXCLUSIVE, entry_id};
@@ -38,6 +39,7 @@ pub use redis_bus::{
     CONNECTION_TIMEOUT, READ_DEADLINE, RESPONSE_TIMEOUT, RecentRead, RedisBus, RefillTicket,
     WRITE_DEADLINE, gap_notice, open_client, read_gap_notice,
 };
+pub use subscription::{Delivery, HEALTH_CHECK_INTERVAL, HEALTH_CHECK_TIMEOUT, Subscription};
 pub use target::{
     LOOKUP_DEADLINE, LOOKUP_MIN_INTERVAL, RedisTarget, SentinelAddr, SentinelAddrs,
     check_master_name,

@@ -26,7 +26,6 @@ pub mod server;
 pub mod shutdown;
 pub mod state;
 pub mod telemetry;
-pub mod ws;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -49,7 +48,7 @@ use crate::metrics::{Exporter, Metrics, Sources};
 use crate::retention::{Expiring, Retention};
 use crate::server::ServerOptions;
 use crate::state::AppState;
-use crate::ws::{Bridge, BridgeStats, Hub, HubSettings, LocalFeed};
+use vigil_realtime::{Bridge, BridgeStats, Hub, HubSettings, LocalFeed};
 
 /// Pending connections the kernel holds while Vigil is at its connection cap or busy.
 const LISTEN_BACKLOG: u32 = 4096;
@@ -175,7 +174,7 @@ impl Application {
             .map(|bus| Publisher::start(bus, PUBLISH_QUEUE_BATCHES));
         let gap_channel = bus.as_ref().map(|bus| bus.names().gap_channel());
         // Re-reads from the database what the live feed lost; ends with the hub.
-        let backfill = ws::backfill::start(hub.clone(), store.clone());
+        let backfill = vigil_realtime::backfill::start(hub.clone(), store.clone());
         let retention = config.retention().map(|keep| {
             tracing::info!(
                 retention_s = keep.as_secs(),

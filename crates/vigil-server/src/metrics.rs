@@ -33,7 +33,7 @@ use vigil_ingest::{IngestQueue, StoreState};
 use crate::cache::CacheStats;
 use crate::http::Route;
 use crate::http::error::ErrorCode;
-use crate::ws::{BridgeStats, Hub};
+use vigil_realtime::{BridgeStats, Hub};
 
 /// The `Content-Type` of a scrape answer.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

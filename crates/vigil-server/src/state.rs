@@ -11,7 +11,7 @@ use crate::cache::RecentCache;
 use crate::config::Config;
 use crate::metrics::{Exporter, Metrics};
 use crate::security::Security;
-use crate::ws::Hub;
+use vigil_realtime::Hub;
 
 pub struct AppState {
     pub config: Config,

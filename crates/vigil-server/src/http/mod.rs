@@ -16,6 +16,7 @@ pub mod list;
 mod ready;
 pub mod request_id;
 mod routes;
+pub mod ws;
 
 pub use routes::{ROUTES, Route};
 
@@ -129,7 +130,7 @@ async fn route(
         // With VIGIL_METRICS_ADDR set, metrics are served on that listener only.
         Route::Metrics if state.config.metrics_addr.is_some() => Err(ApiError::not_found()),
         Route::Metrics if readable => Ok(metrics_response(&state.exporter)),
-        Route::Ws if method == Method::GET => crate::ws::upgrade(state, request, client).await,
+        Route::Ws if method == Method::GET => ws::upgrade(state, request, client).await,
         Route::Events if method == Method::POST => {
             events::ingest(state, request, request_id, client).await
         }

@@ -1,7 +1,7 @@
 //! `TestApp`: a running Vigil on a random port with its own fresh database, and a small
 //! HTTP client to talk to it.
 //!
-//! The suites of ingest, list, cache and realtime run in each [`Mode`] (DESIGN.md's Modes):
+//! The suites of ingest, list, cache and realtime run in each [`Mode`] (the README's *Modes*):
 //! [`in_each_mode!`] turns one `async fn name(mode: Mode)` into the tests `name::embedded`
 //! and `name::mysql` (or `name::mysql_redis`), so both modes run the very same assertions.
 //! Tests that are MySQL- or Redis-specific by nature (two instances on one database, Redis
@@ -22,9 +22,9 @@ use sqlx::mysql::MySqlPool;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
+use vigil_realtime::{BridgeStats, Hub};
 use vigil_server::Application;
 use vigil_server::config::Config;
-use vigil_server::ws::{BridgeStats, Hub};
 use vigil_testkit::database::TestDatabase;
 use vigil_testkit::proxy::FaultProxy;
 
@@ -63,8 +63,8 @@ impl TestResponse {
             .expect("every response carries X-Request-Id")
     }
 
-    /// Asserts DESIGN.md's error shape with this code, and that the body's request id is the
-    /// header's.
+    /// Asserts the API's error shape (the README's *Errors*) with this code, and that the
+    /// body's request id is the header's.
     pub fn assert_error(&self, status: u16, code: &str) -> serde_json::Value {
         let text = String::from_utf8_lossy(&self.body).into_owned();
         assert_eq!(self.status.as_u16(), status, "{text}");
@@ -115,7 +115,7 @@ macro_rules! in_each_mode {
 }
 pub(crate) use in_each_mode;
 
-/// Which of DESIGN.md's modes a mode-neutral test runs in.
+/// Which of the README's modes a mode-neutral test runs in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// No `DATABASE_URL`, no `REDIS_URL`: SQLite in a temporary `VIGIL_DATA_DIR`, the

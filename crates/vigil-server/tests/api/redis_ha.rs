@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use vigil_server::ws::BridgeStats;
+use vigil_realtime::BridgeStats;
 use vigil_testkit::database::TestDatabase;
 use vigil_testkit::redis_sentinel::{PrivateRedis, RedisSentinelGroup};
 

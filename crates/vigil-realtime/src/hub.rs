@@ -40,7 +40,7 @@ use vigil_bus::{CommittedBatch, entry_id};
 use vigil_core::CommitSink;
 use vigil_core::EventFilter;
 
-use super::event::HubEvent;
+use crate::event::HubEvent;
 
 /// Committed batches the in-process feed holds for the hub task; past it batches are dropped
 /// and counted (the database keeps them; backfill will recover them).
@@ -488,7 +488,7 @@ impl Hub {
             .unwrap_or(self.inner.settings.client_queue)
     }
 
-    /// Asks the backfill task (see `super::backfill`) to re-read the events created from
+    /// Asks the backfill task (see `crate::backfill`) to re-read the events created from
     /// `from_ms` on and fan out those the hub has not: after the channel lost messages.
     pub fn request_backfill(&self, from_ms: i64) {
         self.inner

@@ -1,23 +1,7 @@
-//! Realtime delivery: `GET /ws` upgrades to a WebSocket on which every new event arrives as one
-//! text frame holding its stored JSON, on whichever instance the client is connected to.
+//! `GET /ws`: the upgrade handler. Realtime delivery itself (hub, sockets, resume, backfill,
+//! the Redis bridge) is the `vigil-realtime` crate; this module is the HTTP edge of it.
 //!
-//! ```text
-//! batcher ── publisher ──▶ Redis channel ──▶ Bridge (one subscription per instance) ─┐
-//!    └──── LocalFeed (no REDIS_URL: this instance's commits only) ───────────────────┤
-//!                                                                                    ▼
-//!                         Hub: frame built once, try_send to each matching client's queue
-//!                                                                                    ▼
-//!                         client task per socket: reader + writer (pings, idle, close)
-//! ```
-//!
-//! - [`event`]: reading an event's id and filter fields from its JSON prefix, building its frame;
-//! - [`hub`]: clients, filters, fan-out and the slow-consumer policy;
-//! - [`bridge`]: the Redis subscription (on the primary Sentinel names, when configured),
-//!   reconnecting with back-off and asking for backfills, every poll interval while it is down;
-//! - [`backfill`]: re-reading from the database what the live feed lost;
-//! - [`client`]: one socket's task, including a resume's replay.
-//!
-//! Upgrade requests are checked here, before anything is spawned, and refused with DESIGN.md's
+//! Upgrade requests are checked here, before anything is spawned, and refused with the API's
 //! JSON errors: not a WebSocket upgrade, or a `Sec-WebSocket-Version` other than 13 → 426
 //! `upgrade_required` (with `Upgrade: websocket` and `Sec-WebSocket-Version: 13`, as RFC 6455
 //! asks); a missing or malformed `Sec-WebSocket-Key` → 400 `invalid_upgrade`; bad filter values
@@ -27,12 +11,6 @@
 //! `rate_limited`. A client offering the subprotocol `vigil.v1` (browsers pass their token as
 //! a second one, `vigil.bearer.<token>`) is answered `Sec-WebSocket-Protocol: vigil.v1`.
 
-pub mod backfill;
-pub mod bridge;
-pub mod client;
-pub mod event;
-pub mod hub;
-
 use bytes::Bytes;
 use std::net::IpAddr;
 
@@ -41,10 +19,7 @@ use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use vigil_core::EventFilter;
-
-pub use bridge::{Bridge, BridgeStats};
-pub use event::HubEvent;
-pub use hub::{Hub, HubSettings, HubStats, LocalFeed, RegisterError};
+use vigil_realtime::RegisterError;
 
 use crate::http::Body;
 use crate::http::error::{ApiError, ErrorCode};
@@ -112,7 +87,7 @@ pub async fn upgrade(
                 .hub
                 .register_resuming(filter.clone(), since)
                 .map_err(refused)?;
-            let resume = client::Resume {
+            let resume = vigil_realtime::client::Resume {
                 store: state.store.clone(),
                 since,
                 filter,
@@ -130,13 +105,7 @@ pub async fn upgrade(
             "the websocket upgrade request is invalid",
         )
     })?;
-    let ping_interval = state.hub.settings().ping_interval;
-    let shutdown = state.hub.shutdown_token();
-    let serve = client::serve(upgraded, registration, resume, ping_interval, shutdown);
-    state.hub.spawn(async move {
-        serve.await;
-        drop(slot);
-    });
+    vigil_realtime::client::spawn(&state.hub, upgraded, registration, resume, slot);
     let (mut parts, _) = response.into_parts();
     if answer_subprotocol {
         parts.headers.insert(

@@ -5,10 +5,10 @@
 //! failed over, the connection cut, a health-check ping unanswered) the bridge reconnects with
 //! capped exponential back-off, counting each attempt in [`BridgeStats::reconnects`] and logging
 //! it with its number (at warn the first and every `WARN_EVERY_ATTEMPTS`th, so that a Redis
-//! gone for hours does not flood the log). Each attempt goes through
-//! `vigil_bus::RedisTarget::subscribe`, which asks Sentinel (when configured) for the primary
-//! afresh, so after a failover the bridge subscribes on the new primary. Messages arriving
-//! together are fanned out together (one hub read lock per run).
+//! gone for hours does not flood the log). Each attempt opens a `vigil_bus::Subscription`,
+//! which asks Sentinel (when configured) for the primary afresh, so after a failover the bridge
+//! subscribes on the new primary; the subscription also health-checks its connection. Messages
+//! arriving together are fanned out together (one hub read lock per run).
 //!
 //! Redis pub/sub is at-most-once, so the bridge asks the hub to **backfill** from the
 //! database whenever the channel may have lost events:
@@ -18,30 +18,30 @@
 //!   committed event, read from the database, at most about one poll interval plus one read
 //!   late, however long Redis stays away. Each read covers the backfill's look-back plus one
 //!   interval, so reads do not grow with the outage. (A connection that dies without being
-//!   reset, a partition, is noticed by the health check within `HEALTH_CHECK_INTERVAL` +
-//!   `HEALTH_CHECK_TIMEOUT`, 15 s; the first poll then reads from its last sign of life);
+//!   reset, a partition, is noticed by the subscription's health check within
+//!   `vigil_bus::HEALTH_CHECK_INTERVAL` + `HEALTH_CHECK_TIMEOUT`, 15 s; the first poll then
+//!   reads from its last sign of life);
 //! - once the subscription is back, one last time from the last poll (from the moment it was
 //!   last alive if no poll happened), covering what was committed until it was up again;
 //! - on a gap notice (`<channel>:gaps`, see `vigil_bus::BusNames::gap_channel`): a publisher,
 //!   on any instance, dropped events created from then on.
 //!
 //! Polls and the live feed overlap freely: the hub's delivery log sends each event once (see
-//! `super::backfill` for the rates up to which that holds). While no client is connected, polls
+//! `crate::backfill` for the rates up to which that holds). While no client is connected, polls
 //! only move their moment on: nobody is owed an event committed before they connected.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures_util::{FutureExt, StreamExt};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use vigil_bus::RedisTarget;
+use vigil_bus::{RedisTarget, Subscription};
 use vigil_core::UnixMillis;
 
-use super::hub::Hub;
+use crate::hub::Hub;
 
 /// First pause before a reconnect; doubles up to [`BACKOFF_CAP`].
 const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -55,10 +55,6 @@ const WARN_EVERY_ATTEMPTS: u64 = 60;
 pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// Bound on connecting and subscribing.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often the subscription's connection is pinged, to notice a silently dead one…
-const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(10);
-/// …and how long the answer may take.
-const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most messages fanned out under one hub read lock.
 const MAX_MESSAGES_PER_FAN_OUT: usize = 256;
 
@@ -173,7 +169,7 @@ async fn run(
             return;
         };
         let lost = match connected {
-            Ok(Ok(pubsub)) => {
+            Ok(Ok(subscription)) => {
                 if let Some(from) = catch_up.end() {
                     tracing::info!(
                         attempts = attempt,
@@ -183,19 +179,19 @@ async fn run(
                 } else {
                     tracing::info!(channel = channels.events, "subscribed to the event channel");
                 }
-                let mut alive = UnixMillis::now();
                 attempt = 0;
                 backoff = BACKOFF_START;
                 stats.subscribed.store(true, Ordering::Relaxed);
                 subscribed.send_replace(true);
+                let mut subscription = subscription;
                 let lost = tokio::select! {
                     () = stop.cancelled() => return,
-                    lost = pump(pubsub, &channels, &hub, &stats, &mut alive) => lost,
+                    lost = pump(&mut subscription, &hub, &stats) => lost,
                 };
                 stats.subscribed.store(false, Ordering::Relaxed);
                 subscribed.send_replace(false);
                 // From the last moment it was known to receive everything.
-                catch_up.begin(alive);
+                catch_up.begin(subscription.alive_until());
                 lost
             }
             Ok(Err(error)) => error.to_string(),
@@ -226,10 +222,8 @@ async fn run(
 async fn subscribe(
     target: &RedisTarget,
     channels: &Channels,
-) -> Result<redis::aio::PubSub, vigil_bus::BusError> {
-    target
-        .subscribe(&[channels.events.as_str(), channels.gaps.as_str()])
-        .await
+) -> Result<Subscription, vigil_bus::BusError> {
+    Subscription::open(target, &channels.events, &channels.gaps).await
 }
 
 /// The database polls that stand in for the subscription while it is down (module docs).
@@ -292,70 +286,31 @@ impl CatchUp {
     }
 }
 
-/// Feeds the hub until the subscription fails; returns why. `alive` follows the last moment
-/// the subscription was known to be receiving (a message, an answered ping).
-async fn pump(
-    pubsub: redis::aio::PubSub,
-    channels: &Channels,
-    hub: &Hub,
-    stats: &BridgeStats,
-    alive: &mut UnixMillis,
-) -> String {
-    let (mut sink, mut stream) = pubsub.split();
-    let mut health = tokio::time::interval(HEALTH_CHECK_INTERVAL);
-    health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    health.tick().await;
-    let mut messages = Vec::with_capacity(MAX_MESSAGES_PER_FAN_OUT);
+/// Feeds the hub until the subscription fails; returns why. The subscription keeps track of
+/// the last moment it was known to be receiving (a message, an answered ping).
+async fn pump(subscription: &mut Subscription, hub: &Hub, stats: &BridgeStats) -> String {
     loop {
-        tokio::select! {
-            message = stream.next() => {
-                let Some(message) = message else {
-                    return "the connection closed".to_owned();
-                };
-                messages.push(message);
-                // Whatever else has already arrived goes out under the same locks.
-                while messages.len() < MAX_MESSAGES_PER_FAN_OUT {
-                    let Some(Some(message)) = stream.next().now_or_never() else {
-                        break;
-                    };
-                    messages.push(message);
-                }
-                *alive = UnixMillis::now();
-                stats.messages.fetch_add(messages.len() as u64, Ordering::Relaxed);
-                for message in &messages {
-                    if message.get_channel_name() == channels.gaps
-                        && let Some(from_ms) = vigil_bus::read_gap_notice(message.get_payload_bytes())
-                    {
-                        tracing::warn!(from_ms, "a publisher dropped events; backfilling them");
-                        hub.request_backfill(from_ms);
-                    }
-                }
-                let events: Vec<&[u8]> = messages
-                    .iter()
-                    .filter(|message| message.get_channel_name() == channels.events)
-                    .map(|message| message.get_payload_bytes())
-                    .collect();
-                hub.deliver_paced(&events).await;
-                drop(events);
-                messages.clear();
-            }
-            _ = health.tick() => {
-                let asked = UnixMillis::now();
-                match tokio::time::timeout(HEALTH_CHECK_TIMEOUT, sink.ping::<redis::Value>()).await {
-                    // Everything published before the ping was asked has been received.
-                    Ok(Ok(_)) => *alive = (*alive).max(asked),
-                    Ok(Err(error)) => return error.to_string(),
-                    Err(_) => return "a health-check ping went unanswered".to_owned(),
-                }
-            }
+        let delivery = match subscription.next(MAX_MESSAGES_PER_FAN_OUT).await {
+            Ok(delivery) => delivery,
+            Err(lost) => return lost,
+        };
+        stats
+            .messages
+            .fetch_add(delivery.len() as u64, Ordering::Relaxed);
+        for from_ms in delivery.gap_notices() {
+            tracing::warn!(from_ms, "a publisher dropped events; backfilling them");
+            hub.request_backfill(from_ms);
         }
+        // Whatever arrived together goes out under the same locks.
+        hub.deliver_paced(&delivery.events()).await;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ws::HubSettings;
+    use crate::hub::HubSettings;
+    use futures_util::FutureExt;
     use vigil_core::EventFilter;
 
     fn hub() -> Hub {

@@ -15,11 +15,11 @@
 //! exactly once; clients that were disconnected resume (`/ws?since=`) instead.
 //!
 //! **While the Redis subscription is down** the bridge asks for a run every
-//! `super::bridge::POLL_INTERVAL`, from the previous poll's moment, so each run reads about
+//! `crate::bridge::POLL_INTERVAL`, from the previous poll's moment, so each run reads about
 //! [`LOOKBACK`] + one interval (5.5 s) of events, however long the outage: in rows read, about
 //! eleven times the ingest rate while Redis is away. Two bounds keep that exact:
 //! - every id of the re-read window must still be in the hub's delivery log
-//!   (`super::hub::DELIVERY_LOG_EVENTS`, 262,144 ids), or it is sent a second time: exact up
+//!   (`crate::hub::DELIVERY_LOG_EVENTS`, 262,144 ids), or it is sent a second time: exact up
 //!   to about 47,000 events/s sustained. Past it the oldest events of a window may arrive
 //!   twice, never not at all;
 //! - a run reads at most [`MAX_EVENTS_PER_RUN`]: exact up to about 36,000 events/s. Past it a
@@ -38,7 +38,7 @@ use std::time::Duration;
 
 use vigil_store::Store;
 
-use super::hub::Hub;
+use crate::hub::Hub;
 
 /// How far before the requested moment a backfill starts reading.
 pub const LOOKBACK: Duration = Duration::from_secs(5);

@@ -43,8 +43,8 @@ use tokio_util::sync::CancellationToken;
 use vigil_core::EventFilter;
 use vigil_store::{Store, StoredEvent};
 
-use super::event::{put_length, text_frame};
-use super::hub::{Registration, ResumePoint};
+use crate::event::{put_length, text_frame};
+use crate::hub::{Hub, Registration, ResumePoint};
 
 /// Largest frame a client may send; larger closes the connection with 1009.
 pub const MAX_CLIENT_MESSAGE_BYTES: usize = 64 * 1024;
@@ -94,12 +94,12 @@ const REPLAY_IDS_PER_READ: usize = 1000;
 const REPLAY_DEDUPE_WINDOW: Duration = Duration::from_secs(120);
 
 /// What a resuming client must be replayed before its live frames.
-pub(crate) struct Resume {
+pub struct Resume {
     pub store: Store,
     /// The last id the client saw.
     pub since: u64,
     pub filter: EventFilter,
-    /// Where `since` stands in the hub's delivery log ([`super::Hub::register_resuming`]);
+    /// Where `since` stands in the hub's delivery log ([`crate::Hub::register_resuming`]);
     /// `None` when it is not there.
     pub point: Option<ResumePoint>,
     /// At most this many events are replayed (`VIGIL_WS_RESUME_MAX`).
@@ -186,8 +186,30 @@ fn frame_event_id(frame: &[u8]) -> Option<u64> {
     vigil_bus::entry_id(frame.get(header..)?)
 }
 
+/// Serves an upgraded socket on a task `hub` tracks (so shutdown closes it with 1001, and
+/// waits for it); `guard` (e.g. a per-address slot) is dropped when the socket ends.
+pub fn spawn(
+    hub: &Hub,
+    upgrade: UpgradeFut,
+    registration: Registration,
+    resume: Option<Resume>,
+    guard: impl Send + 'static,
+) {
+    let served = serve(
+        upgrade,
+        registration,
+        resume,
+        hub.settings().ping_interval,
+        hub.shutdown_token(),
+    );
+    hub.spawn(async move {
+        served.await;
+        drop(guard);
+    });
+}
+
 /// Serves one client from the completed upgrade until the connection ends.
-pub(crate) async fn serve(
+async fn serve(
     upgrade: UpgradeFut,
     mut registration: Registration,
     resume: Option<Resume>,
@@ -329,7 +351,7 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
     /// Replays what a resuming client missed, then the control frame. Live frames queue up
     /// meanwhile (the client was registered first). A store that cannot answer makes an empty
     /// replay with `complete:false`: the client keeps its live feed and may resume again.
-    async fn replay(&mut self, mut resume: Resume, stats: &super::hub::HubStats) -> Result<(), ()> {
+    async fn replay(&mut self, mut resume: Resume, stats: &crate::hub::HubStats) -> Result<(), ()> {
         let seen_through = resume.point.is_none().then_some(resume.since);
         let (events, complete) = match resume.missed_events().await {
             Ok(missed) => missed,
