@@ -1,6 +1,6 @@
 //! Configuration: one typed struct, read once at start from flags and environment.
 //!
-//! Every setting is a `--flag` and an environment variable (DESIGN.md's table); the binary
+//! Every setting is a `--flag` and an environment variable (the README's configuration table); the binary
 //! parses them with clap, which prints a clear message and exits with code 2 on a bad value.
 //! [`Config`]'s `Display` is what the start-up log prints: secrets in URLs are redacted.
 
@@ -109,7 +109,8 @@ fn is_secret_key(key: &str) -> bool {
         .any(|word| key.contains(word))
 }
 
-/// Everything Vigil can be told, with DESIGN.md's names and defaults.
+/// Everything Vigil can be told, with the names and defaults of the README's configuration
+/// table (they are the contract with users' deployments: never rename one).
 #[derive(Debug, Clone, Parser)]
 #[command(name = "vigil", version, about = "Realtime event monitoring backend")]
 pub struct Config {
@@ -448,7 +449,7 @@ impl Config {
     }
 }
 
-/// DESIGN.md's default data directory. Per the XDG base directory spec, an unset, empty or
+/// The default data directory. Per the XDG base directory spec, an unset, empty or
 /// relative `XDG_DATA_HOME` is ignored.
 fn default_data_dir(
     xdg_data_home: Option<PathBuf>,

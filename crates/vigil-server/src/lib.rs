@@ -4,7 +4,7 @@
 //! [`Application::build`] then [`Application::run_until_stopped`]; everything else is this
 //! library, so integration tests start the real server on `127.0.0.1:0`.
 //!
-//! Start-up: pick the mode (DESIGN.md's Modes: no `DATABASE_URL` is the embedded SQLite file
+//! Start-up: pick the mode (the README's *Modes*: no `DATABASE_URL` is the embedded SQLite file
 //! in `VIGIL_DATA_DIR`, no `REDIS_URL` is the in-process cache and broadcast) and log it in
 //! one line; connect the store (running migrations), start the realtime hub and its feed (the
 //! Redis bridge, or the in-process feed without Redis), start the ingest pipeline with one
@@ -419,7 +419,7 @@ fn redis_target(config: &Config) -> anyhow::Result<Option<RedisTarget>> {
         .transpose()
 }
 
-/// Opens the store DESIGN.md's Modes name: `DATABASE_URL` when set (`mysql://…` or
+/// Opens the store the README's *Modes* name: `DATABASE_URL` when set (`mysql://…` or
 /// `sqlite://…`), else the embedded SQLite file in `VIGIL_DATA_DIR`, created if missing.
 async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let options = StoreOptions {

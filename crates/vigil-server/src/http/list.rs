@@ -1,6 +1,6 @@
 //! `GET /api/events` and `GET /api/events/{id}`: reading events back.
 //!
-//! The cache rule (DESIGN.md): page 1, size ≤ 50, no filter, no cursor → the recent list
+//! The cache rule (docs/architecture.md): page 1, size ≤ 50, no filter, no cursor → the recent list
 //! (Redis's `events:recent`, or the embedded mode's in-process list; see `cache.rs`)
 //! (`X-Cache: HIT`), else the database (`X-Cache: MISS`). The list answers
 //! only when it can do so truthfully (it holds more than `size` entries and no gap is
