@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# WebSocket fan-out figures (README "Benchmarks"): a release Vigil in full mode (MariaDB +
+# WebSocket fan-out figures (for BENCHMARKS.md): a release Vigil in full mode (MariaDB +
 # Redis on this machine) and the `fanout` measurer on the same cores.
 #
 # 1. reference: 1,000 clients × 500 events/s × 10 s (every event to every client, p99);

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Vigil's speed on this machine, written to BENCHMARKS.md (the README quotes its headlines).
+# Vigil's speed on this machine, written to BENCHMARKS.md (the only place figures are kept;
+# the docs link it or quote it with its date).
 #
 # Starts MariaDB and Redis if they are down, builds Vigil and the load tools in release mode,
 # and measures, server and load generators sharing the machine:
@@ -144,7 +145,7 @@ for step in $STEPS; do
   run=$("$BIN/fanout" --host "http://$FULL" --clients 0 --rate "$rate" --duration "$STEP_DURATION" --drain 2s --json)
   echo "$run" >> "$WORK/latency-vs-rate.jsonl"
   # achieved: acknowledged over the scheduled time; late sends say how far the generator, on
-  # the same two cores, fell behind its own schedule (then the offered rate was not offered).
+  # the server's own cores, fell behind its schedule (then the offered rate was not offered).
   line=$(json "$run" '"%d,%.1f,%.3f,%.3f,%d,%d,%.1f" % (rate, events_acked / duration_s, ack_latency_ms["p50"], ack_latency_ms["p99"], events_failed, late_sends, max_send_lateness_ms)')
   echo "$line" >> "$CSV"
   echo "$step % = $line"

@@ -1,6 +1,7 @@
 # Shell helpers shared by scripts/test.sh and scripts/bench.sh (sourced, not run): logging,
 # apt installs, and starting the machine's MariaDB (127.0.0.1:3306, root, empty password)
-# and Redis (127.0.0.1:6379) when they are down, as DESIGN.md's "Machines" describes.
+# and Redis (127.0.0.1:6379) when they are down: the shared servers every test and benchmark
+# uses (tests that must kill a server start private ones of their own).
 
 log() { printf '\n==> %s\n' "$*"; }
 

@@ -437,10 +437,9 @@ impl Config {
 
     /// HTTP worker threads: as configured, else one per CPU.
     ///
-    /// Measured on the 2-core test box (server, MariaDB, Redis and wrk sharing it): one
-    /// worker instead of two made no clear difference to single-event ingest (within the
-    /// box's ±10% noise) but cost cached reads about 15%, so the default stays one per CPU;
-    /// the setting is there for hosts where Vigil shares its cores with the database.
+    /// One per CPU because cached reads are served on these threads and scale with them,
+    /// while ingest is bound by the batcher's own thread; the setting is for hosts where Vigil
+    /// shares its cores with the database and should leave it room.
     pub fn worker_threads(&self) -> usize {
         self.worker_threads.map_or_else(
             || std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),

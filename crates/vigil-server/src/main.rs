@@ -6,8 +6,8 @@ use vigil_server::config::Config;
 use vigil_server::{Application, shutdown, telemetry};
 
 /// mimalloc: per-thread free lists suit a server that allocates small, short-lived buffers
-/// on every request across worker threads (glibc's malloc showed up at ~8% of CPU in
-/// profiles of the ingest load test, mostly in consolidation).
+/// on every request across worker threads, where glibc's malloc spends its time
+/// consolidating free chunks.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -1,6 +1,6 @@
 //! A private three-node MariaDB Galera cluster on loopback, for tests of what Vigil does when a
-//! database node dies under it (DESIGN.md: "MariaDB Galera (multi-primary) reached through
-//! HAProxy"), without touching the machine's shared MariaDB.
+//! database node dies under it (docs/high-availability.md, *MariaDB Galera behind HAProxy*),
+//! without touching the machine's shared MariaDB.
 //!
 //! ```no_run
 //! # async fn example() -> std::io::Result<()> {

@@ -1,6 +1,6 @@
 //! A private HAProxy in front of a [`PrivateGaleraCluster`], the way Vigil reaches Galera in
-//! production (DESIGN.md: "MariaDB Galera (multi-primary) reached through HAProxy"): all clients
-//! write through one node, and when it dies HAProxy moves them to the next.
+//! production (docs/high-availability.md, *MariaDB Galera behind HAProxy*): all clients write
+//! through one node, and when it dies HAProxy moves them to the next.
 //!
 //! ```no_run
 //! # async fn example() -> std::io::Result<()> {

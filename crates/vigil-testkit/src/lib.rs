@@ -5,7 +5,7 @@
 //! - [`mariadb`]: a private `mariadbd` on its own port and data directory, for tests that need
 //!   other server settings (e.g. `--innodb-autoinc-lock-mode=2`).
 //! - [`galera`]: a private three-node MariaDB Galera cluster on loopback, whose nodes tests kill
-//!   and restart, for the high-availability behaviour DESIGN.md promises on Galera.
+//!   and restart, for the high-availability behaviour docs/high-availability.md describes.
 //! - [`haproxy`]: a private HAProxy in front of that cluster (one active node, two backups), the
 //!   way Vigil reaches Galera in production.
 //! - [`redis_sentinel`]: private `redis-server`s: a lone one to kill for good, and a primary, a

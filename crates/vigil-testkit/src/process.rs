@@ -31,7 +31,7 @@ use tokio::sync::oneshot;
 
 /// The account private servers run as when the tests run as root: `mariadbd` refuses to run as
 /// root without `--user`, and Galera's SST scripts run as the server's user, like the machine's
-/// shared MariaDB (DESIGN.md, "Machines").
+/// shared MariaDB (the one `scripts/services.sh` starts).
 pub(crate) const SERVER_USER: &str = "mysql";
 
 /// Lowest port chosen for a private server.

@@ -1,7 +1,7 @@
 //! Private Redis servers for tests that must see Redis die: a lone [`PrivateRedis`] to kill for
 //! good, and a [`RedisSentinelGroup`] (a primary, one replica, three sentinels) whose primary a
-//! test kills so that Sentinel fails over to the replica. The machine's shared Redis is never
-//! stopped (DESIGN.md, "Machines").
+//! test kills so that Sentinel fails over to the replica. The machine's shared Redis (the one
+//! `scripts/services.sh` starts) is never stopped: other tests use it at the same time.
 //!
 //! ```no_run
 //! # async fn example() -> std::io::Result<()> {

@@ -1,4 +1,5 @@
-//! Bad requests get DESIGN.md's status and error body, and the server keeps serving.
+//! Bad requests get their documented status and error body (the README's *Errors*), and the
+//! server keeps serving.
 
 use std::time::Duration;
 

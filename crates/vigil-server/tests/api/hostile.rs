@@ -1,8 +1,9 @@
 //! Hostile input: a table of malformed, oversized, slow, truncated and abusive requests, each
-//! answered with its documented 4xx in DESIGN.md's error shape (or a closed socket, for the
-//! WebSocket and raw-HTTP cases), while a well-behaved client posts and reads throughout and
-//! never sees anything but 201 and 200. Afterwards the table holds exactly the well-behaved
-//! client's events: nothing of a refused request was stored.
+//! answered with its documented 4xx in the API's error shape (the README's *Limits* and
+//! *Errors*), or a closed socket for the WebSocket and raw-HTTP cases, while a well-behaved
+//! client posts and reads throughout and never sees anything but 201 and 200. Afterwards the
+//! table holds exactly the well-behaved client's events: nothing of a refused request was
+//! stored.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
