@@ -33,16 +33,15 @@ impl Route {
     ];
 
     /// Every value, [`Route::Unmatched`] last (metrics keep one slot per value).
-    pub const ALL: [Route; 8] = [
-        Route::Health,
-        Route::Ready,
-        Route::OpenApi,
-        Route::Metrics,
-        Route::Ws,
-        Route::Events,
-        Route::Event,
-        Route::Unmatched,
-    ];
+    pub const ALL: [Route; Route::SERVED.len() + 1] = {
+        let mut all = [Route::Unmatched; Route::SERVED.len() + 1];
+        let mut position = 0;
+        while position < Route::SERVED.len() {
+            all[position] = Route::SERVED[position];
+            position += 1;
+        }
+        all
+    };
 
     /// The route a request path belongs to.
     pub fn of(path: &str) -> Route {
