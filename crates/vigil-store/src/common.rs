@@ -1,6 +1,6 @@
-//! What both backends share beyond SQL text: every operation bounded in time, the option
-//! checks, decoding a selected row into a [`StoredEvent`], and running a list plan (size the
-//! time window, pick the drive, read the page).
+//! What both backends share beyond SQL text and the generic reads: every operation bounded in
+//! time, opening a connection and migrating, the option checks, and decoding a selected row
+//! into a [`StoredEvent`] or an idempotency record.
 //!
 //! The row decoder is generic over sqlx's row type so that both backends read the same columns
 //! (in [`crate::sql::Dialect::columns`]' order) with one function; only the unit of the two
@@ -9,13 +9,15 @@
 use std::future::Future;
 use std::time::Duration;
 
-use sqlx::{ColumnIndex, Decode, Row, Type};
-use vigil_core::{EventQuery, Level, UnixMillis};
+use sqlx::{ColumnIndex, ConnectOptions, Decode, Row, Type};
+use vigil_core::{Level, UnixMillis};
 
 use crate::idempotency::{self, Digest, IdempotencyRecord};
-use crate::sql::Dialect;
-use crate::sql::list::{self, Statement, TimeBounds};
-use crate::{EventPage, StoreError, StoreOptions, StoredEvent};
+use crate::{StoreError, StoreOptions, StoredEvent};
+
+/// Least time the migrations get, whatever the statement bound: a first start may create
+/// tables and indexes on a slow disk.
+const MIGRATION_TIME: Duration = Duration::from_secs(60);
 
 /// Runs `work` under `timeout`, turning expiry into [`StoreError::Timeout`].
 pub(crate) async fn bounded<T>(
@@ -47,11 +49,31 @@ pub(crate) fn query_error(operation: &'static str, cause: sqlx::Error) -> StoreE
     StoreError::Query { operation, cause }
 }
 
-pub(crate) fn insert_timeout(after: Duration) -> StoreError {
-    StoreError::Timeout {
-        operation: "insert",
-        after,
+/// Opens one connection outside any pool, bounded by `timeout`.
+pub(crate) async fn connect<O>(options: &O, timeout: Duration) -> Result<O::Connection, StoreError>
+where
+    O: ConnectOptions,
+    O::Connection: Sized,
+{
+    match tokio::time::timeout(timeout, options.connect()).await {
+        Ok(Ok(connection)) => Ok(connection),
+        Ok(Err(cause)) => Err(StoreError::Connect { cause }),
+        Err(_) => Err(StoreError::Timeout {
+            operation: "connect",
+            after: timeout,
+        }),
     }
+}
+
+/// Runs the embedded migrations (`run`, on the connection the backend opened for them).
+pub(crate) async fn migrate(
+    statement_timeout: Duration,
+    run: impl Future<Output = Result<(), sqlx::migrate::MigrateError>>,
+) -> Result<(), StoreError> {
+    bounded("migrate", statement_timeout.max(MIGRATION_TIME), async {
+        run.await.map_err(|cause| StoreError::Migrate { cause })
+    })
+    .await
 }
 
 pub(crate) fn validate_options(options: &StoreOptions) -> Result<(), StoreError> {
@@ -145,69 +167,6 @@ where
         created_at: UnixMillis(decode(row, 4, OPERATION)?),
         expires_at: UnixMillis(decode(row, 5, OPERATION)?),
     })
-}
-
-/// Runs a planned read with its binds on one connection of a backend.
-pub(crate) trait RunStatement {
-    type Row: Row;
-    fn fetch_all(
-        &mut self,
-        operation: &'static str,
-        statement: Statement,
-    ) -> impl Future<Output = Result<Vec<Self::Row>, StoreError>> + Send;
-}
-
-/// One page of `query` (plans in [`list`]): a probe sizing the time window when the query
-/// has one, then the page itself, both through `connection` (so they see one state of the
-/// table); `millis` converts the dialect's stored times.
-pub(crate) async fn list_page<C, R>(
-    dialect: Dialect,
-    query: &EventQuery,
-    bounds: &TimeBounds,
-    millis: fn(i64) -> UnixMillis,
-    connection: &mut C,
-) -> Result<EventPage, StoreError>
-where
-    C: RunStatement<Row = R>,
-    R: Row,
-    usize: ColumnIndex<R>,
-    for<'r> u64: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> &'r str: Decode<'r, R::Database> + Type<R::Database>,
-{
-    let window_size = match list::window_probe(dialect, query, bounds) {
-        Some(probe) => {
-            const OPERATION: &str = "size event window";
-            let rows = connection.fetch_all(OPERATION, probe).await?;
-            let row = rows.first().ok_or(StoreError::Query {
-                operation: OPERATION,
-                cause: sqlx::Error::RowNotFound,
-            })?;
-            let window: Option<i64> = decode(row, 0, OPERATION)?;
-            let newer = match bounds.to {
-                Some(_) => Some(decode::<R, Option<i64>>(row, 1, OPERATION)?.is_some()),
-                None => None,
-            };
-            Some(list::WindowSize {
-                window_is_large: window.is_some(),
-                newer_is_large: newer,
-            })
-        }
-        None => None,
-    };
-    let drive = list::drive_for(bounds, window_size);
-    let statement = list::list_statement(dialect, query, bounds, drive);
-    let rows = connection.fetch_all("list events", statement).await?;
-    let size = usize::try_from(query.size).unwrap_or(usize::MAX);
-    let mut events = rows
-        .iter()
-        .map(|row| stored_event_from_row(row, millis))
-        .collect::<Result<Vec<_>, _>>()?;
-    debug_assert!(events.windows(2).all(|pair| pair[0].id > pair[1].id));
-    let has_more = events.len() > size;
-    events.truncate(size);
-    Ok(EventPage { events, has_more })
 }
 
 #[cfg(test)]

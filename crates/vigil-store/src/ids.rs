@@ -33,21 +33,24 @@ pub const RESERVE_SQL: &str =
 pub const SQLITE_RESERVE_SQL: &str =
     "UPDATE vigil_id_blocks SET next_id = next_id + ? WHERE name = 'events' RETURNING next_id";
 
-/// A backend's reservation of a block: moves the database counter forward by `size` and
-/// returns the new `next_id`.
+/// A backend's id blocks: the range it holds, and how it reserves the next one.
 pub(crate) trait ReserveBlock {
+    /// The reserved range not yet handed out.
+    fn id_block(&self) -> &tokio::sync::Mutex<IdBlock>;
+
+    /// Moves the database counter forward by `size` and returns the new `next_id`.
     fn reserve_block(&self, size: u64) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
-/// `count` fresh ids, increasing: from `block`, and when it runs out from a new block of
-/// `max(missing, MIN_BLOCK_SIZE)` ids that `backend` reserves in the database. The caller holds
-/// `block`'s lock across the reservation, so concurrent callers wait for one round trip
+/// `count` fresh ids, increasing: from the backend's block, and when it runs out from a new
+/// block of `max(missing, MIN_BLOCK_SIZE)` ids that `backend` reserves in the database. The
+/// block's lock is held across the reservation, so concurrent callers wait for one round trip
 /// instead of each reserving a block.
 pub(crate) async fn allocate(
-    block: &mut IdBlock,
-    count: usize,
     backend: &impl ReserveBlock,
+    count: usize,
 ) -> Result<Vec<u64>, StoreError> {
+    let mut block = backend.id_block().lock().await;
     let mut ids = Vec::with_capacity(count);
     let mut missing = count as u64 - block.take_into(count as u64, &mut ids);
     if missing == 0 {

@@ -26,14 +26,17 @@
 //! run the same statements and plans ([`sql`]), the same id scheme and the same
 //! all-or-nothing insert contract, and return byte-identical events.
 
+mod backend;
 mod common;
 pub mod error;
 pub mod idempotency;
 pub mod ids;
 pub mod mysql;
 mod mysql_session;
+mod reads;
 pub mod sql;
 pub mod sqlite;
+mod write;
 
 use std::path::Path;
 use std::time::Duration;
@@ -202,7 +205,7 @@ impl Store {
     /// `count` fresh ids, increasing, from this store's cached block (reserving a new block in
     /// the database when it runs out).
     pub async fn allocate_ids(&self, count: usize) -> Result<Vec<u64>, StoreError> {
-        on_backend!(self, store => store.allocate_ids(count).await)
+        on_backend!(self, store => ids::allocate(store, count).await)
     }
 
     /// Stores the batch, all or nothing. See [`InsertError`] for what a failure means.
@@ -232,7 +235,8 @@ impl Store {
                 reason,
             }));
         }
-        on_backend!(self, store => store.insert(rows, keys).await)
+        let batch = write::Batch { rows, keys };
+        on_backend!(self, store => store.insert(batch).await)
     }
 
     /// The records among `keys` that have not expired at `now`, in no particular order.
@@ -246,12 +250,7 @@ impl Store {
         }
         let statement = idempotency::select_statement(keys, now);
         const OPERATION: &str = "read idempotency records";
-        on_backend!(self, store => store
-            .fetch_rows(OPERATION, statement)
-            .await?
-            .iter()
-            .map(common::idempotency_record_from_row)
-            .collect())
+        on_backend!(self, store => store.reads().fetch_records(OPERATION, statement).await)
     }
 
     /// Deletes the records among `keys` that expired by `now`, so new requests can take those
@@ -288,24 +287,30 @@ impl Store {
     /// After an [`InsertError::OutcomeUnknown`]: decides for certain whether the batch with
     /// these ids is in the table (`true`) or not (`false`).
     pub async fn resolve(&self, ids: &[u64]) -> Result<bool, StoreError> {
-        on_backend!(self, store => store.resolve(ids).await)
+        let mut wanted = ids.to_vec();
+        wanted.sort_unstable();
+        wanted.dedup();
+        if wanted.is_empty() {
+            return Ok(true);
+        }
+        on_backend!(self, store => store.resolve(&wanted).await)
     }
 
     /// The event with this id, if stored.
     pub async fn get(&self, id: u64) -> Result<Option<StoredEvent>, StoreError> {
-        on_backend!(self, store => store.get(id).await)
+        on_backend!(self, store => store.reads().get(id).await)
     }
 
     /// The `limit` newest events, newest (highest id) first.
     pub async fn latest(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
-        on_backend!(self, store => store.latest(limit).await)
+        on_backend!(self, store => store.reads().latest(limit).await)
     }
 
     /// One page of the events `query` selects, newest first by id: filters, time window,
     /// offset or cursor. Every plan reads an index in id order and stops near the page size;
     /// see `sql::list`.
     pub async fn list(&self, query: &EventQuery) -> Result<EventPage, StoreError> {
-        on_backend!(self, store => store.list(query).await)
+        on_backend!(self, store => store.reads().list(query).await)
     }
 
     /// [`Store::list`], plus what it cost, for tests and measurements: on MySQL the rows the
@@ -379,18 +384,7 @@ impl Store {
                 sql::list::Bind::Unsigned(limit as u64),
             ],
         };
-        match self {
-            Store::MySql(store) => {
-                store
-                    .execute_write("delete expired events", statement)
-                    .await
-            }
-            Store::Sqlite(store) => {
-                store
-                    .execute_write("delete expired events", statement)
-                    .await
-            }
-        }
+        on_backend!(self, store => store.execute_write("delete expired events", statement).await)
     }
 
     fn dialect(&self) -> sql::Dialect {
@@ -405,19 +399,12 @@ impl Store {
         operation: &'static str,
         statement: sql::list::Statement,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        match self {
-            Store::MySql(store) => (store.fetch_rows(operation, statement).await?.iter())
-                .map(mysql::stored_event_from_row)
-                .collect(),
-            Store::Sqlite(store) => (store.fetch_rows(operation, statement).await?.iter())
-                .map(sqlite::stored_event_from_row)
-                .collect(),
-        }
+        on_backend!(self, store => store.reads().fetch_events(operation, statement).await)
     }
 
     /// Whether the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        on_backend!(self, store => store.ping().await)
+        on_backend!(self, store => store.reads().ping().await)
     }
 
     /// Closes the writer and the pool, waiting for borrowed connections to come back.

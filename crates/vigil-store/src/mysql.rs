@@ -12,26 +12,28 @@
 //! Every connection runs with `time_zone = '+00:00'`; times are sent as exact `DATETIME(3)`
 //! literals and read back as microseconds computed by the server (see [`crate::sql`]).
 
-use std::future::Future;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
 use sqlx::mysql::{
-    MySqlArguments, MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions, MySqlRow,
+    MySqlArguments, MySqlConnectOptions, MySqlConnection, MySqlPoolOptions, MySqlQueryResult,
 };
-use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor, MySql};
+use sqlx::query::Query;
+use sqlx::{AssertSqlSafe, Connection, Executor, MySql};
 use tracing::{debug, info, warn};
-use vigil_core::EventQuery;
+use vigil_core::{EventQuery, UnixMillis};
 
-use crate::common::{self, bounded, insert_timeout, query_error, validate_options};
+use crate::backend::{Backend, bound_query};
+use crate::common::{self, decode, validate_options};
 use crate::error::{DUPLICATE_KEY, NO_SUCH_THREAD, server_error_number, server_refused};
-use crate::idempotency::{self, IdempotencyRecord};
 use crate::ids::{self, IdBlock};
 use crate::mysql_session::{self, ServerIdentity, Suspect, SuspectFate};
-use crate::sql::list::{Bind, Statement, TimeBounds};
+use crate::reads::Reads;
+use crate::sql::list::{Statement, TimeBounds};
 use crate::sql::{self, Dialect};
-use crate::{EventPage, EventRow, InsertError, StoreError, StoreOptions, StoredEvent};
+use crate::write::{self, Batch, BatchSession, Phase, StatementFailure, timed};
+use crate::{EventPage, EventRow, InsertError, StoreError, StoreOptions};
 
 /// The embedded migrations (`migrations/mysql` at the workspace root), run at connect.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/mysql");
@@ -56,8 +58,8 @@ pub struct MySqlStore {
 }
 
 struct Inner {
-    /// Reads, pings and id reservations. Never used for inserts.
-    pool: MySqlPool,
+    /// Reads, pings and short writes (retention). Never used for inserts.
+    reads: Reads<MySql>,
     /// How to open the writer and `resolve`'s fresh connections: the caller's URL with the
     /// session time zone pinned to UTC.
     connect_options: MySqlConnectOptions,
@@ -113,7 +115,7 @@ impl MySqlStore {
             .connect_lazy_with(connect_options.clone());
         let store = MySqlStore {
             inner: Arc::new(Inner {
-                pool,
+                reads: Reads::new(pool, options.statement_timeout),
                 connect_options,
                 options: options.clone(),
                 writer: tokio::sync::Mutex::new(Writer::default()),
@@ -123,17 +125,7 @@ impl MySqlStore {
         };
 
         let mut connection = store.open_connection().await?;
-        bounded(
-            "migrate",
-            options.statement_timeout.max(Duration::from_secs(60)),
-            async {
-                MIGRATOR
-                    .run(&mut connection)
-                    .await
-                    .map_err(|cause| StoreError::Migrate { cause })
-            },
-        )
-        .await?;
+        common::migrate(options.statement_timeout, MIGRATOR.run(&mut connection)).await?;
         let _ = connection.close().await;
 
         let session = store.open_writer().await?;
@@ -146,134 +138,40 @@ impl MySqlStore {
         Ok(store)
     }
 
-    /// `count` fresh ids, increasing, from the cached block; reserves a new block of
-    /// `max(missing, 4096)` ids when the cached one runs out.
-    pub async fn allocate_ids(&self, count: usize) -> Result<Vec<u64>, StoreError> {
-        let mut block = self.inner.ids.lock().await;
-        ids::allocate(&mut block, count, self).await
-    }
-
     /// Stores the batch with one INSERT (or, when limits force a split, several in one
     /// transaction) on the writer connection; with idempotency `keys`, their records go in the
-    /// same transaction, after the events.
-    /// `rows` are non-empty and valid: [`crate::Store::insert_with_keys`] checks them.
-    pub(crate) async fn insert(
-        &self,
-        rows: &[EventRow<'_>],
-        keys: &[IdempotencyRecord],
-    ) -> Result<(), InsertError> {
-        debug_assert!(!rows.is_empty(), "Store::insert_with_keys checks the rows");
-
+    /// same transaction, after the events (see [`write::write_batch`]).
+    pub(crate) async fn insert(&self, batch: Batch<'_>) -> Result<(), InsertError> {
         let mut writer = self.inner.writer.lock().await;
         let mut session = self
             .ready_writer(&mut writer)
             .await
             .map_err(InsertError::NotCommitted)?;
-        let plan = sql::plan_statements(
-            rows.iter().map(sql::estimated_row_bytes),
-            sql::MAX_ROWS_PER_STATEMENT,
-            session.statement_budget,
-        );
-        let timeout = self.inner.options.statement_timeout;
-        let result = if plan.len() == 1 && keys.is_empty() {
-            self.insert_autocommit(&mut writer, &mut session, rows, timeout)
-                .await
-        } else {
-            self.insert_transaction(&mut writer, &mut session, rows, &plan, keys, timeout)
-                .await
+        let statement_budget = session.statement_budget;
+        let Writer {
+            insert_sql,
+            datetimes,
+            ..
+        } = &mut *writer;
+        let mut on_writer = BatchOnWriter {
+            session: &mut session,
+            insert_sql,
+            datetimes,
+            timeout: self.inner.options.statement_timeout,
+            keep_session: true,
         };
+        let result = write::write_batch(&mut on_writer, batch, statement_budget).await;
+        let keep_session = on_writer.keep_session;
         match result {
-            Ok(()) => {
-                session.last_used = Instant::now();
-                writer.session = Some(session);
-                Ok(())
-            }
-            Err(Failure {
-                error,
-                session_usable,
-            }) => {
-                if session_usable {
-                    session.last_used = Instant::now();
-                    writer.session = Some(session);
-                } else {
-                    self.discard_writer(session, &error);
-                }
+            Err(error) if !keep_session => {
+                self.discard_writer(session, &error);
                 Err(error)
             }
-        }
-    }
-
-    /// One statement, autocommit: one round trip.
-    async fn insert_autocommit(
-        &self,
-        writer: &mut Writer,
-        session: &mut WriterSession,
-        rows: &[EventRow<'_>],
-        timeout: Duration,
-    ) -> Result<(), Failure> {
-        match run_insert(writer, &mut session.connection, rows, timeout).await {
-            Ok(()) => Ok(()),
-            Err(StatementFailure::TimedOut) => Err(Failure::unknown(insert_timeout(timeout))),
-            Err(StatementFailure::Driver(cause)) => Err(classify_sent_statement(cause)),
-        }
-    }
-
-    /// Several statements in one transaction: anything that fails before COMMIT is sent is
-    /// certainly not committed; only COMMIT itself can leave the outcome unknown.
-    async fn insert_transaction(
-        &self,
-        writer: &mut Writer,
-        session: &mut WriterSession,
-        rows: &[EventRow<'_>],
-        plan: &[std::ops::Range<usize>],
-        keys: &[IdempotencyRecord],
-        timeout: Duration,
-    ) -> Result<(), Failure> {
-        let connection = &mut session.connection;
-        match tokio::time::timeout(timeout, connection.execute("START TRANSACTION")).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(cause)) => {
-                let session_usable = server_refused(&cause);
-                return Err(Failure::not_committed(
-                    query_error("begin insert", cause),
-                    session_usable,
-                ));
+            result => {
+                session.last_used = Instant::now();
+                writer.session = Some(session);
+                result
             }
-            Err(_) => return Err(Failure::not_committed(insert_timeout(timeout), false)),
-        }
-        for range in plan {
-            let inserted = run_insert(writer, connection, &rows[range.clone()], timeout).await;
-            abandon_on_failure(connection, inserted, timeout, |cause| {
-                InsertError::DuplicateIds(StoreError::DuplicateIds { cause })
-            })
-            .await?;
-        }
-        if !keys.is_empty() {
-            let statement = idempotency::insert_statement(keys);
-            let recorded = match tokio::time::timeout(
-                timeout,
-                bound_query(statement).execute(&mut *connection),
-            )
-            .await
-            {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(cause)) => Err(StatementFailure::Driver(cause)),
-                Err(_) => Err(StatementFailure::TimedOut),
-            };
-            abandon_on_failure(connection, recorded, timeout, |cause| {
-                InsertError::KeyTaken(StoreError::IdempotencyKeyTaken { cause })
-            })
-            .await?;
-        }
-        match tokio::time::timeout(timeout, connection.execute("COMMIT")).await {
-            Ok(Ok(_)) => Ok(()),
-            // A refused COMMIT normally means a rollback, but "normally" is not certain enough
-            // to answer 503: let resolve decide.
-            Ok(Err(cause)) => Err(Failure::unknown(query_error("commit insert", cause))),
-            Err(_) => Err(Failure::unknown(StoreError::Timeout {
-                operation: "commit insert",
-                after: timeout,
-            })),
         }
     }
 
@@ -376,13 +274,8 @@ impl MySqlStore {
     /// waited out, see [`mysql_session`]), so nothing more can run in it, then counts the ids
     /// with a locking read, which also waits for any other transaction still holding those
     /// rows (on Galera, after the node has applied everything certified before it).
-    pub async fn resolve(&self, ids: &[u64]) -> Result<bool, StoreError> {
-        let mut wanted = ids.to_vec();
-        wanted.sort_unstable();
-        wanted.dedup();
-        if wanted.is_empty() {
-            return Ok(true);
-        }
+    /// `wanted` is sorted, distinct and not empty ([`crate::Store::resolve`] sees to it).
+    pub(crate) async fn resolve(&self, wanted: &[u64]) -> Result<bool, StoreError> {
         let timeout = self.inner.options.statement_timeout;
         let mut connection = self.open_connection().await?;
         let here = mysql_session::session_facts(&mut connection, timeout)
@@ -424,22 +317,13 @@ impl MySqlStore {
         }
         mysql_session::causal_reads(&mut connection, &here, timeout).await?;
 
-        let mut present = 0u64;
-        for chunk in wanted.chunks(sql::RESOLVE_IDS_PER_QUERY) {
-            let sql = Dialect::MySql.count_ids_sql(chunk.len());
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for &id in chunk {
-                query = query.bind(id);
-            }
-            let row = self
-                .bounded_query("resolve batch", query.fetch_one(&mut connection))
-                .await?;
-            let count: i64 = decode(&row, 0, "resolve batch")?;
-            present += u64::try_from(count).unwrap_or(0);
-        }
+        let all_present = self
+            .inner
+            .reads
+            .all_present(&mut connection, wanted)
+            .await?;
         let _ = connection.close().await;
-
-        sql::resolution(present, wanted.len() as u64)
+        Ok(all_present)
     }
 
     /// `KILL`s a session and waits until the server no longer lists it.
@@ -451,7 +335,9 @@ impl MySqlStore {
         // An integer we formatted ourselves: nothing to inject.
         let kill = format!("KILL CONNECTION {connection_id}");
         match self
-            .bounded_query(
+            .inner
+            .reads
+            .bounded(
                 "kill writer session",
                 connection.execute(AssertSqlSafe(kill)),
             )
@@ -465,7 +351,9 @@ impl MySqlStore {
         let deadline = Instant::now() + self.inner.options.statement_timeout;
         loop {
             let row = self
-                .bounded_query(
+                .inner
+                .reads
+                .bounded(
                     "wait for killed session",
                     sqlx::query("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = ?")
                         .bind(connection_id)
@@ -483,88 +371,30 @@ impl MySqlStore {
         }
     }
 
-    /// The event with this id.
-    pub async fn get(&self, id: u64) -> Result<Option<StoredEvent>, StoreError> {
-        let row = self
-            .bounded_query(
-                "get event",
-                sqlx::query(sql::SELECT_BY_ID)
-                    .bind(id)
-                    .fetch_optional(&self.inner.pool),
-            )
-            .await?;
-        row.as_ref().map(stored_event_from_row).transpose()
+    /// The reads both backends run, on this store's pool.
+    pub(crate) fn reads(&self) -> &Reads<MySql> {
+        &self.inner.reads
     }
 
-    /// The `limit` newest events, newest first.
-    pub async fn latest(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let rows = self
-            .bounded_query(
-                "list latest events",
-                sqlx::query(sql::SELECT_LATEST)
-                    .bind(limit as u64)
-                    .fetch_all(&self.inner.pool),
-            )
-            .await?;
-        rows.iter().map(stored_event_from_row).collect()
-    }
-
-    /// One page of the events `query` selects, newest first by id (plans in
-    /// [`sql::list`]): on one pooled connection, a count of the time window when the query
-    /// has one, then the page itself.
-    pub async fn list(&self, query: &EventQuery) -> Result<EventPage, StoreError> {
-        let Some(bounds) = TimeBounds::of(query) else {
-            return Ok(EventPage::default());
-        };
-        let mut connection = self
-            .bounded_query("list events", self.inner.pool.acquire())
-            .await?;
-        self.list_on(&mut connection, query, &bounds).await
-    }
-
-    /// [`MySqlStore::list`] and the rows the server examined for it: the session's
+    /// [`crate::Store::list`] and the rows the server examined for it: the session's
     /// `Handler_read_*` counters read before and after `list`'s own statements on the same
     /// connection, less what reading the counters itself costs (measured on the spot).
     pub async fn list_with_rows_examined(
         &self,
         query: &EventQuery,
     ) -> Result<(EventPage, u64), StoreError> {
-        let mut connection = self
-            .bounded_query("list events", self.inner.pool.acquire())
-            .await?;
+        let reads = &self.inner.reads;
+        let mut connection = reads.acquire("list events").await?;
         let first = self.handler_reads(&mut connection).await?;
         let second = self.handler_reads(&mut connection).await?;
         let page = match TimeBounds::of(query) {
-            Some(bounds) => self.list_on(&mut connection, query, &bounds).await?,
+            Some(bounds) => reads.list_on(&mut connection, query, &bounds).await?,
             None => EventPage::default(),
         };
         let third = self.handler_reads(&mut connection).await?;
         let counting_cost = second.saturating_sub(first);
         let examined = third.saturating_sub(second).saturating_sub(counting_cost);
         Ok((page, examined))
-    }
-
-    async fn list_on(
-        &self,
-        connection: &mut MySqlConnection,
-        query: &EventQuery,
-        bounds: &TimeBounds,
-    ) -> Result<EventPage, StoreError> {
-        let mut reads = ReadsOn {
-            store: self,
-            connection,
-        };
-        common::list_page(
-            Dialect::MySql,
-            query,
-            bounds,
-            sql::millis_from_micros,
-            &mut reads,
-        )
-        .await
     }
 
     /// Runs a short write that is not an insert batch (retention) on a pooled connection,
@@ -574,24 +404,7 @@ impl MySqlStore {
         operation: &'static str,
         statement: Statement,
     ) -> Result<u64, StoreError> {
-        let result = self
-            .bounded_query(operation, bound_query(statement).execute(&self.inner.pool))
-            .await?;
-        Ok(result.rows_affected())
-    }
-
-    /// Runs a read on a pooled connection; the store decodes the rows (events: the
-    /// [`crate::sql::forward`] reads; idempotency records).
-    pub(crate) async fn fetch_rows(
-        &self,
-        operation: &'static str,
-        statement: Statement,
-    ) -> Result<Vec<MySqlRow>, StoreError> {
-        self.bounded_query(
-            operation,
-            bound_query(statement).fetch_all(&self.inner.pool),
-        )
-        .await
+        self.inner.reads.execute(operation, statement).await
     }
 
     /// The session's index and table reads so far: the sum of the `Handler_read_*` counters
@@ -608,7 +421,9 @@ impl MySqlStore {
             "Handler_read_rnd_next",
         ];
         let rows = self
-            .bounded_query(
+            .inner
+            .reads
+            .bounded(
                 OPERATION,
                 connection.fetch_all("SHOW SESSION STATUS LIKE 'Handler_read%'"),
             )
@@ -626,13 +441,6 @@ impl MySqlStore {
             total = total.saturating_add(value.trim().parse().unwrap_or(0));
         }
         Ok(total)
-    }
-
-    /// Whether the database answers a trivial query.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        self.bounded_query("ping", sqlx::query("SELECT 1").execute(&self.inner.pool))
-            .await?;
-        Ok(())
     }
 
     /// `host:port/database`, for the start-up log: never the user or password.
@@ -656,33 +464,24 @@ impl MySqlStore {
             )
             .await;
         }
-        self.inner.pool.close().await;
+        self.inner.reads.close().await;
     }
 
     /// A new connection outside the pool, bounded by the connect timeout.
     async fn open_connection(&self) -> Result<MySqlConnection, StoreError> {
-        let timeout = self.inner.options.connect_timeout;
-        match tokio::time::timeout(timeout, self.inner.connect_options.connect()).await {
-            Ok(Ok(connection)) => Ok(connection),
-            Ok(Err(cause)) => Err(StoreError::Connect { cause }),
-            Err(_) => Err(StoreError::Timeout {
-                operation: "connect",
-                after: timeout,
-            }),
-        }
-    }
-
-    /// Runs a statement under the statement timeout, naming `operation` in any error.
-    async fn bounded_query<T>(
-        &self,
-        operation: &'static str,
-        query: impl Future<Output = Result<T, sqlx::Error>>,
-    ) -> Result<T, StoreError> {
-        common::bounded_query(operation, self.inner.options.statement_timeout, query).await
+        common::connect(
+            &self.inner.connect_options,
+            self.inner.options.connect_timeout,
+        )
+        .await
     }
 }
 
 impl ids::ReserveBlock for MySqlStore {
+    fn id_block(&self) -> &tokio::sync::Mutex<IdBlock> {
+        &self.inner.ids
+    }
+
     /// Moves the database counter forward by `size` in one autocommit statement and returns
     /// the new `next_id`, which the server reports as this statement's `LAST_INSERT_ID`.
     ///
@@ -693,7 +492,9 @@ impl ids::ReserveBlock for MySqlStore {
     async fn reserve_block(&self, size: u64) -> Result<u64, StoreError> {
         let mut connection = self.open_connection().await?;
         let result = self
-            .bounded_query(
+            .inner
+            .reads
+            .bounded(
                 "reserve ids",
                 sqlx::query(ids::RESERVE_SQL)
                     .bind(size)
@@ -709,127 +510,89 @@ impl ids::ReserveBlock for MySqlStore {
     }
 }
 
-/// A store's reads on one connection, for [`common::list_page`].
-struct ReadsOn<'a> {
-    store: &'a MySqlStore,
-    connection: &'a mut MySqlConnection,
+impl Backend for MySql {
+    const DIALECT: Dialect = Dialect::MySql;
+    const BEGIN_WRITE: &'static str = "START TRANSACTION";
+
+    fn millis(stored: i64) -> UnixMillis {
+        sql::millis_from_micros(stored)
+    }
+
+    fn bind_unsigned(
+        query: Query<'static, MySql, MySqlArguments>,
+        value: u64,
+    ) -> Query<'static, MySql, MySqlArguments> {
+        query.bind(value)
+    }
+
+    fn rows_affected(result: &MySqlQueryResult) -> u64 {
+        result.rows_affected()
+    }
+
+    fn is_duplicate_key(cause: &sqlx::Error) -> bool {
+        server_error_number(cause) == Some(DUPLICATE_KEY)
+    }
+
+    /// A server refusal on an intact session committed nothing; anything else (I/O, protocol,
+    /// a cut session) may have. A refused COMMIT normally means a rollback, but "normally" is
+    /// not certain enough to answer 503: `resolve` decides.
+    fn may_have_committed(cause: &sqlx::Error, phase: Phase) -> bool {
+        phase == Phase::Commit || !server_refused(cause)
+    }
 }
 
-impl common::RunStatement for ReadsOn<'_> {
-    type Row = MySqlRow;
+/// The writer session lent to [`write::write_batch`] for one batch.
+struct BatchOnWriter<'a> {
+    session: &'a mut WriterSession,
+    insert_sql: &'a mut sql::InsertSqlCache,
+    datetimes: &'a mut String,
+    timeout: Duration,
+    /// Cleared when a failure leaves the session unfit: it is then dropped, and remembered for
+    /// `resolve` to end.
+    keep_session: bool,
+}
 
-    async fn fetch_all(
-        &mut self,
-        operation: &'static str,
-        statement: Statement,
-    ) -> Result<Vec<Self::Row>, StoreError> {
-        let connection = &mut *self.connection;
-        self.store
-            .bounded_query(operation, bound_query(statement).fetch_all(connection))
+impl BatchSession for BatchOnWriter<'_> {
+    type Db = MySql;
+
+    async fn insert_rows(&mut self, rows: &[EventRow<'_>]) -> Result<(), StatementFailure> {
+        debug_assert!((1..=sql::MAX_ROWS_PER_STATEMENT).contains(&rows.len()));
+        let statement = self.insert_sql.for_rows(rows.len());
+        let query = bound_insert(statement, rows, self.datetimes);
+        let result = timed(self.timeout, query.execute(&mut self.session.connection)).await?;
+        debug_assert_eq!(result.rows_affected(), rows.len() as u64);
+        Ok(())
+    }
+
+    async fn insert_records(&mut self, statement: Statement) -> Result<(), StatementFailure> {
+        let query = bound_query::<MySql>(statement);
+        timed(self.timeout, query.execute(&mut self.session.connection))
             .await
-    }
-}
-
-/// Why an insert failed, and whether its session can be kept.
-struct Failure {
-    error: InsertError,
-    /// The session answered and holds no transaction: keep it.
-    session_usable: bool,
-}
-
-impl Failure {
-    fn unknown(error: StoreError) -> Self {
-        Failure {
-            error: InsertError::OutcomeUnknown(error),
-            session_usable: false,
-        }
+            .map(drop)
     }
 
-    fn not_committed(error: StoreError, session_usable: bool) -> Self {
-        Failure {
-            error: InsertError::NotCommitted(error),
-            session_usable,
-        }
+    async fn execute_plain(&mut self, sql: &'static str) -> Result<(), StatementFailure> {
+        timed(self.timeout, self.session.connection.execute(sql))
+            .await
+            .map(drop)
     }
-}
 
-/// How one INSERT statement failed.
-enum StatementFailure {
-    /// The statement timeout fired; the statement may have been sent.
-    TimedOut,
-    Driver(sqlx::Error),
-}
-
-/// A statement inside the insert transaction failed: nothing commits without the COMMIT, which
-/// is not sent. A server refusal is rolled back on the spot (the session stays usable) and a
-/// duplicate key is named by `duplicate`; anything else drops the session, whose transaction
-/// the server rolls back when it sees the close.
-async fn abandon_on_failure(
-    connection: &mut MySqlConnection,
-    statement: Result<(), StatementFailure>,
-    timeout: Duration,
-    duplicate: impl FnOnce(sqlx::Error) -> InsertError,
-) -> Result<(), Failure> {
-    let failure = match statement {
-        Ok(()) => return Ok(()),
-        Err(StatementFailure::TimedOut) => {
-            return Err(Failure::not_committed(insert_timeout(timeout), false));
-        }
-        Err(StatementFailure::Driver(cause)) => cause,
-    };
-    if !server_refused(&failure) {
-        return Err(Failure::not_committed(
-            query_error("insert", failure),
-            false,
-        ));
-    }
-    let rolled_back = matches!(
-        tokio::time::timeout(timeout, connection.execute("ROLLBACK")).await,
-        Ok(Ok(_))
-    );
-    let error = if server_error_number(&failure) == Some(DUPLICATE_KEY) {
-        duplicate(failure)
-    } else {
-        InsertError::NotCommitted(query_error("insert", failure))
-    };
-    Err(Failure {
-        error,
-        session_usable: rolled_back,
-    })
-}
-
-/// What a failed autocommit INSERT means: a server refusal on an intact session committed
-/// nothing; anything else (I/O, protocol, a cut session) may have committed.
-fn classify_sent_statement(cause: sqlx::Error) -> Failure {
-    if !server_refused(&cause) {
-        return Failure::unknown(query_error("insert", cause));
-    }
-    if server_error_number(&cause) == Some(DUPLICATE_KEY) {
-        return Failure {
-            error: InsertError::DuplicateIds(StoreError::DuplicateIds { cause }),
-            session_usable: true,
+    /// A statement the server refused leaves the session intact: an autocommit INSERT left
+    /// nothing open, and a transaction is rolled back on the spot. Anything else (a timeout,
+    /// I/O, a failed COMMIT) drops the session; the server rolls back what it held when it sees
+    /// the close, and `resolve` ends it first if the outcome is unknown.
+    async fn recover(&mut self, failure: &StatementFailure, phase: Phase) {
+        let refused = matches!(failure, StatementFailure::Driver(cause) if server_refused(cause));
+        self.keep_session = match phase {
+            Phase::Autocommit => refused,
+            Phase::BeforeCommit => {
+                refused
+                    && timed(self.timeout, self.session.connection.execute("ROLLBACK"))
+                        .await
+                        .is_ok()
+            }
+            Phase::Commit => false,
         };
-    }
-    Failure::not_committed(query_error("insert", cause), true)
-}
-
-/// Binds `rows` into one INSERT and runs it on `connection`.
-async fn run_insert(
-    writer: &mut Writer,
-    connection: &mut MySqlConnection,
-    rows: &[EventRow<'_>],
-    timeout: Duration,
-) -> Result<(), StatementFailure> {
-    debug_assert!((1..=sql::MAX_ROWS_PER_STATEMENT).contains(&rows.len()));
-    let statement = writer.insert_sql.for_rows(rows.len());
-    let query = bound_insert(statement, rows, &mut writer.datetimes);
-    match tokio::time::timeout(timeout, query.execute(&mut *connection)).await {
-        Ok(Ok(result)) => {
-            debug_assert_eq!(result.rows_affected(), rows.len() as u64);
-            Ok(())
-        }
-        Ok(Err(cause)) => Err(StatementFailure::Driver(cause)),
-        Err(_) => Err(StatementFailure::TimedOut),
     }
 }
 
@@ -878,31 +641,4 @@ pub fn bound_insert<'q>(
             .bind(row.request_id);
     }
     query
-}
-
-/// A planned read with its values bound.
-fn bound_query(
-    statement: sql::list::Statement,
-) -> sqlx::query::Query<'static, MySql, MySqlArguments> {
-    let mut query = sqlx::query(AssertSqlSafe(statement.sql));
-    for bind in statement.binds {
-        query = match bind {
-            Bind::Unsigned(value) => query.bind(value),
-            Bind::Signed(value) => query.bind(value),
-            Bind::Text(value) => query.bind(value),
-        };
-    }
-    query
-}
-
-fn decode<'r, T>(row: &'r MySqlRow, index: usize, operation: &'static str) -> Result<T, StoreError>
-where
-    T: sqlx::Decode<'r, sqlx::MySql> + sqlx::Type<sqlx::MySql>,
-{
-    common::decode(row, index, operation)
-}
-
-/// Decodes a row selected with [`Dialect::columns`]: times come as microseconds.
-pub(crate) fn stored_event_from_row(row: &MySqlRow) -> Result<StoredEvent, StoreError> {
-    common::stored_event_from_row(row, sql::millis_from_micros)
 }

@@ -24,23 +24,25 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
+use sqlx::query::Query;
 use sqlx::sqlite::{
-    SqliteArguments, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool,
-    SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    SqliteArguments, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions,
+    SqliteQueryResult, SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor, Sqlite};
+use sqlx::{AssertSqlSafe, Connection, Executor, Sqlite};
 use tracing::{info, warn};
 use vigil_core::{EventQuery, UnixMillis};
 
-use crate::common::{self, bounded, insert_timeout, query_error, validate_options};
+use crate::backend::{Backend, bound_query};
+use crate::common::{self, query_error, validate_options};
 use crate::error::sqlite_result_code;
-use crate::idempotency::{self, IdempotencyRecord};
 use crate::ids::{self, IdBlock};
-use crate::sql::list::{Bind, Statement, TimeBounds};
+use crate::reads::Reads;
+use crate::sql::list::{Statement, TimeBounds};
 use crate::sql::{self, Dialect};
-use crate::{EventPage, EventRow, InsertError, StoreError, StoreOptions, StoredEvent};
+use crate::write::{self, Batch, BatchSession, Phase, StatementFailure};
+use crate::{EventPage, EventRow, InsertError, StoreError, StoreOptions};
 
 /// The embedded migrations (`migrations/sqlite` at the workspace root), run at open.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
@@ -78,7 +80,7 @@ struct Inner {
     /// The database file, as opened.
     path: PathBuf,
     /// Read-only connections for gets and lists. Never used for writes.
-    pool: SqlitePool,
+    reads: Reads<Sqlite>,
     /// Timeouts and pool size as configured.
     options: StoreOptions,
     /// How to open the writer: WAL, `synchronous=FULL`, busy timeout, create if missing.
@@ -161,7 +163,7 @@ impl SqliteStore {
         let store = SqliteStore {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
-                pool,
+                reads: Reads::new(pool, options.statement_timeout),
                 options: options.clone(),
                 writer_options,
                 writer: tokio::sync::Mutex::new(Writer::default()),
@@ -170,17 +172,7 @@ impl SqliteStore {
         };
 
         let mut connection = store.open_writer().await?;
-        bounded(
-            "migrate",
-            options.statement_timeout.max(Duration::from_secs(60)),
-            async {
-                MIGRATOR
-                    .run(&mut connection)
-                    .await
-                    .map_err(|cause| StoreError::Migrate { cause })
-            },
-        )
-        .await?;
+        common::migrate(options.statement_timeout, MIGRATOR.run(&mut connection)).await?;
         store.inner.writer.lock().await.connection = Some(connection);
         let settings = store.settings().await?;
         info!(
@@ -204,7 +196,9 @@ impl SqliteStore {
         let mut writer = self.inner.writer.lock().await;
         let connection = self.ready_writer(&mut writer).await?;
         let row = self
-            .bounded_query(
+            .inner
+            .reads
+            .bounded(
                 OPERATION,
                 sqlx::query(
                     "SELECT (SELECT journal_mode FROM pragma_journal_mode), \
@@ -222,109 +216,20 @@ impl SqliteStore {
         })
     }
 
-    /// `count` fresh ids, increasing, from the cached block; reserves a new block of
-    /// `max(missing, 4096)` ids on the writer when the cached one runs out.
-    pub async fn allocate_ids(&self, count: usize) -> Result<Vec<u64>, StoreError> {
-        let mut block = self.inner.ids.lock().await;
-        ids::allocate(&mut block, count, self).await
-    }
-
     /// Stores the batch: one autocommit INSERT, or when the placeholder limit splits it, several
     /// inside one `BEGIN IMMEDIATE` transaction, all on the writer; with idempotency `keys`,
-    /// their records go in the same transaction, after the events.
-    /// `rows` are non-empty and valid: [`crate::Store::insert_with_keys`] checks them.
-    pub(crate) async fn insert(
-        &self,
-        rows: &[EventRow<'_>],
-        keys: &[IdempotencyRecord],
-    ) -> Result<(), InsertError> {
-        debug_assert!(!rows.is_empty(), "Store::insert_with_keys checks the rows");
+    /// their records go in the same transaction, after the events (see [`write::write_batch`]).
+    pub(crate) async fn insert(&self, batch: Batch<'_>) -> Result<(), InsertError> {
         let mut writer = self.inner.writer.lock().await;
         self.ready_writer(&mut writer)
             .await
             .map_err(InsertError::NotCommitted)?;
-        let plan = sql::plan_statements(
-            rows.iter().map(sql::estimated_row_bytes),
-            sql::SQLITE_MAX_ROWS_PER_STATEMENT,
-            usize::MAX,
-        );
-        let result = if let ([_], []) = (plan.as_slice(), keys) {
-            self.run_insert(&mut writer, rows)
-                .await
-                .map_err(|failure| failure.into_insert_error(Phase::Commit))
-        } else {
-            self.insert_transaction(&mut writer, rows, &plan, keys)
-                .await
+        let mut on_writer = BatchOnWriter {
+            store: self,
+            writer: &mut writer,
         };
-        if result.is_err() {
-            // Leave no transaction open: it would hold the database's write lock, which other
-            // processes on the file wait for.
-            self.settle(&mut writer).await.ok();
-        }
-        result
-    }
-
-    /// Several INSERTs in one transaction. Anything that fails before COMMIT is sent is
-    /// certainly not committed (the transaction is rolled back before the writer is used
-    /// again); only COMMIT itself can leave the outcome unknown.
-    async fn insert_transaction(
-        &self,
-        writer: &mut Writer,
-        rows: &[EventRow<'_>],
-        plan: &[std::ops::Range<usize>],
-        keys: &[IdempotencyRecord],
-    ) -> Result<(), InsertError> {
-        self.run_on_writer(writer, sqlx::query("BEGIN IMMEDIATE"))
-            .await
-            .map_err(|failure| failure.into_insert_error(Phase::BeforeCommit))?;
-        for range in plan {
-            self.run_insert(writer, &rows[range.clone()])
-                .await
-                .map_err(|failure| failure.into_insert_error(Phase::BeforeCommit))?;
-        }
-        if !keys.is_empty() {
-            let statement = bound_query(idempotency::insert_statement(keys));
-            self.run_on_writer(writer, statement)
-                .await
-                .map_err(|failure| match failure {
-                    // The only unique key of the table is the key hash.
-                    StatementFailure::Driver(cause)
-                        if sqlite_result_code(&cause) == Some(PRIMARY_KEY_CONFLICT) =>
-                    {
-                        InsertError::KeyTaken(StoreError::IdempotencyKeyTaken { cause })
-                    }
-                    failure => failure.into_insert_error(Phase::BeforeCommit),
-                })?;
-        }
-        self.run_on_writer(writer, sqlx::query("COMMIT"))
-            .await
-            .map(drop)
-            .map_err(|failure| failure.into_insert_error(Phase::Commit))
-    }
-
-    /// One INSERT of `rows` on the writer.
-    async fn run_insert(
-        &self,
-        writer: &mut Writer,
-        rows: &[EventRow<'_>],
-    ) -> Result<(), StatementFailure> {
-        debug_assert!((1..=sql::SQLITE_MAX_ROWS_PER_STATEMENT).contains(&rows.len()));
-        let statement = writer.insert_sql.for_rows(rows.len());
-        let mut query = sqlx::query(AssertSqlSafe(statement));
-        for row in rows {
-            query = query
-                .bind(row.id as i64)
-                .bind(row.event.source.as_str())
-                .bind(row.event.event_type.as_str())
-                .bind(row.event.level.as_str())
-                .bind(row.event.payload.as_deref())
-                .bind(row.event.occurred_at.map(|at| at.0))
-                .bind(row.created_at.0)
-                .bind(row.request_id);
-        }
-        let inserted = self.run_on_writer(writer, query).await?;
-        debug_assert_eq!(inserted, rows.len() as u64);
-        Ok(())
+        // No packet limit: only the placeholder limit splits a batch.
+        write::write_batch(&mut on_writer, batch, usize::MAX).await
     }
 
     /// Runs one statement on the writer, bounded by the statement timeout; returns the rows it
@@ -332,7 +237,7 @@ impl SqliteStore {
     async fn run_on_writer(
         &self,
         writer: &mut Writer,
-        query: sqlx::query::Query<'_, Sqlite, SqliteArguments>,
+        query: Query<'_, Sqlite, SqliteArguments>,
     ) -> Result<u64, StatementFailure> {
         let timeout = self.inner.options.statement_timeout;
         let Some(connection) = writer.connection.as_mut() else {
@@ -422,78 +327,20 @@ impl SqliteStore {
     /// from then on no statement of any earlier batch is running or can still commit, and no
     /// new batch can start. SQLite commits atomically, so the count it then reads on the writer
     /// is the final answer: all present, none, or (never for a batch Vigil wrote) some.
-    pub async fn resolve(&self, ids: &[u64]) -> Result<bool, StoreError> {
-        const OPERATION: &str = "resolve batch";
-        let mut wanted = ids.to_vec();
-        wanted.sort_unstable();
-        wanted.dedup();
-        if wanted.is_empty() {
-            return Ok(true);
-        }
+    /// `wanted` is sorted, distinct and not empty ([`crate::Store::resolve`] sees to it).
+    pub(crate) async fn resolve(&self, wanted: &[u64]) -> Result<bool, StoreError> {
         let mut writer = self.inner.writer.lock().await;
         self.settle(&mut writer).await?;
         let connection = self.ready_writer(&mut writer).await?;
-        let mut present = 0u64;
-        for chunk in wanted.chunks(sql::RESOLVE_IDS_PER_QUERY) {
-            let sql = Dialect::Sqlite.count_ids_sql(chunk.len());
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for &id in chunk {
-                query = query.bind(i64::try_from(id).unwrap_or(i64::MAX));
-            }
-            let row = self
-                .bounded_query(OPERATION, query.fetch_one(&mut *connection))
-                .await?;
-            let count: i64 = common::decode(&row, 0, OPERATION)?;
-            present += u64::try_from(count).unwrap_or(0);
-        }
-        sql::resolution(present, wanted.len() as u64)
+        self.inner.reads.all_present(connection, wanted).await
     }
 
-    /// The event with this id.
-    pub async fn get(&self, id: u64) -> Result<Option<StoredEvent>, StoreError> {
-        let Ok(id) = i64::try_from(id) else {
-            return Ok(None);
-        };
-        let row = self
-            .bounded_query(
-                "get event",
-                sqlx::query(Dialect::Sqlite.select_by_id())
-                    .bind(id)
-                    .fetch_optional(&self.inner.pool),
-            )
-            .await?;
-        row.as_ref().map(stored_event_from_row).transpose()
+    /// The reads both backends run, on this store's read-only pool.
+    pub(crate) fn reads(&self) -> &Reads<Sqlite> {
+        &self.inner.reads
     }
 
-    /// The `limit` newest events, newest first.
-    pub async fn latest(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let rows = self
-            .bounded_query(
-                "list latest events",
-                sqlx::query(Dialect::Sqlite.select_latest())
-                    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-                    .fetch_all(&self.inner.pool),
-            )
-            .await?;
-        rows.iter().map(stored_event_from_row).collect()
-    }
-
-    /// One page of the events `query` selects, newest first by id, on one pooled connection
-    /// (plans in [`crate::sql::list`], the same as MySQL's).
-    pub async fn list(&self, query: &EventQuery) -> Result<EventPage, StoreError> {
-        let Some(bounds) = TimeBounds::of(query) else {
-            return Ok(EventPage::default());
-        };
-        let mut connection = self
-            .bounded_query("list events", self.inner.pool.acquire())
-            .await?;
-        self.list_on(&mut connection, query, &bounds).await
-    }
-
-    /// [`SqliteStore::list`] and what it cost. SQLite counts no rows examined that sqlx can
+    /// [`crate::Store::list`] and what it cost. SQLite counts no rows examined that sqlx can
     /// reach, so the measure is the virtual-machine instructions the list's statements ran
     /// (a progress handler called after every instruction): proportional to the index entries
     /// and rows visited, a few dozen per row, and comparable between queries and table sizes,
@@ -503,14 +350,15 @@ impl SqliteStore {
         query: &EventQuery,
     ) -> Result<(EventPage, u64), StoreError> {
         const OPERATION: &str = "count sqlite instructions";
-        let mut connection = self
-            .bounded_query("list events", self.inner.pool.acquire())
-            .await?;
+        let reads = &self.inner.reads;
+        let mut connection = reads.acquire("list events").await?;
         let instructions = Arc::new(AtomicU64::new(0));
         {
             let counter = Arc::clone(&instructions);
             let mut handle = self
-                .bounded_query(OPERATION, connection.lock_handle())
+                .inner
+                .reads
+                .bounded(OPERATION, connection.lock_handle())
                 .await?;
             handle.set_progress_handler(1, move || {
                 counter.fetch_add(1, Ordering::Relaxed);
@@ -518,11 +366,13 @@ impl SqliteStore {
             });
         }
         let page = match TimeBounds::of(query) {
-            Some(bounds) => self.list_on(&mut connection, query, &bounds).await,
+            Some(bounds) => reads.list_on(&mut connection, query, &bounds).await,
             None => Ok(EventPage::default()),
         };
         let removed = match self
-            .bounded_query(OPERATION, connection.lock_handle())
+            .inner
+            .reads
+            .bounded(OPERATION, connection.lock_handle())
             .await
         {
             Ok(mut handle) => {
@@ -538,32 +388,14 @@ impl SqliteStore {
         Ok((page?, instructions.load(Ordering::Relaxed)))
     }
 
-    async fn list_on(
-        &self,
-        connection: &mut SqliteConnection,
-        query: &EventQuery,
-        bounds: &TimeBounds,
-    ) -> Result<EventPage, StoreError> {
-        let mut reads = ReadsOn {
-            store: self,
-            connection,
-        };
-        common::list_page(Dialect::Sqlite, query, bounds, UnixMillis, &mut reads).await
-    }
-
     /// Makes sure the writer connection is open and settled, and that it answers a trivial
     /// query: how the batcher learns that a file it could not write is writable again.
     pub async fn check_writer(&self) -> Result<(), StoreError> {
         let mut writer = self.inner.writer.lock().await;
         let connection = self.ready_writer(&mut writer).await?;
-        self.bounded_query("check writer", sqlx::query("SELECT 1").execute(connection))
-            .await?;
-        Ok(())
-    }
-
-    /// Whether the database answers a trivial query on a read connection.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        self.bounded_query("ping", sqlx::query("SELECT 1").execute(&self.inner.pool))
+        self.inner
+            .reads
+            .bounded("check writer", sqlx::query("SELECT 1").execute(connection))
             .await?;
         Ok(())
     }
@@ -580,20 +412,13 @@ impl SqliteStore {
                 tokio::time::timeout(self.inner.options.connect_timeout, connection.close()).await;
         }
         drop(writer);
-        self.inner.pool.close().await;
+        self.inner.reads.close().await;
     }
 
-    /// A new writer connection, bounded by the connect timeout.
+    /// A new writer connection (WAL, `synchronous=FULL`), bounded by the connect timeout.
     async fn open_writer(&self) -> Result<SqliteConnection, StoreError> {
         let timeout = self.inner.options.connect_timeout;
-        match tokio::time::timeout(timeout, self.inner.writer_options.connect()).await {
-            Ok(Ok(connection)) => Ok(connection),
-            Ok(Err(cause)) => Err(StoreError::Connect { cause }),
-            Err(_) => Err(StoreError::Timeout {
-                operation: "connect",
-                after: timeout,
-            }),
-        }
+        common::connect(&self.inner.writer_options, timeout).await
     }
 
     /// Runs a short write that is not an insert batch (retention) on the writer, between
@@ -606,7 +431,7 @@ impl SqliteStore {
         let mut writer = self.inner.writer.lock().await;
         self.ready_writer(&mut writer).await?;
         match self
-            .run_on_writer(&mut writer, bound_query(statement))
+            .run_on_writer(&mut writer, bound_query::<Sqlite>(statement))
             .await
         {
             Ok(changed) => Ok(changed),
@@ -614,32 +439,13 @@ impl SqliteStore {
             Err(StatementFailure::TimedOut(after)) => Err(StoreError::Timeout { operation, after }),
         }
     }
-
-    /// Runs a read on a pooled connection; the store decodes the rows (events: the
-    /// [`crate::sql::forward`] reads; idempotency records).
-    pub(crate) async fn fetch_rows(
-        &self,
-        operation: &'static str,
-        statement: Statement,
-    ) -> Result<Vec<SqliteRow>, StoreError> {
-        self.bounded_query(
-            operation,
-            bound_query(statement).fetch_all(&self.inner.pool),
-        )
-        .await
-    }
-
-    /// Runs a statement under the statement timeout, naming `operation` in any error.
-    async fn bounded_query<T>(
-        &self,
-        operation: &'static str,
-        query: impl Future<Output = Result<T, sqlx::Error>>,
-    ) -> Result<T, StoreError> {
-        common::bounded_query(operation, self.inner.options.statement_timeout, query).await
-    }
 }
 
 impl ids::ReserveBlock for SqliteStore {
+    fn id_block(&self) -> &tokio::sync::Mutex<IdBlock> {
+        &self.inner.ids
+    }
+
     /// Moves the counter forward by `size` in one autocommit statement on the writer and
     /// returns the new `next_id`. A reservation that fails or times out wastes at most a block.
     async fn reserve_block(&self, size: u64) -> Result<u64, StoreError> {
@@ -675,24 +481,85 @@ impl ids::ReserveBlock for SqliteStore {
     }
 }
 
-/// A store's reads on one connection, for [`common::list_page`].
-struct ReadsOn<'a> {
-    store: &'a SqliteStore,
-    connection: &'a mut SqliteConnection,
+impl Backend for Sqlite {
+    const DIALECT: Dialect = Dialect::Sqlite;
+    const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
+
+    fn millis(stored: i64) -> UnixMillis {
+        UnixMillis(stored)
+    }
+
+    /// SQLite integers are signed 64-bit: a value past `i64::MAX` (only a hand-built query
+    /// could ask) means "no limit" as a limit and matches no id.
+    fn bind_unsigned(
+        query: Query<'static, Sqlite, SqliteArguments>,
+        value: u64,
+    ) -> Query<'static, Sqlite, SqliteArguments> {
+        query.bind(i64::try_from(value).unwrap_or(i64::MAX))
+    }
+
+    fn rows_affected(result: &SqliteQueryResult) -> u64 {
+        result.rows_affected()
+    }
+
+    fn is_duplicate_key(cause: &sqlx::Error) -> bool {
+        sqlite_result_code(cause) == Some(PRIMARY_KEY_CONFLICT)
+    }
+
+    /// SQLite statements are atomic, so a statement that answered with an error changed
+    /// nothing, except that a failure of the disk (I/O, full, out of memory, corruption) may
+    /// strike while a commit is written; those and a dead worker leave it unknown.
+    fn may_have_committed(cause: &sqlx::Error, _phase: Phase) -> bool {
+        match sqlite_result_code(cause) {
+            Some(code) => COMMIT_MAY_HAVE_FAILED_LATE.contains(&(code & 0xff)),
+            None => matches!(cause, sqlx::Error::WorkerCrashed),
+        }
+    }
 }
 
-impl common::RunStatement for ReadsOn<'_> {
-    type Row = SqliteRow;
+/// The writer lent to [`write::write_batch`] for one batch.
+struct BatchOnWriter<'a> {
+    store: &'a SqliteStore,
+    writer: &'a mut Writer,
+}
 
-    async fn fetch_all(
-        &mut self,
-        operation: &'static str,
-        statement: Statement,
-    ) -> Result<Vec<Self::Row>, StoreError> {
-        let connection = &mut *self.connection;
-        self.store
-            .bounded_query(operation, bound_query(statement).fetch_all(connection))
-            .await
+impl BatchSession for BatchOnWriter<'_> {
+    type Db = Sqlite;
+
+    async fn insert_rows(&mut self, rows: &[EventRow<'_>]) -> Result<(), StatementFailure> {
+        debug_assert!((1..=sql::SQLITE_MAX_ROWS_PER_STATEMENT).contains(&rows.len()));
+        let statement = self.writer.insert_sql.for_rows(rows.len());
+        let mut query = sqlx::query(AssertSqlSafe(statement));
+        for row in rows {
+            query = query
+                .bind(row.id as i64)
+                .bind(row.event.source.as_str())
+                .bind(row.event.event_type.as_str())
+                .bind(row.event.level.as_str())
+                .bind(row.event.payload.as_deref())
+                .bind(row.event.occurred_at.map(|at| at.0))
+                .bind(row.created_at.0)
+                .bind(row.request_id);
+        }
+        let inserted = self.store.run_on_writer(self.writer, query).await?;
+        debug_assert_eq!(inserted, rows.len() as u64);
+        Ok(())
+    }
+
+    async fn insert_records(&mut self, statement: Statement) -> Result<(), StatementFailure> {
+        let query = bound_query::<Sqlite>(statement);
+        self.store.run_on_writer(self.writer, query).await.map(drop)
+    }
+
+    async fn execute_plain(&mut self, sql: &'static str) -> Result<(), StatementFailure> {
+        let query = sqlx::query(sql);
+        self.store.run_on_writer(self.writer, query).await.map(drop)
+    }
+
+    /// Leaves no transaction open: it would hold the database's write lock, which other
+    /// processes on the file wait for. Settling also waits out a statement that timed out.
+    async fn recover(&mut self, _failure: &StatementFailure, _phase: Phase) {
+        self.store.settle(self.writer).await.ok();
     }
 }
 
@@ -720,72 +587,10 @@ pub fn sqlite_path(database_url: &str) -> Result<PathBuf, StoreError> {
     Err(StoreError::InvalidOptions { reason })
 }
 
-/// Which part of an insert a statement belonged to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// `BEGIN` or an INSERT inside a transaction: nothing commits without the COMMIT, which is
-    /// not sent after a failure (the transaction is rolled back instead).
-    BeforeCommit,
-    /// An autocommit INSERT or the COMMIT: the statement that commits.
-    Commit,
-}
-
-/// How one statement on the writer failed.
-enum StatementFailure {
-    /// The statement timeout fired; the statement may still run on the worker.
-    TimedOut(Duration),
-    Driver(sqlx::Error),
-}
-
-impl StatementFailure {
-    /// What the failure means for the batch. SQLite statements are atomic, so a statement that
-    /// answered with an error changed nothing, except that a failure of the disk (I/O, full,
-    /// out of memory, corruption) may strike while a commit is written; those, a timeout and
-    /// a dead worker leave a committing statement's outcome unknown.
-    fn into_insert_error(self, phase: Phase) -> InsertError {
-        let (error, may_have_committed) = match self {
-            StatementFailure::TimedOut(after) => (insert_timeout(after), true),
-            StatementFailure::Driver(cause) => {
-                let code = sqlite_result_code(&cause);
-                if code == Some(PRIMARY_KEY_CONFLICT) {
-                    return InsertError::DuplicateIds(StoreError::DuplicateIds { cause });
-                }
-                let late = match code {
-                    Some(code) => COMMIT_MAY_HAVE_FAILED_LATE.contains(&(code & 0xff)),
-                    None => matches!(cause, sqlx::Error::WorkerCrashed),
-                };
-                (query_error("insert", cause), late)
-            }
-        };
-        if may_have_committed && phase == Phase::Commit {
-            InsertError::OutcomeUnknown(error)
-        } else {
-            InsertError::NotCommitted(error)
-        }
-    }
-}
-
-/// A planned read with its values bound. SQLite integers are signed 64-bit: a limit past
-/// `i64::MAX` (only a hand-built query could ask) means "no limit" either way.
-fn bound_query(statement: Statement) -> sqlx::query::Query<'static, Sqlite, SqliteArguments> {
-    let mut query = sqlx::query(AssertSqlSafe(statement.sql));
-    for bind in statement.binds {
-        query = match bind {
-            Bind::Unsigned(value) => query.bind(i64::try_from(value).unwrap_or(i64::MAX)),
-            Bind::Signed(value) => query.bind(value),
-            Bind::Text(value) => query.bind(value),
-        };
-    }
-    query
-}
-
-/// Decodes a row selected with [`Dialect::columns`]: times are stored as milliseconds.
-pub(crate) fn stored_event_from_row(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
-    common::stored_event_from_row(row, UnixMillis)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -817,23 +622,24 @@ mod tests {
 
     #[test]
     fn only_a_committing_statement_can_leave_the_outcome_unknown() {
+        use crate::write::Writing;
         let timeout = || StatementFailure::TimedOut(Duration::from_secs(1));
         assert!(matches!(
-            timeout().into_insert_error(Phase::Commit),
+            timeout().into_insert_error::<Sqlite>(Phase::Commit, Writing::Events),
             InsertError::OutcomeUnknown(_)
         ));
         assert!(matches!(
-            timeout().into_insert_error(Phase::BeforeCommit),
+            timeout().into_insert_error::<Sqlite>(Phase::BeforeCommit, Writing::Events),
             InsertError::NotCommitted(_)
         ));
         let crashed = StatementFailure::Driver(sqlx::Error::WorkerCrashed);
         assert!(matches!(
-            crashed.into_insert_error(Phase::Commit),
+            crashed.into_insert_error::<Sqlite>(Phase::Commit, Writing::Events),
             InsertError::OutcomeUnknown(_)
         ));
         let refused = StatementFailure::Driver(sqlx::Error::Encode("bad value".into()));
         assert!(matches!(
-            refused.into_insert_error(Phase::Commit),
+            refused.into_insert_error::<Sqlite>(Phase::Commit, Writing::Events),
             InsertError::NotCommitted(_)
         ));
     }
