@@ -17,11 +17,16 @@
 //! same transaction as its events, and a retry is answered from it (see `idempotency`).
 
 mod batcher;
+mod config;
 mod error;
 mod idempotency;
+mod pipeline;
 mod queue;
+mod stats;
 
-pub use batcher::{BATCH_ROWS_BOUNDS, BatchStats};
+pub use config::IngestConfig;
 pub use error::IngestError;
 pub use idempotency::{KeyClaim, KeyedRequest, Stored};
-pub use queue::{Ack, Ingest, IngestConfig, IngestQueue, StoreState};
+pub use pipeline::Ingest;
+pub use queue::{Ack, IngestQueue, StoreState};
+pub use stats::{BATCH_ROWS_BOUNDS, BatchStats};

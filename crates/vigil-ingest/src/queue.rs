@@ -1,53 +1,21 @@
-//! The front half of the pipeline: the event budget, the bounded channel and the handle that
-//! starts and stops the batcher.
+//! The front half of the pipeline: the event budget, the bounded channel, what a request
+//! carries to the batcher, and the store's state as the batcher last found it.
+//!
+//! The lowest of the pipeline's moving parts: the batcher consumes what this module queues,
+//! and `pipeline` wires the two together; this module knows neither.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Sender, TrySendError};
 use tokio::sync::oneshot;
-use tokio_util::sync::CancellationToken;
-use vigil_core::{CommitSink, NewEvent};
-use vigil_store::{Digest, Store};
+use vigil_core::NewEvent;
+use vigil_store::Digest;
 
-use crate::batcher::{BatchStats, Batcher};
 use crate::error::IngestError;
 use crate::idempotency::{KeyClaim, KeyClaims, KeyedRequest, Stored};
-
-/// Bounds of the pipeline (the settings `VIGIL_QUEUE_EVENTS` and `VIGIL_BATCH_MAX_*`).
-#[derive(Debug, Clone)]
-pub struct IngestConfig {
-    /// Events that may wait in the queue or the batch being written, all requests together.
-    pub queue_events: usize,
-    /// Most rows per batch; a single request larger than this still goes whole, alone.
-    pub batch_max_rows: usize,
-    /// Most event bytes per batch (same rule for an oversized single request).
-    pub batch_max_bytes: usize,
-    /// How long one batch is retried against a failing database before it is answered
-    /// `StoreUnavailable`. Once a batch has used it all, later batches get one attempt each
-    /// until a write succeeds, so producers hear 503 quickly while the database is down.
-    pub retry_window: Duration,
-    /// The longest a submitted request waits for its answer (`VIGIL_REQUEST_TIMEOUT_S`),
-    /// whatever the database does: [`Ack::wait`] answers by then, and the batcher never sends
-    /// a request's rows after it.
-    pub answer_timeout: Duration,
-    /// How long an idempotency record is kept (`VIGIL_IDEMPOTENCY_TTL`).
-    pub idempotency_ttl: Duration,
-}
-
-impl Default for IngestConfig {
-    fn default() -> Self {
-        IngestConfig {
-            queue_events: 50_000,
-            batch_max_rows: 1_000,
-            batch_max_bytes: 4 * 1024 * 1024,
-            retry_window: Duration::from_secs(5),
-            answer_timeout: Duration::from_secs(15),
-            idempotency_ttl: Duration::from_secs(24 * 60 * 60),
-        }
-    }
-}
+use crate::stats::BatchStats;
 
 /// What the batcher answers each request: its ids, in the order of its events (or, for a keyed
 /// request another instance stored first, that request's record).
@@ -124,7 +92,7 @@ pub(crate) struct Submission {
     pub key: Option<PendingKey>,
     /// Taken by the batcher or abandoned by the requester, whichever comes first.
     pub progress: Arc<Progress>,
-    /// When the requester stops waiting ([`IngestConfig::answer_timeout`] after submitting).
+    /// When the requester stops waiting ([`crate::IngestConfig::answer_timeout`] after submitting).
     pub deadline: Instant,
 }
 
@@ -161,11 +129,24 @@ pub(crate) struct Shared {
     pub claims: KeyClaims,
     /// A [`StoreState`], set by the batcher.
     pub store_state: AtomicU8,
-    /// [`IngestConfig::answer_timeout`].
+    /// [`crate::IngestConfig::answer_timeout`].
     pub answer_timeout: Duration,
 }
 
 impl Shared {
+    /// A pipeline's shared state: an empty budget of `budget` events, open, store up.
+    pub fn new(budget: usize, answer_timeout: Duration) -> Shared {
+        Shared {
+            reserved_events: AtomicUsize::new(0),
+            budget,
+            closed: AtomicBool::new(false),
+            stats: BatchStats::default(),
+            claims: KeyClaims::default(),
+            store_state: AtomicU8::new(StoreState::Up as u8),
+            answer_timeout,
+        }
+    }
+
     pub fn store_state(&self) -> StoreState {
         StoreState::from_u8(self.store_state.load(Ordering::Acquire))
     }
@@ -197,7 +178,7 @@ pub struct Ack {
 
 impl Ack {
     /// Waits for the batcher's answer, at most until the request's deadline
-    /// ([`IngestConfig::answer_timeout`] after it was submitted): the ids after COMMIT, or why
+    /// ([`crate::IngestConfig::answer_timeout`] after it was submitted): the ids after COMMIT, or why
     /// nothing was stored, or [`IngestError::OutcomeUnknown`] when the deadline came while the
     /// batcher was writing the request and could not yet say whether it committed.
     pub async fn wait(self) -> Result<Vec<u64>, IngestError> {
@@ -233,6 +214,15 @@ impl Ack {
 }
 
 impl IngestQueue {
+    pub(crate) fn new(sender: Sender<Submission>, shared: Arc<Shared>) -> IngestQueue {
+        IngestQueue { sender, shared }
+    }
+
+    /// Takes no new submissions from now on (shutdown).
+    pub(crate) fn close(&self) {
+        self.shared.closed.store(true, Ordering::Release);
+    }
+
     /// Admits a request's events whole or not at all. Over budget or shutting down → an
     /// immediate error; otherwise an [`Ack`] to await.
     pub fn submit(&self, events: Vec<NewEvent>, request_id: String) -> Result<Ack, IngestError> {
@@ -332,113 +322,5 @@ impl IngestQueue {
     /// Batch counters since start.
     pub fn stats(&self) -> &BatchStats {
         &self.shared.stats
-    }
-}
-
-/// The running pipeline: its queue and its batcher thread.
-pub struct Ingest {
-    queue: IngestQueue,
-    /// Dropped to tell the batcher to drain and stop.
-    stop: Option<Sender<()>>,
-    /// Cancelled at the shutdown deadline: stop retrying, answer what is left.
-    force: CancellationToken,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Ingest {
-    /// Starts the batcher thread writing to `store` and, after each commit, handing the
-    /// batch's encoded events to `sink` if there is one: vigil-bus's `Publisher` (the
-    /// Redis list and channel), or the server's in-process realtime feed when Redis is off.
-    ///
-    /// The thread runs its own single-threaded tokio runtime and the store's write path uses
-    /// only connections it opens itself (the writer, id reservations, outcome checks), so a
-    /// batch's database round trips are driven by the batcher thread alone: no wake-up of a
-    /// runtime worker and back per round trip, which profiles of the single-event load test
-    /// showed as a large share of the server's CPU.
-    pub fn start(
-        store: Store,
-        config: IngestConfig,
-        sink: Option<Arc<dyn CommitSink>>,
-    ) -> std::io::Result<Ingest> {
-        assert!(config.queue_events > 0 && config.batch_max_rows > 0);
-        assert!(!config.answer_timeout.is_zero());
-        let (sender, receiver): (Sender<Submission>, Receiver<Submission>) =
-            crossbeam_channel::bounded(config.queue_events);
-        let (stop, stop_receiver) = crossbeam_channel::bounded(1);
-        let shared = Arc::new(Shared {
-            reserved_events: AtomicUsize::new(0),
-            budget: config.queue_events,
-            closed: AtomicBool::new(false),
-            stats: BatchStats::default(),
-            claims: KeyClaims::default(),
-            store_state: AtomicU8::new(StoreState::Up as u8),
-            answer_timeout: config.answer_timeout,
-        });
-        let force = CancellationToken::new();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let batcher = Batcher::new(
-            receiver,
-            stop_receiver,
-            store,
-            sink,
-            config,
-            Arc::clone(&shared),
-            force.clone(),
-        );
-        let thread = std::thread::Builder::new()
-            .name("vigil-batcher".into())
-            .spawn(move || batcher.run(&runtime))?;
-        Ok(Ingest {
-            queue: IngestQueue { sender, shared },
-            stop: Some(stop),
-            force,
-            thread: Some(thread),
-        })
-    }
-
-    /// A handle for request handlers.
-    pub fn queue(&self) -> IngestQueue {
-        self.queue.clone()
-    }
-
-    /// Closes the queue to new events, lets the batcher commit and acknowledge everything
-    /// already queued, and returns when it has stopped. At `deadline` the batcher stops
-    /// retrying and answers whatever is left as not stored.
-    pub async fn shutdown(mut self, deadline: Duration) {
-        self.queue.shared.closed.store(true, Ordering::Release);
-        drop(self.stop.take());
-        let Some(thread) = self.thread.take() else {
-            return;
-        };
-        let (finished, mut finished_receiver) = oneshot::channel::<()>();
-        let join = tokio::task::spawn_blocking(move || {
-            let outcome = thread.join();
-            let _ = finished.send(());
-            outcome
-        });
-        if tokio::time::timeout(deadline, &mut finished_receiver)
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                deadline_s = deadline.as_secs_f64(),
-                "shutdown deadline reached with events still queued; answering the rest"
-            );
-            self.force.cancel();
-        }
-        if let Ok(Err(_panic)) = join.await {
-            tracing::error!("the batcher thread panicked");
-        }
-    }
-}
-
-impl Drop for Ingest {
-    fn drop(&mut self) {
-        // Without an orderly shutdown, still stop the thread rather than leak it.
-        self.queue.shared.closed.store(true, Ordering::Release);
-        self.force.cancel();
-        drop(self.stop.take());
     }
 }
