@@ -22,7 +22,7 @@ use vigil_core::EventQuery;
 use vigil_ingest::IngestQueue;
 use vigil_store::Store;
 
-use crate::http::list::finish_page;
+use crate::page::page_from_entries;
 
 /// The cache's counters, for metrics.
 #[derive(Debug, Default)]
@@ -179,22 +179,6 @@ impl RecentCache {
     pub async fn warm(&self, store: &Store) -> anyhow::Result<()> {
         refill(&self.source, store, self.recent_size).await
     }
-}
-
-/// `{"items":[…],"page":p,"size":s,"hasMore":b}` from entries already encoded.
-fn page_from_entries(query: &EventQuery, newest_first: &[Bytes], has_more: bool) -> Bytes {
-    let length: usize = newest_first.iter().map(Bytes::len).sum();
-    let mut out = Vec::with_capacity(64 + length + newest_first.len());
-    out.extend_from_slice(b"{\"items\":[");
-    for (position, entry) in newest_first.iter().enumerate() {
-        if position > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(entry);
-    }
-    out.push(b']');
-    finish_page(&mut out, query, has_more, None);
-    Bytes::from(out)
 }
 
 async fn refill(source: &RecentSource, store: &Store, recent_size: usize) -> anyhow::Result<()> {

@@ -20,6 +20,7 @@ pub mod cache;
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod page;
 pub mod retention;
 pub mod security;
 pub mod server;

@@ -7,15 +7,15 @@
 //! marked); otherwise the database answers and the list is refilled in the background.
 //! Every item is the stored-event JSON, byte-identical whichever side answers.
 
-use bytes::Bytes;
 use http::header::HeaderValue;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use vigil_core::{EventQuery, MAX_ID_EXCLUSIVE, QueryError};
-use vigil_store::{EventPage, StoreError};
+use vigil_store::StoreError;
 
 use super::error::{ApiError, ErrorCode};
 use super::{Body, json};
+use crate::page::page_body;
 use crate::state::AppState;
 
 pub async fn list(
@@ -70,57 +70,6 @@ pub async fn get(state: &AppState, id_text: &str) -> Result<Response<Body>, ApiE
 
 fn no_such_event() -> ApiError {
     ApiError::new(ErrorCode::NotFound, "no event with this id")
-}
-
-/// `{"items":[…],"page":p,"size":s,"hasMore":b}`, plus `"nextBefore"` for cursor queries.
-pub fn page_body(query: &EventQuery, page: &EventPage) -> Bytes {
-    let mut out = Vec::with_capacity(64 + page.events.len() * 256);
-    out.extend_from_slice(b"{\"items\":[");
-    for (position, event) in page.events.iter().enumerate() {
-        if position > 0 {
-            out.push(b',');
-        }
-        event.as_ref().encode_into(&mut out);
-    }
-    out.push(b']');
-    let next_before = page
-        .has_more
-        .then(|| page.events.last().map(|event| event.id))
-        .flatten();
-    finish_page(
-        &mut out,
-        query,
-        page.has_more,
-        query.before.map(|_| next_before),
-    );
-    Bytes::from(out)
-}
-
-/// Appends the page fields after the items array, and closes the object.
-pub fn finish_page(
-    out: &mut Vec<u8>,
-    query: &EventQuery,
-    has_more: bool,
-    next_before: Option<Option<u64>>,
-) {
-    let mut number = itoa::Buffer::new();
-    out.extend_from_slice(b",\"page\":");
-    out.extend_from_slice(number.format(query.page).as_bytes());
-    out.extend_from_slice(b",\"size\":");
-    out.extend_from_slice(number.format(query.size).as_bytes());
-    out.extend_from_slice(if has_more {
-        b",\"hasMore\":true"
-    } else {
-        b",\"hasMore\":false"
-    });
-    if let Some(next_before) = next_before {
-        out.extend_from_slice(b",\"nextBefore\":");
-        match next_before {
-            Some(id) => out.extend_from_slice(number.format(id).as_bytes()),
-            None => out.extend_from_slice(b"null"),
-        }
-    }
-    out.push(b'}');
 }
 
 fn with_cache_header(mut response: Response<Body>, outcome: &'static str) -> Response<Body> {
