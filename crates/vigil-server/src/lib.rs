@@ -16,6 +16,7 @@
 //! all within `VIGIL_SHUTDOWN_TIMEOUT_S`; the hub delivers what it was fed and closes every
 //! WebSocket with 1001; then close the database pool.
 
+pub mod api;
 pub mod cache;
 pub mod config;
 pub mod http;

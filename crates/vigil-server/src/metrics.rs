@@ -30,9 +30,8 @@ use vigil_bus::Publisher;
 use vigil_core::{AtomicHistogram, HistogramSnapshot};
 use vigil_ingest::{IngestQueue, StoreState};
 
+use crate::api::{ErrorCode, Route};
 use crate::cache::CacheStats;
-use crate::http::Route;
-use crate::http::error::ErrorCode;
 use vigil_realtime::{BridgeStats, Hub};
 
 /// The `Content-Type` of a scrape answer.

@@ -15,7 +15,7 @@ use http_body_util::Full;
 use vigil_core::{FieldError, ParseError, write_json_string};
 
 use super::Body;
-pub use super::code::ErrorCode;
+pub use crate::api::ErrorCode;
 
 /// An error answer, before the request id is known to the renderer.
 #[derive(Debug)]

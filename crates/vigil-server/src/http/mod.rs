@@ -9,16 +9,14 @@
 //! return `Result<Response, ApiError>`.
 
 pub mod body;
-mod code;
 pub mod error;
 mod events;
 pub mod list;
 mod ready;
 pub mod request_id;
-mod routes;
 pub mod ws;
 
-pub use routes::{ROUTES, Route};
+pub use crate::api::{ROUTES, Route};
 
 use std::convert::Infallible;
 use std::net::IpAddr;

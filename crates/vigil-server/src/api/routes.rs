@@ -1,7 +1,7 @@
 //! The routing table: every route's path pattern and methods, defined once.
 //!
-//! [`Route::of`] is the one place a request path is matched: the dispatcher
-//! ([`super::route`]) picks the handler from it, the metrics use its pattern as the `route`
+//! [`Route::of`] is the one place a request path is matched: the dispatcher (`route` in
+//! `http/mod.rs`) picks the handler from it, the metrics use its pattern as the `route`
 //! label (never the raw path), and [`ROUTES`] lists it for the OpenAPI test, which checks
 //! `openapi.json` against the table and the table against the running server. A new route is
 //! one variant here (pattern, methods, `Allow`) and one arm in the dispatcher.

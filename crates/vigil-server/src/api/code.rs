@@ -1,6 +1,6 @@
 //! The API's error codes: each one's name, status and `Retry-After`, defined once.
 //!
-//! Handlers build errors from an [`ErrorCode`] ([`super::error::ApiError::new`]), the metrics
+//! Handlers build errors from an [`ErrorCode`] ([`crate::http::error::ApiError::new`]), the metrics
 //! label refused posts with [`ErrorCode::as_str`] (the values come from [`ErrorCode::ALL`]),
 //! and the OpenAPI test checks `openapi.json`'s list of codes against [`ErrorCode::ALL`]. A new
 //! code is one variant here and one line in each `match` below.
