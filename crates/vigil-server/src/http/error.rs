@@ -3,8 +3,11 @@
 //! Handlers return `Err(ApiError)`; the service wrapper renders it as
 //! `{"error":"<code>","message":"…","requestId":"…","details":[…]}` with the right status
 //! and headers (`Allow`, `Retry-After`, `Connection: close`, `WWW-Authenticate` for 401, and
-//! for 426 `Upgrade` and `Sec-WebSocket-Version`). Library errors are mapped to an
-//! `ApiError` here and nowhere else, so a status never depends on which handler saw it.
+//! for 426 `Upgrade` and `Sec-WebSocket-Version`). Library errors, and security's
+//! [`Denial`]s, are mapped to an `ApiError` here and nowhere else, so a status never depends
+//! on which handler saw it.
+
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{
@@ -16,6 +19,10 @@ use vigil_core::{FieldError, ParseError, write_json_string};
 
 use super::Body;
 pub use crate::api::ErrorCode;
+use crate::security::Denial;
+
+/// Seconds a client with too many WebSockets open from its address is told to wait.
+const WS_PER_ADDR_RETRY_AFTER_S: u32 = 5;
 
 /// An error answer, before the request id is known to the renderer.
 #[derive(Debug)]
@@ -181,6 +188,41 @@ impl ApiError {
     }
 }
 
+impl From<Denial> for ApiError {
+    fn from(denial: Denial) -> Self {
+        match denial {
+            Denial::NoToken => {
+                ApiError::unauthorized("send a token: Authorization: Bearer <token>")
+            }
+            Denial::TokenNotAllowed => {
+                ApiError::new(ErrorCode::Forbidden, "this token may not use this route")
+            }
+            Denial::WsOriginNotAllowed => ApiError::new(
+                ErrorCode::Forbidden,
+                "websocket connections from this origin are not allowed",
+            ),
+            Denial::RateLimited { retry_after } => ApiError::new(
+                ErrorCode::RateLimited,
+                "too many requests; retry after the indicated delay",
+            )
+            .retry_after(whole_seconds_at_least_one(retry_after)),
+            Denial::TooManyWebSockets => ApiError::new(
+                ErrorCode::RateLimited,
+                "too many websocket clients from this address; retry later",
+            )
+            .retry_after(WS_PER_ADDR_RETRY_AFTER_S),
+        }
+    }
+}
+
+/// A wait as `Retry-After` seconds: whole seconds, rounded up, at least 1.
+fn whole_seconds_at_least_one(wait: Duration) -> u32 {
+    let seconds = u32::try_from(wait.as_secs()).unwrap_or(u32::MAX);
+    seconds
+        .saturating_add(u32::from(wait.subsec_nanos() > 0))
+        .max(1)
+}
+
 impl From<ParseError> for ApiError {
     fn from(error: ParseError) -> Self {
         match error {
@@ -199,5 +241,24 @@ impl From<ParseError> for ApiError {
                 )
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_whole_seconds_rounded_up() {
+        let seconds = |millis| {
+            ApiError::from(Denial::RateLimited {
+                retry_after: Duration::from_millis(millis),
+            })
+            .retry_after_s
+            .unwrap()
+        };
+        assert_eq!(seconds(1), 1);
+        assert_eq!(seconds(1000), 1);
+        assert_eq!(seconds(1001), 2);
     }
 }

@@ -171,8 +171,8 @@ async fn within_request_timeout(
 fn authorize_read(state: &AppState, request: &Request<Incoming>) -> Result<(), ApiError> {
     state
         .security
-        .authorize(Scope::Read, request.headers(), request.uri().query())
-        .map(drop)
+        .authorize(Scope::Read, request.headers(), request.uri().query())?;
+    Ok(())
 }
 
 /// A scrape answer.

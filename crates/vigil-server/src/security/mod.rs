@@ -14,6 +14,9 @@
 //! history; Vigil itself never logs a URI). No token → 401 `unauthorized` with
 //! `WWW-Authenticate: Bearer`; a token not in the list → 403 `forbidden`. Tokens are never
 //! written to logs, metrics or error bodies.
+//!
+//! A refusal is a [`Denial`], which says why and nothing about HTTP: the HTTP layer
+//! (`http/error.rs`) turns each into its status, code and headers.
 
 pub mod client_addr;
 pub mod origins;
@@ -22,7 +25,7 @@ pub mod tokens;
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::HeaderMap;
 use http::header::{AUTHORIZATION, ORIGIN, SEC_WEBSOCKET_PROTOCOL};
@@ -33,7 +36,6 @@ pub use rate::{ConnectionSlot, ConnectionsPerAddr, RateLimiter};
 pub use tokens::Tokens;
 
 use crate::config::Config;
-use crate::http::error::{ApiError, ErrorCode};
 
 /// The subprotocol a browser offers to carry its token: `vigil.bearer.<token>`.
 pub const BEARER_SUBPROTOCOL_PREFIX: &str = "vigil.bearer.";
@@ -47,6 +49,21 @@ pub enum Access {
     Open,
     /// The request presented the token at this position of the route's list.
     Token(usize),
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denial {
+    /// The route needs a token and the request presented none.
+    NoToken,
+    /// The token presented is not on the route's list.
+    TokenNotAllowed,
+    /// A browser page from an origin not on `VIGIL_WS_ORIGINS` asked to open `/ws`.
+    WsOriginNotAllowed,
+    /// Over an ingest rate; the bucket holds a request again after `retry_after`.
+    RateLimited { retry_after: Duration },
+    /// The client's address has `VIGIL_WS_MAX_CLIENTS_PER_ADDR` WebSockets open already.
+    TooManyWebSockets,
 }
 
 /// Which token list guards a route.
@@ -128,7 +145,7 @@ impl Security {
         scope: Scope,
         headers: &HeaderMap,
         query: Option<&str>,
-    ) -> Result<Access, ApiError> {
+    ) -> Result<Access, Denial> {
         let tokens = match scope {
             Scope::Ingest => &self.ingest_tokens,
             Scope::Read => &self.read_tokens,
@@ -137,14 +154,12 @@ impl Security {
             return Ok(Access::Open);
         }
         let Some(presented) = presented_token(headers, query) else {
-            return Err(ApiError::unauthorized(
-                "send a token: Authorization: Bearer <token>",
-            ));
+            return Err(Denial::NoToken);
         };
         tokens
             .find(presented.as_bytes())
             .map(Access::Token)
-            .ok_or_else(|| ApiError::new(ErrorCode::Forbidden, "this token may not use this route"))
+            .ok_or(Denial::TokenNotAllowed)
     }
 
     /// What scopes an ingest request's idempotency keys: the token it presented (so two
@@ -157,8 +172,9 @@ impl Security {
     }
 
     /// Takes one ingest request from the token's and the address's buckets.
-    pub fn limit_ingest(&self, access: Access, client: IpAddr) -> Result<(), ApiError> {
+    pub fn limit_ingest(&self, access: Access, client: IpAddr) -> Result<(), Denial> {
         let now = Instant::now();
+        let rate_limited = |retry_after: Duration| Denial::RateLimited { retry_after };
         if let (Some(limiter), Access::Token(index)) = (&self.ingest_per_token, access) {
             limiter.check(&index, now).map_err(rate_limited)?;
         }
@@ -170,45 +186,22 @@ impl Security {
 
     /// Refuses a browser's upgrade from an Origin not on `VIGIL_WS_ORIGINS` (requests
     /// without an Origin are not from a browser page and are let through).
-    pub fn check_ws_origin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+    pub fn check_ws_origin(&self, headers: &HeaderMap) -> Result<(), Denial> {
         let (Some(allowed), Some(origin)) = (&self.ws_origins, headers.get(ORIGIN)) else {
             return Ok(());
         };
         if allowed.allows(origin.as_bytes()) {
             Ok(())
         } else {
-            Err(ApiError::new(
-                ErrorCode::Forbidden,
-                "websocket connections from this origin are not allowed",
-            ))
+            Err(Denial::WsOriginNotAllowed)
         }
     }
 
-    /// A slot for one more WebSocket client from `client`, or 429.
-    pub fn ws_slot(&self, client: IpAddr) -> Result<ConnectionSlot, ApiError> {
-        self.ws_per_addr.acquire(client).ok_or_else(|| ApiError {
-            retry_after_s: Some(5),
-            ..ApiError::new(
-                ErrorCode::RateLimited,
-                "too many websocket clients from this address; retry later",
-            )
-        })
-    }
-}
-
-fn rate_limited(wait: std::time::Duration) -> ApiError {
-    let seconds = u32::try_from(wait.as_secs()).unwrap_or(u32::MAX);
-    ApiError {
-        // Whole seconds, rounded up: at least 1.
-        retry_after_s: Some(
-            seconds
-                .saturating_add(u32::from(wait.subsec_nanos() > 0))
-                .max(1),
-        ),
-        ..ApiError::new(
-            ErrorCode::RateLimited,
-            "too many requests; retry after the indicated delay",
-        )
+    /// A slot for one more WebSocket client from `client`, unless it has its most open.
+    pub fn ws_slot(&self, client: IpAddr) -> Result<ConnectionSlot, Denial> {
+        self.ws_per_addr
+            .acquire(client)
+            .ok_or(Denial::TooManyWebSockets)
     }
 }
 
@@ -281,17 +274,5 @@ mod tests {
             presented_token(&headers, None),
             Some("from-subprotocol".into())
         );
-    }
-
-    #[test]
-    fn retry_after_is_whole_seconds_rounded_up() {
-        let seconds = |millis| {
-            rate_limited(std::time::Duration::from_millis(millis))
-                .retry_after_s
-                .unwrap()
-        };
-        assert_eq!(seconds(1), 1);
-        assert_eq!(seconds(1000), 1);
-        assert_eq!(seconds(1001), 2);
     }
 }
