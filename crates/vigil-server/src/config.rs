@@ -3,17 +3,23 @@
 //! Every setting is a `--flag` and an environment variable (the README's configuration table); the binary
 //! parses them with clap, which prints a clear message and exits with code 2 on a bad value.
 //! [`Config`]'s `Display` is what the start-up log prints: secrets in URLs are redacted.
+//!
+//! [`Config`] is one struct per part of Vigil ([`HttpSettings`], [`StoreSettings`],
+//! [`RedisSettings`]…), flattened into one command line, so each part is handed its own
+//! settings and nothing else. The values access control checks (tokens, origins, proxy
+//! blocks) are the security module's own types, parsed here; security itself never reads the
+//! configuration: it is handed its [`Rules`].
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{CommandFactory, Parser, ValueEnum};
+use clap::{Args, CommandFactory, Parser, ValueEnum};
 
 use vigil_bus::SentinelAddrs;
 
-use crate::security::{Origins, Tokens, TrustedProxies};
+use crate::security::{Origins, Rules, Tokens, TrustedProxies};
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -110,51 +116,38 @@ fn is_secret_key(key: &str) -> bool {
 }
 
 /// Everything Vigil can be told, with the names and defaults of the README's configuration
-/// table (they are the contract with users' deployments: never rename one).
+/// table (they are the contract with users' deployments: never rename one), grouped by the
+/// part of Vigil each setting is handed to in `Application::build`.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "vigil", version, about = "Realtime event monitoring backend")]
 pub struct Config {
+    #[command(flatten)]
+    pub http: HttpSettings,
+    #[command(flatten)]
+    pub store: StoreSettings,
+    #[command(flatten)]
+    pub redis: RedisSettings,
+    #[command(flatten)]
+    pub ingest: IngestSettings,
+    #[command(flatten)]
+    pub ws: WsSettings,
+    #[command(flatten)]
+    pub security: SecuritySettings,
+    #[command(flatten)]
+    pub retention: RetentionSettings,
+    #[command(flatten)]
+    pub shutdown: ShutdownSettings,
+    #[command(flatten)]
+    pub telemetry: TelemetrySettings,
+}
+
+/// The HTTP front end: where it listens, how many connections and threads, and what one
+/// request may take in time and size.
+#[derive(Debug, Clone, Args)]
+pub struct HttpSettings {
     /// Listen address.
     #[arg(long, env = "VIGIL_ADDR", default_value = "0.0.0.0:3000")]
     pub addr: SocketAddr,
-
-    /// Database: mysql://user:password@host:3306/database or sqlite:///path/vigil.db
-    /// (default: the embedded SQLite file in VIGIL_DATA_DIR).
-    #[arg(long, env = "DATABASE_URL")]
-    pub database_url: Option<SecretUrl>,
-
-    /// Redis for the recent-events cache and the broadcast between instances: redis://host:6379.
-    /// With VIGIL_REDIS_SENTINELS it only gives the data nodes' scheme, user, password and
-    /// database (its host is not used: the sentinels name the primary).
-    #[arg(long, env = "REDIS_URL")]
-    pub redis_url: Option<SecretUrl>,
-
-    /// Redis Sentinel: the sentinels to ask for the primary, comma-separated host:port
-    /// (10.0.0.5:26379,10.0.0.6:26379); needs VIGIL_REDIS_SENTINEL_MASTER.
-    #[arg(long, env = "VIGIL_REDIS_SENTINELS", value_parser = parse_sentinels)]
-    pub redis_sentinels: Option<SentinelAddrs>,
-
-    /// Redis Sentinel: the name the sentinels monitor the primary under (e.g. mymaster);
-    /// needs VIGIL_REDIS_SENTINELS.
-    #[arg(long, env = "VIGIL_REDIS_SENTINEL_MASTER", value_parser = parse_sentinel_master)]
-    pub redis_sentinel_master: Option<String>,
-
-    /// Directory of the embedded database (default $XDG_DATA_HOME/vigil or ~/.local/share/vigil).
-    #[arg(long, env = "VIGIL_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-
-    /// Redis list holding the newest events.
-    #[arg(long, env = "VIGIL_REDIS_RECENT_KEY", default_value = "events:recent")]
-    pub redis_recent_key: String,
-
-    /// Redis pub/sub channel of new events.
-    #[arg(long, env = "VIGIL_REDIS_CHANNEL", default_value = "events:new")]
-    pub redis_channel: String,
-
-    /// Entries kept in the recent list (at least 51: page 1 of any size ≤ 50 must fit).
-    #[arg(long, env = "VIGIL_RECENT_SIZE", default_value_t = 100,
-          value_parser = clap::value_parser!(u32).range(51..=100_000))]
-    pub recent_size: u32,
 
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "VIGIL_MAX_BODY_BYTES", default_value_t = 1_048_576,
@@ -165,26 +158,6 @@ pub struct Config {
     #[arg(long, env = "VIGIL_MAX_BULK_EVENTS", default_value_t = 5_000,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_bulk_events: u32,
-
-    /// Ingest queue budget, in events; over it, posts get 503 at once.
-    #[arg(long, env = "VIGIL_QUEUE_EVENTS", default_value_t = 50_000,
-          value_parser = clap::value_parser!(u32).range(1..=100_000_000))]
-    pub queue_events: u32,
-
-    /// Most rows in one database batch.
-    #[arg(long, env = "VIGIL_BATCH_MAX_ROWS", default_value_t = 1_000,
-          value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub batch_max_rows: u32,
-
-    /// Most bytes of event data in one database batch.
-    #[arg(long, env = "VIGIL_BATCH_MAX_BYTES", default_value_t = 4_194_304,
-          value_parser = clap::value_parser!(u64).range(1024..=1_073_741_824))]
-    pub batch_max_bytes: u64,
-
-    /// Seconds to drain queued events after SIGTERM/SIGINT before answering the rest 503.
-    #[arg(long, env = "VIGIL_SHUTDOWN_TIMEOUT_S", default_value_t = 30,
-          value_parser = clap::value_parser!(u64).range(0..=3_600))]
-    pub shutdown_timeout_s: u64,
 
     /// Most open client connections; more wait in the listen backlog.
     #[arg(long, env = "VIGIL_MAX_CONNECTIONS", default_value_t = 25_000,
@@ -210,17 +183,89 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(2..=3_600))]
     pub request_timeout_s: u64,
 
+    /// Threads serving HTTP (default: one per CPU; the batcher has a thread of its own).
+    #[arg(long, env = "VIGIL_WORKER_THREADS",
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub worker_threads: Option<u32>,
+}
+
+/// The database: which one, where the embedded one lives, how long a statement may run.
+#[derive(Debug, Clone, Args)]
+pub struct StoreSettings {
+    /// Database: mysql://user:password@host:3306/database or sqlite:///path/vigil.db
+    /// (default: the embedded SQLite file in VIGIL_DATA_DIR).
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<SecretUrl>,
+
+    /// Directory of the embedded database (default $XDG_DATA_HOME/vigil or ~/.local/share/vigil).
+    #[arg(long, env = "VIGIL_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
     /// Seconds one database statement may run, on the client and (MariaDB) on the server;
     /// must be below VIGIL_REQUEST_TIMEOUT_S.
     #[arg(long, env = "VIGIL_STATEMENT_TIMEOUT_S", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub statement_timeout_s: u64,
+}
 
-    /// Threads serving HTTP (default: one per CPU; the batcher has a thread of its own).
-    #[arg(long, env = "VIGIL_WORKER_THREADS",
-          value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub worker_threads: Option<u32>,
+/// Redis and the recent list: where Redis is (one server, or the primary Sentinel names),
+/// the names Vigil uses in it, and how many events the recent list keeps (in Redis, or in
+/// process without it).
+#[derive(Debug, Clone, Args)]
+pub struct RedisSettings {
+    /// Redis for the recent-events cache and the broadcast between instances: redis://host:6379.
+    /// With VIGIL_REDIS_SENTINELS it only gives the data nodes' scheme, user, password and
+    /// database (its host is not used: the sentinels name the primary).
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<SecretUrl>,
 
+    /// Redis Sentinel: the sentinels to ask for the primary, comma-separated host:port
+    /// (10.0.0.5:26379,10.0.0.6:26379); needs VIGIL_REDIS_SENTINEL_MASTER.
+    #[arg(long, env = "VIGIL_REDIS_SENTINELS", value_parser = parse_sentinels)]
+    pub redis_sentinels: Option<SentinelAddrs>,
+
+    /// Redis Sentinel: the name the sentinels monitor the primary under (e.g. mymaster);
+    /// needs VIGIL_REDIS_SENTINELS.
+    #[arg(long, env = "VIGIL_REDIS_SENTINEL_MASTER", value_parser = parse_sentinel_master)]
+    pub redis_sentinel_master: Option<String>,
+
+    /// Redis list holding the newest events.
+    #[arg(long, env = "VIGIL_REDIS_RECENT_KEY", default_value = "events:recent")]
+    pub redis_recent_key: String,
+
+    /// Redis pub/sub channel of new events.
+    #[arg(long, env = "VIGIL_REDIS_CHANNEL", default_value = "events:new")]
+    pub redis_channel: String,
+
+    /// Entries kept in the recent list (at least 51: page 1 of any size ≤ 50 must fit).
+    #[arg(long, env = "VIGIL_RECENT_SIZE", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(51..=100_000))]
+    pub recent_size: u32,
+}
+
+/// The ingest pipeline's bounds: its event budget and the size of a database batch.
+#[derive(Debug, Clone, Args)]
+pub struct IngestSettings {
+    /// Ingest queue budget, in events; over it, posts get 503 at once.
+    #[arg(long, env = "VIGIL_QUEUE_EVENTS", default_value_t = 50_000,
+          value_parser = clap::value_parser!(u32).range(1..=100_000_000))]
+    pub queue_events: u32,
+
+    /// Most rows in one database batch.
+    #[arg(long, env = "VIGIL_BATCH_MAX_ROWS", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch_max_rows: u32,
+
+    /// Most bytes of event data in one database batch.
+    #[arg(long, env = "VIGIL_BATCH_MAX_BYTES", default_value_t = 4_194_304,
+          value_parser = clap::value_parser!(u64).range(1024..=1_073_741_824))]
+    pub batch_max_bytes: u64,
+}
+
+/// WebSocket clients: how many, how far behind one may fall, how much a resume replays, how
+/// often they are pinged.
+#[derive(Debug, Clone, Args)]
+pub struct WsSettings {
     /// Frames queued for one WebSocket client; a client that falls this far behind is closed
     /// (1008 "slow consumer") instead of slowing the hub or other clients.
     #[arg(long, env = "VIGIL_WS_CLIENT_QUEUE", default_value_t = 1_024,
@@ -243,29 +288,11 @@ pub struct Config {
     #[arg(long, env = "VIGIL_WS_MAX_CLIENTS", default_value_t = 20_000,
           value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     pub ws_max_clients: u32,
+}
 
-    /// Serve `/metrics` on this address only (e.g. 127.0.0.1:9090, kept off the public
-    /// listener); unset: `/metrics` is served on VIGIL_ADDR.
-    #[arg(long, env = "VIGIL_METRICS_ADDR")]
-    pub metrics_addr: Option<SocketAddr>,
-
-    /// Seconds between SIGTERM and closing the listener, while `/api/ready` already answers
-    /// 503: time for a load balancer to stop sending before this instance stops accepting.
-    #[arg(long, env = "VIGIL_DRAIN_DELAY_S", default_value_t = 0,
-          value_parser = clap::value_parser!(u64).range(0..=600))]
-    pub drain_delay_s: u64,
-
-    /// Delete events older than this (`30d`, `12h`, `90m`; at least `1m`; `off`, the default,
-    /// keeps everything). Deletion runs in small batches that never stall ingest.
-    #[arg(long, env = "VIGIL_RETENTION", value_parser = parse_retention)]
-    pub retention: Option<Duration>,
-
-    /// How long an `Idempotency-Key` is remembered after the request that stored its events
-    /// (`24h`, `90m`, `30s`; at least `1s`). A retry within it gets the original answer.
-    #[arg(long, env = "VIGIL_IDEMPOTENCY_TTL", default_value = "24h",
-          value_parser = parse_idempotency_ttl)]
-    pub idempotency_ttl: Duration,
-
+/// Access control: tokens, browser origins, trusted proxies and the limits per producer.
+#[derive(Debug, Clone, Args)]
+pub struct SecuritySettings {
     /// Tokens that may post events, comma-separated (each 16-256 characters of
     /// A-Z a-z 0-9 . _ ~ -); unset: anyone may post.
     #[arg(long, env = "VIGIL_INGEST_TOKENS", value_parser = TokensParser)]
@@ -309,6 +336,45 @@ pub struct Config {
     /// names the client; unset: the TCP peer is the client.
     #[arg(long, env = "VIGIL_TRUSTED_PROXIES", value_parser = TrustedProxies::parse)]
     pub trusted_proxies: Option<TrustedProxies>,
+}
+
+/// What is deleted, and when: old events, and idempotency records past their time.
+#[derive(Debug, Clone, Args)]
+pub struct RetentionSettings {
+    /// Delete events older than this (`30d`, `12h`, `90m`; at least `1m`; `off`, the default,
+    /// keeps everything). Deletion runs in small batches that never stall ingest.
+    #[arg(long, env = "VIGIL_RETENTION", value_parser = parse_retention)]
+    pub retention: Option<Duration>,
+
+    /// How long an `Idempotency-Key` is remembered after the request that stored its events
+    /// (`24h`, `90m`, `30s`; at least `1s`). A retry within it gets the original answer.
+    #[arg(long, env = "VIGIL_IDEMPOTENCY_TTL", default_value = "24h",
+          value_parser = parse_idempotency_ttl)]
+    pub idempotency_ttl: Duration,
+}
+
+/// Stopping: how long load balancers get to look away, and how long the queue gets to drain.
+#[derive(Debug, Clone, Args)]
+pub struct ShutdownSettings {
+    /// Seconds to drain queued events after SIGTERM/SIGINT before answering the rest 503.
+    #[arg(long, env = "VIGIL_SHUTDOWN_TIMEOUT_S", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(0..=3_600))]
+    pub shutdown_timeout_s: u64,
+
+    /// Seconds between SIGTERM and closing the listener, while `/api/ready` already answers
+    /// 503: time for a load balancer to stop sending before this instance stops accepting.
+    #[arg(long, env = "VIGIL_DRAIN_DELAY_S", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=600))]
+    pub drain_delay_s: u64,
+}
+
+/// What Vigil tells operators: where `/metrics` is served and how logs are written.
+#[derive(Debug, Clone, Args)]
+pub struct TelemetrySettings {
+    /// Serve `/metrics` on this address only (e.g. 127.0.0.1:9090, kept off the public
+    /// listener); unset: `/metrics` is served on VIGIL_ADDR.
+    #[arg(long, env = "VIGIL_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
 
     /// Log format: text or json (filter with RUST_LOG, default info).
     #[arg(long, env = "VIGIL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -345,51 +411,12 @@ impl Config {
         })
     }
 
-    pub fn shutdown_timeout(&self) -> Duration {
-        Duration::from_secs(self.shutdown_timeout_s)
-    }
-
-    /// The retention period, if retention is on.
-    pub fn retention(&self) -> Option<Duration> {
-        self.retention.filter(|period| !period.is_zero())
-    }
-
-    pub fn drain_delay(&self) -> Duration {
-        Duration::from_secs(self.drain_delay_s)
-    }
-
-    /// The embedded database's directory: `VIGIL_DATA_DIR`, else `$XDG_DATA_HOME/vigil`,
-    /// else `$HOME/.local/share/vigil`. Never relative to the current directory unless the
-    /// user gave a relative `VIGIL_DATA_DIR`.
-    pub fn resolved_data_dir(&self) -> Result<PathBuf, String> {
-        if let Some(dir) = &self.data_dir {
-            return Ok(dir.clone());
-        }
-        default_data_dir(
-            std::env::var_os("XDG_DATA_HOME").map(PathBuf::from),
-            std::env::var_os("HOME").map(PathBuf::from),
-        )
-    }
-
-    pub fn header_read_timeout(&self) -> Duration {
-        Duration::from_secs(self.header_read_timeout_s)
-    }
-
-    pub fn body_read_timeout(&self) -> Duration {
-        Duration::from_secs(self.body_read_timeout_s)
-    }
-
-    pub fn request_timeout(&self) -> Duration {
-        Duration::from_secs(self.request_timeout_s)
-    }
-
-    pub fn statement_timeout(&self) -> Duration {
-        Duration::from_secs(self.statement_timeout_s)
-    }
-
     /// Settings that are valid alone but not together; the message names the variables.
     pub fn check_combinations(&self) -> Result<(), String> {
-        match (&self.redis_sentinels, &self.redis_sentinel_master) {
+        match (
+            &self.redis.redis_sentinels,
+            &self.redis.redis_sentinel_master,
+        ) {
             (Some(_), None) => {
                 return Err(
                     "VIGIL_REDIS_SENTINELS is set but VIGIL_REDIS_SENTINEL_MASTER is not: \
@@ -406,16 +433,63 @@ impl Config {
             }
             _ => {}
         }
-        if self.statement_timeout_s >= self.request_timeout_s {
+        if self.store.statement_timeout_s >= self.http.request_timeout_s {
             return Err(format!(
                 "VIGIL_STATEMENT_TIMEOUT_S ({}) must be below VIGIL_REQUEST_TIMEOUT_S ({}): a \
                  request must be answerable after its statement timed out",
-                self.statement_timeout_s, self.request_timeout_s
+                self.store.statement_timeout_s, self.http.request_timeout_s
             ));
         }
         Ok(())
     }
+}
 
+impl HttpSettings {
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_s)
+    }
+
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_read_timeout_s)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_s)
+    }
+
+    /// HTTP worker threads: as configured, else one per CPU.
+    ///
+    /// One per CPU because cached reads are served on these threads and scale with them,
+    /// while ingest is bound by the batcher's own thread; the setting is for hosts where Vigil
+    /// shares its cores with the database and should leave it room.
+    pub fn worker_threads(&self) -> usize {
+        self.worker_threads.map_or_else(
+            || std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            |threads| threads as usize,
+        )
+    }
+}
+
+impl StoreSettings {
+    /// The embedded database's directory: `VIGIL_DATA_DIR`, else `$XDG_DATA_HOME/vigil`,
+    /// else `$HOME/.local/share/vigil`. Never relative to the current directory unless the
+    /// user gave a relative `VIGIL_DATA_DIR`.
+    pub fn resolved_data_dir(&self) -> Result<PathBuf, String> {
+        if let Some(dir) = &self.data_dir {
+            return Ok(dir.clone());
+        }
+        default_data_dir(
+            std::env::var_os("XDG_DATA_HOME").map(PathBuf::from),
+            std::env::var_os("HOME").map(PathBuf::from),
+        )
+    }
+
+    pub fn statement_timeout(&self) -> Duration {
+        Duration::from_secs(self.statement_timeout_s)
+    }
+}
+
+impl RedisSettings {
     /// Whether Redis serves the cache and the broadcast: `REDIS_URL` or Sentinel is set.
     pub fn uses_redis(&self) -> bool {
         self.redis_url.is_some() || self.redis_sentinels.is_some()
@@ -430,21 +504,45 @@ impl Config {
             "REDIS_URL"
         }
     }
+}
 
+impl WsSettings {
     pub fn ws_ping_interval(&self) -> Duration {
         Duration::from_secs(self.ws_ping_interval_s)
     }
+}
 
-    /// HTTP worker threads: as configured, else one per CPU.
-    ///
-    /// One per CPU because cached reads are served on these threads and scale with them,
-    /// while ingest is bound by the batcher's own thread; the setting is for hosts where Vigil
-    /// shares its cores with the database and should leave it room.
-    pub fn worker_threads(&self) -> usize {
-        self.worker_threads.map_or_else(
-            || std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
-            |threads| threads as usize,
-        )
+impl SecuritySettings {
+    /// The rules these settings set, for [`Security::new`](crate::security::Security::new).
+    pub fn rules(&self) -> Rules {
+        Rules {
+            ingest_tokens: self.ingest_tokens.clone(),
+            read_tokens: self.read_tokens.clone(),
+            cors_origins: self.cors_origins.clone(),
+            ws_origins: self.ws_origins.clone(),
+            trusted_proxies: self.trusted_proxies.clone(),
+            ingest_rate_per_token: self.ingest_rate_per_token,
+            ingest_rate_per_addr: self.ingest_rate_per_addr,
+            ingest_rate_burst: self.ingest_rate_burst,
+            ws_max_clients_per_addr: self.ws_max_clients_per_addr,
+        }
+    }
+}
+
+impl RetentionSettings {
+    /// The retention period, if retention is on.
+    pub fn period(&self) -> Option<Duration> {
+        self.retention.filter(|period| !period.is_zero())
+    }
+}
+
+impl ShutdownSettings {
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_s)
+    }
+
+    pub fn drain_delay(&self) -> Duration {
+        Duration::from_secs(self.drain_delay_s)
     }
 }
 
@@ -483,48 +581,76 @@ impl fmt::Display for Config {
              read_tokens={} \
              cors_origins={} ws_origins={} ingest_rate_per_token={} ingest_rate_per_addr={} \
              ingest_rate_burst={} ws_max_clients_per_addr={} trusted_proxies={} log_format={:?}",
-            self.addr,
-            optional(self.database_url.as_ref().map(ToString::to_string)),
-            optional(self.redis_url.as_ref().map(ToString::to_string)),
-            optional(self.redis_sentinels.as_ref().map(ToString::to_string)),
-            optional(self.redis_sentinel_master.clone()),
-            optional(self.data_dir.as_ref().map(|p| p.display().to_string())),
-            self.redis_recent_key,
-            self.redis_channel,
-            self.recent_size,
-            self.max_body_bytes,
-            self.max_bulk_events,
-            self.queue_events,
-            self.batch_max_rows,
-            self.batch_max_bytes,
-            self.shutdown_timeout_s,
-            self.max_connections,
-            self.header_read_timeout_s,
-            self.body_read_timeout_s,
-            self.request_timeout_s,
-            self.statement_timeout_s,
-            self.ws_client_queue,
-            self.ws_resume_max,
-            self.ws_ping_interval_s,
-            self.ws_max_clients,
-            self.worker_threads(),
-            optional(self.metrics_addr.map(|addr| addr.to_string())),
-            self.drain_delay_s,
+            self.http.addr,
+            optional(self.store.database_url.as_ref().map(ToString::to_string)),
+            optional(self.redis.redis_url.as_ref().map(ToString::to_string)),
+            optional(self.redis.redis_sentinels.as_ref().map(ToString::to_string)),
+            optional(self.redis.redis_sentinel_master.clone()),
             optional(
-                self.retention()
+                self.store
+                    .data_dir
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+            ),
+            self.redis.redis_recent_key,
+            self.redis.redis_channel,
+            self.redis.recent_size,
+            self.http.max_body_bytes,
+            self.http.max_bulk_events,
+            self.ingest.queue_events,
+            self.ingest.batch_max_rows,
+            self.ingest.batch_max_bytes,
+            self.shutdown.shutdown_timeout_s,
+            self.http.max_connections,
+            self.http.header_read_timeout_s,
+            self.http.body_read_timeout_s,
+            self.http.request_timeout_s,
+            self.store.statement_timeout_s,
+            self.ws.ws_client_queue,
+            self.ws.ws_resume_max,
+            self.ws.ws_ping_interval_s,
+            self.ws.ws_max_clients,
+            self.http.worker_threads(),
+            optional(self.telemetry.metrics_addr.map(|addr| addr.to_string())),
+            self.shutdown.drain_delay_s,
+            optional(
+                self.retention
+                    .period()
                     .map(|period| format!("{}s", period.as_secs()))
             ),
-            self.idempotency_ttl.as_secs(),
-            optional(self.ingest_tokens.as_ref().map(ToString::to_string)),
-            optional(self.read_tokens.as_ref().map(ToString::to_string)),
-            optional(self.cors_origins.as_ref().map(ToString::to_string)),
-            optional(self.ws_origins.as_ref().map(ToString::to_string)),
-            optional(self.ingest_rate_per_token.map(|rate| rate.to_string())),
-            optional(self.ingest_rate_per_addr.map(|rate| rate.to_string())),
-            optional(self.ingest_rate_burst.map(|burst| burst.to_string())),
-            self.ws_max_clients_per_addr,
-            optional(self.trusted_proxies.as_ref().map(ToString::to_string)),
-            self.log_format,
+            self.retention.idempotency_ttl.as_secs(),
+            optional(
+                self.security
+                    .ingest_tokens
+                    .as_ref()
+                    .map(ToString::to_string)
+            ),
+            optional(self.security.read_tokens.as_ref().map(ToString::to_string)),
+            optional(self.security.cors_origins.as_ref().map(ToString::to_string)),
+            optional(self.security.ws_origins.as_ref().map(ToString::to_string)),
+            optional(
+                self.security
+                    .ingest_rate_per_token
+                    .map(|rate| rate.to_string())
+            ),
+            optional(
+                self.security
+                    .ingest_rate_per_addr
+                    .map(|rate| rate.to_string())
+            ),
+            optional(
+                self.security
+                    .ingest_rate_burst
+                    .map(|burst| burst.to_string())
+            ),
+            self.security.ws_max_clients_per_addr,
+            optional(
+                self.security
+                    .trusted_proxies
+                    .as_ref()
+                    .map(ToString::to_string)
+            ),
+            self.telemetry.log_format,
         )
     }
 }
@@ -677,7 +803,7 @@ mod tests {
         let error = default_data_dir(None, None).unwrap_err();
         assert!(error.contains("VIGIL_DATA_DIR"), "{error}");
         let given = Config::try_parse_from(["vigil", "--data-dir", "/data"]).unwrap();
-        assert_eq!(given.resolved_data_dir(), Ok(PathBuf::from("/data")));
+        assert_eq!(given.store.resolved_data_dir(), Ok(PathBuf::from("/data")));
     }
 
     #[test]
@@ -729,8 +855,8 @@ mod tests {
             "redis://:s3cret@ignored:6379/2",
         ]);
         assert!(both.check_combinations().is_ok());
-        assert!(both.uses_redis());
-        assert_eq!(both.redis_setting(), "VIGIL_REDIS_SENTINELS");
+        assert!(both.redis.uses_redis());
+        assert_eq!(both.redis.redis_setting(), "VIGIL_REDIS_SENTINELS");
         let shown = both.to_string();
         assert!(shown.contains("redis_sentinels=10.0.0.5:26379"), "{shown}");
         assert!(shown.contains("redis_sentinel_master=mymaster"), "{shown}");
@@ -748,6 +874,6 @@ mod tests {
             error.to_string().contains("VIGIL_REDIS_SENTINELS"),
             "{error}"
         );
-        assert!(!parse(&[]).uses_redis());
+        assert!(!parse(&[]).redis.uses_redis());
     }
 }

@@ -119,7 +119,7 @@ impl Application {
             why = mode.why.as_str(),
             "vigil mode"
         );
-        if store.backend_name() == "sqlite" && config.uses_redis() {
+        if store.backend_name() == "sqlite" && config.redis.uses_redis() {
             tracing::warn!(
                 "SQLite with Redis: the events stay in this instance's file; several \
                  instances cannot share one SQLite database, so each serves its own events \
@@ -128,17 +128,17 @@ impl Application {
         }
 
         let ingest_config = IngestConfig {
-            queue_events: config.queue_events as usize,
-            batch_max_rows: config.batch_max_rows as usize,
-            batch_max_bytes: config.batch_max_bytes as usize,
-            idempotency_ttl: config.idempotency_ttl,
-            answer_timeout: config.request_timeout(),
+            queue_events: config.ingest.queue_events as usize,
+            batch_max_rows: config.ingest.batch_max_rows as usize,
+            batch_max_bytes: config.ingest.batch_max_bytes as usize,
+            idempotency_ttl: config.retention.idempotency_ttl,
+            answer_timeout: config.http.request_timeout(),
             ..IngestConfig::default()
         };
-        if ingest_config.queue_events < config.max_bulk_events as usize {
+        if ingest_config.queue_events < config.http.max_bulk_events as usize {
             tracing::warn!(
-                queue_events = config.queue_events,
-                max_bulk_events = config.max_bulk_events,
+                queue_events = config.ingest.queue_events,
+                max_bulk_events = config.http.max_bulk_events,
                 "VIGIL_QUEUE_EVENTS is below VIGIL_MAX_BULK_EVENTS: the largest bulks can never be admitted"
             );
         }
@@ -148,9 +148,9 @@ impl Application {
         let bus = match &redis {
             Some(target) => {
                 let names = BusNames {
-                    recent_key: config.redis_recent_key.clone(),
-                    channel: config.redis_channel.clone(),
-                    recent_size: config.recent_size as usize,
+                    recent_key: config.redis.redis_recent_key.clone(),
+                    channel: config.redis.redis_channel.clone(),
+                    recent_size: config.redis.recent_size as usize,
                 };
                 let bus = RedisBus::connect_lazy_to(target.clone(), names)
                     .with_context(|| format!("configure {}", target.description()))?;
@@ -165,11 +165,11 @@ impl Application {
         // its own commits are the whole story. With MySQL another instance may write, so
         // without Redis list reads go to the database.
         let local_recent = (bus.is_none() && store.backend_name() == "sqlite")
-            .then(|| LocalRecent::new(config.recent_size as usize));
+            .then(|| LocalRecent::new(config.redis.recent_size as usize));
         let hub = Hub::new(HubSettings {
-            client_queue: config.ws_client_queue as usize,
-            max_clients: config.ws_max_clients as usize,
-            ping_interval: config.ws_ping_interval(),
+            client_queue: config.ws.ws_client_queue as usize,
+            max_clients: config.ws.ws_max_clients as usize,
+            ping_interval: config.ws.ws_ping_interval(),
         });
         let publisher = bus
             .clone()
@@ -177,7 +177,7 @@ impl Application {
         let gap_channel = bus.as_ref().map(|bus| bus.names().gap_channel());
         // Re-reads from the database what the live feed lost; ends with the hub.
         let backfill = vigil_realtime::backfill::start(hub.clone(), store.clone());
-        let retention = config.retention().map(|keep| {
+        let retention = config.retention.period().map(|keep| {
             tracing::info!(
                 retention_s = keep.as_secs(),
                 "deleting events older than the retention period"
@@ -187,7 +187,7 @@ impl Application {
         let key_purge = Retention::start(
             store.clone(),
             Expiring::IdempotencyRecords {
-                ttl: config.idempotency_ttl,
+                ttl: config.retention.idempotency_ttl,
             },
         );
         // With Redis, committed batches go to the publisher and every instance's hub hears
@@ -196,7 +196,7 @@ impl Application {
             (Some(publisher), Some(target)) => {
                 let bridge = Bridge::start(
                     target.clone(),
-                    config.redis_channel.clone(),
+                    config.redis.redis_channel.clone(),
                     gap_channel.clone().unwrap_or_default(),
                     hub.clone(),
                 );
@@ -219,7 +219,7 @@ impl Application {
         };
         let ingest = Ingest::start(store.clone(), ingest_config, Some(sink))
             .context("start the batcher thread")?;
-        let recent_size = config.recent_size as usize;
+        let recent_size = config.redis.recent_size as usize;
         let cache = match (bus, local_recent) {
             (Some(bus), _) => Some(RecentCache::new(
                 RecentSource::Redis {
@@ -243,23 +243,24 @@ impl Application {
             tracing::warn!(error = %format!("{error:#}"), "could not warm the recent list; it refills on the first read");
         }
 
-        let listener = bind(config.addr).with_context(|| format!("listen on {}", config.addr))?;
+        let listener =
+            bind(config.http.addr).with_context(|| format!("listen on {}", config.http.addr))?;
         let local_addr = listener.local_addr().context("read the bound address")?;
-        let metrics_listener = match config.metrics_addr {
+        let metrics_listener = match config.telemetry.metrics_addr {
             Some(addr) => {
                 Some(bind(addr).with_context(|| format!("listen on {addr} for metrics"))?)
             }
             None => None,
         };
         let limits = Limits {
-            max_bulk_events: config.max_bulk_events as usize,
+            max_bulk_events: config.http.max_bulk_events as usize,
             ..Limits::default()
         };
         let metrics = Arc::new(Metrics::default());
         let exporter = Arc::new(Exporter::new(Sources {
             metrics: Arc::clone(&metrics),
             ingest: ingest.queue(),
-            queue_capacity: u64::from(config.queue_events),
+            queue_capacity: u64::from(config.ingest.queue_events),
             publisher: publisher.clone(),
             cache: cache.as_ref().map(RecentCache::stats),
             hub: hub.clone(),
@@ -267,7 +268,7 @@ impl Application {
             retention: retention.as_ref().map(Retention::stats),
             key_purge: key_purge.stats(),
         }));
-        let security = security::Security::from_config(&config);
+        let security = security::Security::new(config.security.rules());
         let state = Arc::new(AppState {
             security,
             config,
@@ -321,10 +322,10 @@ impl Application {
     /// Serves until `stop` resolves, then shuts down gracefully.
     pub async fn run_until_stopped(self, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
         let config = &self.state.config;
-        let deadline = config.shutdown_timeout();
+        let deadline = config.shutdown.shutdown_timeout();
         let options = ServerOptions {
-            max_connections: config.max_connections as usize,
-            header_read_timeout: config.header_read_timeout(),
+            max_connections: config.http.max_connections as usize,
+            header_read_timeout: config.http.header_read_timeout(),
             drain_deadline: deadline,
         };
         tracing::info!(addr = %self.local_addr, "vigil listening");
@@ -346,7 +347,7 @@ impl Application {
         ));
         stop.await;
         self.state.draining.store(true, Ordering::Release);
-        let drain_delay = config.drain_delay();
+        let drain_delay = config.shutdown.drain_delay();
         if !drain_delay.is_zero() {
             tracing::info!(
                 drain_delay_s = drain_delay.as_secs(),
@@ -396,22 +397,24 @@ impl Application {
 /// `VIGIL_REDIS_SENTINEL_MASTER`, with `REDIS_URL`'s scheme, credentials and database for the
 /// data nodes), else the one server at `REDIS_URL`; `None` without Redis.
 fn redis_target(config: &Config) -> anyhow::Result<Option<RedisTarget>> {
-    if let (Some(sentinels), Some(master)) =
-        (&config.redis_sentinels, &config.redis_sentinel_master)
-    {
-        if let Some(redis_url) = &config.redis_url {
+    if let (Some(sentinels), Some(master)) = (
+        &config.redis.redis_sentinels,
+        &config.redis.redis_sentinel_master,
+    ) {
+        if let Some(redis_url) = &config.redis.redis_url {
             tracing::info!(
                 redis_url = %redis_url,
                 "with VIGIL_REDIS_SENTINELS, REDIS_URL gives only the scheme, credentials and \
                  database of the data nodes; its host and port are not used"
             );
         }
-        let data_url = config.redis_url.as_ref().map(SecretUrl::expose);
+        let data_url = config.redis.redis_url.as_ref().map(SecretUrl::expose);
         let target = RedisTarget::sentinel(sentinels, master, data_url)
             .context("configure redis sentinel (VIGIL_REDIS_SENTINELS)")?;
         return Ok(Some(target));
     }
     config
+        .redis
         .redis_url
         .as_ref()
         .map(|redis_url| {
@@ -425,15 +428,18 @@ fn redis_target(config: &Config) -> anyhow::Result<Option<RedisTarget>> {
 /// `sqlite://…`), else the embedded SQLite file in `VIGIL_DATA_DIR`, created if missing.
 async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let options = StoreOptions {
-        statement_timeout: config.statement_timeout(),
+        statement_timeout: config.store.statement_timeout(),
         ..StoreOptions::default()
     };
-    match &config.database_url {
+    match &config.store.database_url {
         Some(database_url) => Store::connect(database_url.expose(), &options)
             .await
             .with_context(|| format!("connect to the database at {database_url}")),
         None => {
-            let data_dir = config.resolved_data_dir().map_err(anyhow::Error::msg)?;
+            let data_dir = config
+                .store
+                .resolved_data_dir()
+                .map_err(anyhow::Error::msg)?;
             Store::open_embedded(&data_dir, &options)
                 .await
                 .with_context(|| {
@@ -459,13 +465,13 @@ struct Mode {
 impl Mode {
     fn of(store: &Store, config: &Config) -> Mode {
         let sqlite = store.backend_name() == "sqlite";
-        let redis_set = format!("{} is set", config.redis_setting());
-        match (sqlite, config.uses_redis()) {
+        let redis_set = format!("{} is set", config.redis.redis_setting());
+        match (sqlite, config.redis.uses_redis()) {
             (true, false) => Mode {
                 name: "embedded",
                 cache: "in-process recent list",
                 broadcast: "in-process, this instance",
-                why: if config.database_url.is_some() {
+                why: if config.store.database_url.is_some() {
                     "DATABASE_URL is sqlite and REDIS_URL is not set".into()
                 } else {
                     "DATABASE_URL and REDIS_URL are not set".into()

@@ -16,9 +16,9 @@ const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let config = Config::from_env_and_args();
-    telemetry::init(config.log_format);
-    if config.database_url.is_none()
-        && let Err(problem) = config.resolved_data_dir()
+    telemetry::init(config.telemetry.log_format);
+    if config.store.database_url.is_none()
+        && let Err(problem) = config.store.resolved_data_dir()
     {
         tracing::error!("{problem}");
         return ExitCode::from(EXIT_CONFIG);
@@ -30,7 +30,7 @@ fn main() -> ExitCode {
     tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %config, "starting vigil");
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.worker_threads())
+        .worker_threads(config.http.worker_threads())
         .enable_all()
         .build()
     {

@@ -83,8 +83,8 @@ async fn validate_and_store(
     let bytes = read_limited(
         &parts.headers,
         body,
-        state.config.max_body_bytes,
-        state.config.body_read_timeout(),
+        state.config.http.max_body_bytes,
+        state.config.http.body_read_timeout(),
     )
     .await?;
 

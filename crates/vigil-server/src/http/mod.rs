@@ -126,7 +126,9 @@ async fn route(
         Route::Ready if readable => Ok(ready::ready(state).await),
         Route::OpenApi if readable => Ok(json(StatusCode::OK, OPENAPI_JSON)),
         // With VIGIL_METRICS_ADDR set, metrics are served on that listener only.
-        Route::Metrics if state.config.metrics_addr.is_some() => Err(ApiError::not_found()),
+        Route::Metrics if state.config.telemetry.metrics_addr.is_some() => {
+            Err(ApiError::not_found())
+        }
         Route::Metrics if readable => Ok(metrics_response(&state.exporter)),
         Route::Ws if method == Method::GET => ws::upgrade(state, request, client).await,
         Route::Events if method == Method::POST => {
@@ -157,7 +159,7 @@ async fn within_request_timeout(
     state: &AppState,
     read: impl Future<Output = Result<Response<Body>, ApiError>>,
 ) -> Result<Response<Body>, ApiError> {
-    tokio::time::timeout(state.config.request_timeout(), read)
+    tokio::time::timeout(state.config.http.request_timeout(), read)
         .await
         .unwrap_or_else(|_| {
             Err(ApiError::new(

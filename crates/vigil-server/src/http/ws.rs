@@ -92,7 +92,7 @@ pub async fn upgrade(
                 since,
                 filter,
                 point,
-                max_events: state.config.ws_resume_max as usize,
+                max_events: state.config.ws.ws_resume_max as usize,
             };
             (registration, Some(resume))
         }

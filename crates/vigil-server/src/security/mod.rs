@@ -35,8 +35,6 @@ pub use origins::{Cors, Origins};
 pub use rate::{ConnectionSlot, ConnectionsPerAddr, RateLimiter};
 pub use tokens::Tokens;
 
-use crate::config::Config;
-
 /// The subprotocol a browser offers to carry its token: `vigil.bearer.<token>`.
 pub const BEARER_SUBPROTOCOL_PREFIX: &str = "vigil.bearer.";
 /// The subprotocol Vigil answers with (the token's subprotocol is never echoed).
@@ -73,6 +71,29 @@ pub enum Scope {
     Read,
 }
 
+/// The rules as configured (`None`: the setting is unset), for [`Security::new`].
+#[derive(Debug, Clone)]
+pub struct Rules {
+    /// `VIGIL_INGEST_TOKENS`.
+    pub ingest_tokens: Option<Tokens>,
+    /// `VIGIL_READ_TOKENS`.
+    pub read_tokens: Option<Tokens>,
+    /// `VIGIL_CORS_ORIGINS`.
+    pub cors_origins: Option<Origins>,
+    /// `VIGIL_WS_ORIGINS`.
+    pub ws_origins: Option<Origins>,
+    /// `VIGIL_TRUSTED_PROXIES`.
+    pub trusted_proxies: Option<TrustedProxies>,
+    /// `VIGIL_INGEST_RATE_PER_TOKEN`, requests per second.
+    pub ingest_rate_per_token: Option<f64>,
+    /// `VIGIL_INGEST_RATE_PER_ADDR`, requests per second.
+    pub ingest_rate_per_addr: Option<f64>,
+    /// `VIGIL_INGEST_RATE_BURST`.
+    pub ingest_rate_burst: Option<u32>,
+    /// `VIGIL_WS_MAX_CLIENTS_PER_ADDR`.
+    pub ws_max_clients_per_addr: u32,
+}
+
 /// Everything the request path needs to apply the rules, built once from the configuration.
 pub struct Security {
     /// Tokens that may post events; empty: posting is open.
@@ -94,10 +115,10 @@ pub struct Security {
 }
 
 impl Security {
-    /// The rules `config` sets; warns about what is left open.
-    pub fn from_config(config: &Config) -> Security {
-        let ingest_tokens = config.ingest_tokens.clone().unwrap_or_default();
-        let read_tokens = config.read_tokens.clone().unwrap_or_default();
+    /// Applies `rules`; warns about what is left open.
+    pub fn new(rules: Rules) -> Security {
+        let ingest_tokens = rules.ingest_tokens.unwrap_or_default();
+        let read_tokens = rules.read_tokens.unwrap_or_default();
         if ingest_tokens.is_empty() {
             tracing::warn!(
                 "VIGIL_INGEST_TOKENS is not set: anyone who can reach this server can post events"
@@ -110,7 +131,7 @@ impl Security {
         }
         // One second's worth by default (whole requests, at least one).
         let burst = |rate: f64| {
-            config
+            rules
                 .ingest_rate_burst
                 .unwrap_or_else(|| rate.ceil() as u32)
                 .max(1)
@@ -118,19 +139,16 @@ impl Security {
         Security {
             ingest_tokens,
             read_tokens,
-            cors: Cors::new(config.cors_origins.clone().unwrap_or_default()),
-            ws_origins: config
-                .ws_origins
-                .clone()
-                .filter(|origins| !origins.is_empty()),
-            trusted_proxies: config.trusted_proxies.clone().unwrap_or_default(),
-            ingest_per_token: config
+            cors: Cors::new(rules.cors_origins.unwrap_or_default()),
+            ws_origins: rules.ws_origins.filter(|origins| !origins.is_empty()),
+            trusted_proxies: rules.trusted_proxies.unwrap_or_default(),
+            ingest_per_token: rules
                 .ingest_rate_per_token
                 .map(|rate| RateLimiter::new(rate, burst(rate))),
-            ingest_per_addr: config
+            ingest_per_addr: rules
                 .ingest_rate_per_addr
                 .map(|rate| RateLimiter::new(rate, burst(rate))),
-            ws_per_addr: ConnectionsPerAddr::new(config.ws_max_clients_per_addr),
+            ws_per_addr: ConnectionsPerAddr::new(rules.ws_max_clients_per_addr),
         }
     }
 
