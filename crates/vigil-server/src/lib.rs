@@ -4,12 +4,13 @@
 //! [`Application::build`] then [`Application::run_until_stopped`]; everything else is this
 //! library, so integration tests start the real server on `127.0.0.1:0`.
 //!
-//! Start-up: pick the mode (the README's *Modes*: no `DATABASE_URL` is the embedded SQLite file
-//! in `VIGIL_DATA_DIR`, no `REDIS_URL` is the in-process cache and broadcast) and log it in
-//! one line; connect the store (running migrations), start the realtime hub and its feed (the
-//! Redis bridge, or the in-process feed without Redis), start the ingest pipeline with one
-//! commit sink (the publisher; or the in-process feed, fanned out with the in-process recent
-//! list in the embedded mode), warm the recent list, bind.
+//! Start-up: connect the store (running migrations), decide the mode once (the README's
+//! *Modes*: no `DATABASE_URL` is the embedded SQLite file in `VIGIL_DATA_DIR`, no `REDIS_URL`
+//! is the in-process cache and broadcast) and log it in one line; one `match` on the mode
+//! builds what differs between the modes: the realtime hub's feed (the Redis bridge, or the
+//! in-process feed without Redis), the one commit sink (the publisher; or the in-process feed,
+//! fanned out with the in-process recent list in the embedded mode) and the recent list. Then
+//! start the ingest pipeline with that sink, warm the recent list, bind.
 //! Shutdown (SIGINT/SIGTERM): mark the process draining (`/api/ready` answers 503) and wait
 //! `VIGIL_DRAIN_DELAY_S` so load balancers stop sending; then stop accepting, close the ingest queue to new events, let
 //! in-flight requests finish while the batcher commits and acknowledges everything queued,
@@ -45,7 +46,7 @@ use vigil_ingest::{Ingest, IngestConfig};
 use vigil_store::{Store, StoreOptions};
 
 use crate::cache::{RecentCache, RecentSource};
-use crate::config::{Config, SecretUrl};
+use crate::config::{Config, RedisSettings, SecretUrl, StoreSettings};
 use crate::metrics::{Exporter, Metrics, Sources};
 use crate::retention::{Expiring, Retention};
 use crate::server::ServerOptions;
@@ -109,23 +110,82 @@ impl Application {
     /// Connects to the database, starts the ingest pipeline and binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         config.check_combinations().map_err(anyhow::Error::msg)?;
-        let store = open_store(&config).await?;
-        let mode = Mode::of(&store, &config);
+        let store = open_store(&config.store).await?;
+        // Where Redis is (one server, or the primary Sentinel names): the bus, the publisher
+        // and the bridge all reach it through this one target.
+        let mode = Mode::of(&store, redis_target(&config.redis)?);
+        let line = mode.line(&config);
         tracing::info!(
-            mode = mode.name,
+            mode = line.name,
             store = %store.description(),
-            cache = mode.cache,
-            broadcast = mode.broadcast,
-            why = mode.why.as_str(),
+            cache = line.cache,
+            broadcast = line.broadcast,
+            why = line.why.as_str(),
             "vigil mode"
         );
-        if store.backend_name() == "sqlite" && config.redis.uses_redis() {
-            tracing::warn!(
-                "SQLite with Redis: the events stay in this instance's file; several \
-                 instances cannot share one SQLite database, so each serves its own events \
-                 (use DATABASE_URL=mysql://… to scale out)"
+
+        let recent_size = config.redis.recent_size as usize;
+        let hub = Hub::new(HubSettings {
+            client_queue: config.ws.ws_client_queue as usize,
+            max_clients: config.ws.ws_max_clients as usize,
+            ping_interval: config.ws.ws_ping_interval(),
+        });
+        // With Redis, committed batches go to the publisher and every instance's hub hears
+        // them on the channel; without it, the batcher feeds this instance's hub directly.
+        let wiring = match mode {
+            Mode::Embedded => {
+                // With SQLite this process is the only writer, so its own commits are the
+                // whole story: they feed the in-process recent list too.
+                let list = LocalRecent::new(recent_size);
+                let (feed, task) = LocalFeed::start(&hub);
+                Wiring {
+                    publisher: None,
+                    sink: Arc::new(FanOut::new(vec![Arc::new(list.clone()), feed])),
+                    feed: HubFeed::Local(task),
+                    recent: Some(RecentList::Local(list)),
+                }
+            }
+            Mode::MysqlWithoutRedis => {
+                // Another instance may write, so list reads go to the database.
+                let (feed, task) = LocalFeed::start(&hub);
+                Wiring {
+                    publisher: None,
+                    sink: feed,
+                    feed: HubFeed::Local(task),
+                    recent: None,
+                }
+            }
+            Mode::SqliteWithRedis(target) => {
+                tracing::warn!(
+                    "SQLite with Redis: the events stay in this instance's file; several \
+                     instances cannot share one SQLite database, so each serves its own events \
+                     (use DATABASE_URL=mysql://… to scale out)"
+                );
+                redis_wiring(target, &config.redis, &hub).await?
+            }
+            Mode::Full(target) => redis_wiring(target, &config.redis, &hub).await?,
+        };
+        let Wiring {
+            publisher,
+            sink,
+            feed,
+            recent,
+        } = wiring;
+        // Re-reads from the database what the live feed lost; ends with the hub.
+        let backfill = vigil_realtime::backfill::start(hub.clone(), store.clone());
+        let retention = config.retention.period().map(|keep| {
+            tracing::info!(
+                retention_s = keep.as_secs(),
+                "deleting events older than the retention period"
             );
-        }
+            Retention::start(store.clone(), Expiring::Events { keep })
+        });
+        let key_purge = Retention::start(
+            store.clone(),
+            Expiring::IdempotencyRecords {
+                ttl: config.retention.idempotency_ttl,
+            },
+        );
 
         let ingest_config = IngestConfig {
             queue_events: config.ingest.queue_events as usize,
@@ -142,101 +202,9 @@ impl Application {
                 "VIGIL_QUEUE_EVENTS is below VIGIL_MAX_BULK_EVENTS: the largest bulks can never be admitted"
             );
         }
-        // Where Redis is (one server, or the primary Sentinel names): the bus, the publisher
-        // and the bridge all reach it through this one target.
-        let redis = redis_target(&config)?;
-        let bus = match &redis {
-            Some(target) => {
-                let names = BusNames {
-                    recent_key: config.redis.redis_recent_key.clone(),
-                    channel: config.redis.redis_channel.clone(),
-                    recent_size: config.redis.recent_size as usize,
-                };
-                let bus = RedisBus::connect_lazy_to(target.clone(), names)
-                    .with_context(|| format!("configure {}", target.description()))?;
-                if let Err(error) = bus.ping().await {
-                    tracing::warn!(redis = target.description(), %error, "redis is not answering; ingest and reads go on, the cache and broadcast resume when it is back");
-                }
-                Some(bus)
-            }
-            None => None,
-        };
-        // The embedded mode's recent list: with SQLite this process is the only writer, so
-        // its own commits are the whole story. With MySQL another instance may write, so
-        // without Redis list reads go to the database.
-        let local_recent = (bus.is_none() && store.backend_name() == "sqlite")
-            .then(|| LocalRecent::new(config.redis.recent_size as usize));
-        let hub = Hub::new(HubSettings {
-            client_queue: config.ws.ws_client_queue as usize,
-            max_clients: config.ws.ws_max_clients as usize,
-            ping_interval: config.ws.ws_ping_interval(),
-        });
-        let publisher = bus
-            .clone()
-            .map(|bus| Publisher::start(bus, PUBLISH_QUEUE_BATCHES));
-        let gap_channel = bus.as_ref().map(|bus| bus.names().gap_channel());
-        // Re-reads from the database what the live feed lost; ends with the hub.
-        let backfill = vigil_realtime::backfill::start(hub.clone(), store.clone());
-        let retention = config.retention.period().map(|keep| {
-            tracing::info!(
-                retention_s = keep.as_secs(),
-                "deleting events older than the retention period"
-            );
-            Retention::start(store.clone(), Expiring::Events { keep })
-        });
-        let key_purge = Retention::start(
-            store.clone(),
-            Expiring::IdempotencyRecords {
-                ttl: config.retention.idempotency_ttl,
-            },
-        );
-        // With Redis, committed batches go to the publisher and every instance's hub hears
-        // them on the channel; without it, the batcher feeds this instance's hub directly.
-        let (sink, feed): (Arc<dyn CommitSink>, HubFeed) = match (&publisher, &redis) {
-            (Some(publisher), Some(target)) => {
-                let bridge = Bridge::start(
-                    target.clone(),
-                    config.redis.redis_channel.clone(),
-                    gap_channel.clone().unwrap_or_default(),
-                    hub.clone(),
-                );
-                if !bridge.wait_subscribed(BRIDGE_START_WAIT).await {
-                    tracing::warn!(
-                        redis = target.description(),
-                        "not subscribed to the event channel yet; websocket clients get events from the database until it is up"
-                    );
-                }
-                (Arc::new(publisher.clone()), HubFeed::Redis(bridge))
-            }
-            _ => {
-                let (feed, task) = LocalFeed::start(&hub);
-                let sink: Arc<dyn CommitSink> = match &local_recent {
-                    Some(list) => Arc::new(FanOut::new(vec![Arc::new(list.clone()), feed])),
-                    None => feed,
-                };
-                (sink, HubFeed::Local(task))
-            }
-        };
         let ingest = Ingest::start(store.clone(), ingest_config, Some(sink))
             .context("start the batcher thread")?;
-        let recent_size = config.redis.recent_size as usize;
-        let cache = match (bus, local_recent) {
-            (Some(bus), _) => Some(RecentCache::new(
-                RecentSource::Redis {
-                    bus,
-                    publisher: publisher.clone(),
-                },
-                recent_size,
-            )),
-            (None, Some(list)) => Some(RecentCache::new(
-                RecentSource::Local {
-                    list,
-                    ingest: ingest.queue(),
-                },
-                recent_size,
-            )),
-            (None, None) => None,
-        };
+        let cache = recent.map(|list| RecentCache::new(list.source(&ingest), recent_size));
         if let Some(cache) = &cache
             && let Err(error) = cache.warm(&store).await
         {
@@ -393,28 +361,172 @@ impl Application {
     }
 }
 
+/// The four ways Vigil runs (the README's *Modes*), decided once at start from the store's
+/// backend and whether Redis is configured; everything that differs between them is built by
+/// the one `match` in [`Application::build`].
+enum Mode {
+    /// SQLite, no Redis: this process is the only writer, so its own commits are the whole
+    /// story: in-process recent list and broadcast.
+    Embedded,
+    /// SQLite with Redis: the Redis list and channel, carrying this instance's events only.
+    SqliteWithRedis(RedisTarget),
+    /// MySQL with Redis: the Redis list and channel, shared by every instance.
+    Full(RedisTarget),
+    /// MySQL, no Redis: another instance may write, so no recent list (reads go to the
+    /// database), and an in-process broadcast of this instance's events.
+    MysqlWithoutRedis,
+}
+
+/// The start-up line that says which mode runs and why.
+struct ModeLine {
+    name: &'static str,
+    /// What serves the cache rule's page-1 reads.
+    cache: &'static str,
+    /// Whose events WebSocket clients get.
+    broadcast: &'static str,
+    why: String,
+}
+
+impl Mode {
+    fn of(store: &Store, redis: Option<RedisTarget>) -> Mode {
+        match (store.backend_name() == "sqlite", redis) {
+            (true, None) => Mode::Embedded,
+            (true, Some(target)) => Mode::SqliteWithRedis(target),
+            (false, Some(target)) => Mode::Full(target),
+            (false, None) => Mode::MysqlWithoutRedis,
+        }
+    }
+
+    fn line(&self, config: &Config) -> ModeLine {
+        let redis_set = format!("{} is set", config.redis.redis_setting());
+        match self {
+            Mode::Embedded => ModeLine {
+                name: "embedded",
+                cache: "in-process recent list",
+                broadcast: "in-process, this instance",
+                why: if config.store.database_url.is_some() {
+                    "DATABASE_URL is sqlite and REDIS_URL is not set".into()
+                } else {
+                    "DATABASE_URL and REDIS_URL are not set".into()
+                },
+            },
+            Mode::SqliteWithRedis(_) => ModeLine {
+                name: "sqlite with redis",
+                cache: "redis list",
+                broadcast: "redis channel, this instance's events only",
+                why: format!("DATABASE_URL is not mysql and {redis_set}"),
+            },
+            Mode::Full(_) => ModeLine {
+                name: "full",
+                cache: "redis list",
+                broadcast: "redis channel, every instance",
+                why: format!("DATABASE_URL is mysql and {redis_set}"),
+            },
+            Mode::MysqlWithoutRedis => ModeLine {
+                name: "mysql without redis",
+                cache: "none: list reads come from the database (other instances may write)",
+                broadcast: "in-process, this instance's events only",
+                why: "DATABASE_URL is mysql and REDIS_URL is not set".into(),
+            },
+        }
+    }
+}
+
+/// What differs between the modes, built by the one `match` on [`Mode`].
+struct Wiring {
+    /// The Redis publisher, drained at shutdown; `None` without Redis.
+    publisher: Option<Publisher>,
+    /// Where the batcher hands each committed batch.
+    sink: Arc<dyn CommitSink>,
+    /// What feeds the hub.
+    feed: HubFeed,
+    /// The recent list behind the cache rule; `None` when the mode has none.
+    recent: Option<RecentList>,
+}
+
+/// A mode's recent list, before the pipeline it follows has started.
+enum RecentList {
+    /// The Redis list every instance shares.
+    Redis { bus: RedisBus, publisher: Publisher },
+    /// The embedded mode's in-process list, fed by this process's batcher.
+    Local(LocalRecent),
+}
+
+impl RecentList {
+    /// Where the cache reads the list; the in-process one also follows the batcher's
+    /// acknowledged commits, so a client always reads its own writes.
+    fn source(self, ingest: &Ingest) -> RecentSource {
+        match self {
+            RecentList::Redis { bus, publisher } => RecentSource::Redis {
+                bus,
+                publisher: Some(publisher),
+            },
+            RecentList::Local(list) => RecentSource::Local {
+                list,
+                ingest: ingest.queue(),
+            },
+        }
+    }
+}
+
+/// The Redis modes' wiring: the bus (the list), the publisher (the commit sink) and the
+/// bridge that feeds the hub from the channel.
+async fn redis_wiring(
+    target: RedisTarget,
+    settings: &RedisSettings,
+    hub: &Hub,
+) -> anyhow::Result<Wiring> {
+    let names = BusNames {
+        recent_key: settings.redis_recent_key.clone(),
+        channel: settings.redis_channel.clone(),
+        recent_size: settings.recent_size as usize,
+    };
+    let bus = RedisBus::connect_lazy_to(target.clone(), names)
+        .with_context(|| format!("configure {}", target.description()))?;
+    if let Err(error) = bus.ping().await {
+        tracing::warn!(redis = target.description(), %error, "redis is not answering; ingest and reads go on, the cache and broadcast resume when it is back");
+    }
+    let publisher = Publisher::start(bus.clone(), PUBLISH_QUEUE_BATCHES);
+    let bridge = Bridge::start(
+        target.clone(),
+        settings.redis_channel.clone(),
+        bus.names().gap_channel(),
+        hub.clone(),
+    );
+    if !bridge.wait_subscribed(BRIDGE_START_WAIT).await {
+        tracing::warn!(
+            redis = target.description(),
+            "not subscribed to the event channel yet; websocket clients get events from the database until it is up"
+        );
+    }
+    Ok(Wiring {
+        publisher: Some(publisher.clone()),
+        sink: Arc::new(publisher.clone()),
+        feed: HubFeed::Redis(bridge),
+        recent: Some(RecentList::Redis { bus, publisher }),
+    })
+}
+
 /// Where Redis is: the primary the sentinels name (`VIGIL_REDIS_SENTINELS` and
 /// `VIGIL_REDIS_SENTINEL_MASTER`, with `REDIS_URL`'s scheme, credentials and database for the
 /// data nodes), else the one server at `REDIS_URL`; `None` without Redis.
-fn redis_target(config: &Config) -> anyhow::Result<Option<RedisTarget>> {
-    if let (Some(sentinels), Some(master)) = (
-        &config.redis.redis_sentinels,
-        &config.redis.redis_sentinel_master,
-    ) {
-        if let Some(redis_url) = &config.redis.redis_url {
+fn redis_target(settings: &RedisSettings) -> anyhow::Result<Option<RedisTarget>> {
+    if let (Some(sentinels), Some(master)) =
+        (&settings.redis_sentinels, &settings.redis_sentinel_master)
+    {
+        if let Some(redis_url) = &settings.redis_url {
             tracing::info!(
                 redis_url = %redis_url,
                 "with VIGIL_REDIS_SENTINELS, REDIS_URL gives only the scheme, credentials and \
                  database of the data nodes; its host and port are not used"
             );
         }
-        let data_url = config.redis.redis_url.as_ref().map(SecretUrl::expose);
+        let data_url = settings.redis_url.as_ref().map(SecretUrl::expose);
         let target = RedisTarget::sentinel(sentinels, master, data_url)
             .context("configure redis sentinel (VIGIL_REDIS_SENTINELS)")?;
         return Ok(Some(target));
     }
-    config
-        .redis
+    settings
         .redis_url
         .as_ref()
         .map(|redis_url| {
@@ -426,20 +538,17 @@ fn redis_target(config: &Config) -> anyhow::Result<Option<RedisTarget>> {
 
 /// Opens the store the README's *Modes* name: `DATABASE_URL` when set (`mysql://…` or
 /// `sqlite://…`), else the embedded SQLite file in `VIGIL_DATA_DIR`, created if missing.
-async fn open_store(config: &Config) -> anyhow::Result<Store> {
+async fn open_store(settings: &StoreSettings) -> anyhow::Result<Store> {
     let options = StoreOptions {
-        statement_timeout: config.store.statement_timeout(),
+        statement_timeout: settings.statement_timeout(),
         ..StoreOptions::default()
     };
-    match &config.store.database_url {
+    match &settings.database_url {
         Some(database_url) => Store::connect(database_url.expose(), &options)
             .await
             .with_context(|| format!("connect to the database at {database_url}")),
         None => {
-            let data_dir = config
-                .store
-                .resolved_data_dir()
-                .map_err(anyhow::Error::msg)?;
+            let data_dir = settings.resolved_data_dir().map_err(anyhow::Error::msg)?;
             Store::open_embedded(&data_dir, &options)
                 .await
                 .with_context(|| {
@@ -448,53 +557,6 @@ async fn open_store(config: &Config) -> anyhow::Result<Store> {
                         data_dir.display()
                     )
                 })
-        }
-    }
-}
-
-/// Which mode runs and why, for the one start-up line that says so.
-struct Mode {
-    name: &'static str,
-    /// What serves the cache rule's page-1 reads.
-    cache: &'static str,
-    /// Whose events WebSocket clients get.
-    broadcast: &'static str,
-    why: String,
-}
-
-impl Mode {
-    fn of(store: &Store, config: &Config) -> Mode {
-        let sqlite = store.backend_name() == "sqlite";
-        let redis_set = format!("{} is set", config.redis.redis_setting());
-        match (sqlite, config.redis.uses_redis()) {
-            (true, false) => Mode {
-                name: "embedded",
-                cache: "in-process recent list",
-                broadcast: "in-process, this instance",
-                why: if config.store.database_url.is_some() {
-                    "DATABASE_URL is sqlite and REDIS_URL is not set".into()
-                } else {
-                    "DATABASE_URL and REDIS_URL are not set".into()
-                },
-            },
-            (true, true) => Mode {
-                name: "sqlite with redis",
-                cache: "redis list",
-                broadcast: "redis channel, this instance's events only",
-                why: format!("DATABASE_URL is not mysql and {redis_set}"),
-            },
-            (false, true) => Mode {
-                name: "full",
-                cache: "redis list",
-                broadcast: "redis channel, every instance",
-                why: format!("DATABASE_URL is mysql and {redis_set}"),
-            },
-            (false, false) => Mode {
-                name: "mysql without redis",
-                cache: "none: list reads come from the database (other instances may write)",
-                broadcast: "in-process, this instance's events only",
-                why: "DATABASE_URL is mysql and REDIS_URL is not set".into(),
-            },
         }
     }
 }
