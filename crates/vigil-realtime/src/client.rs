@@ -13,8 +13,12 @@
 //! - slow consumer (the hub dropped the client) → 1008 "slow consumer";
 //! - server shutdown → queued frames are flushed, then 1001 "server shutting down";
 //! - silent for three ping intervals → 1001 "idle timeout";
-//! - a client frame over [`MAX_CLIENT_MESSAGE_BYTES`] → 1009; invalid UTF-8 → 1007; any other
-//!   protocol error → 1002.
+//! - a client frame or fragmented message over [`MAX_CLIENT_MESSAGE_BYTES`] → 1009; invalid
+//!   UTF-8, also across fragments → 1007; any other protocol error (an unmasked frame, a
+//!   control frame over 125 bytes, a continuation with nothing to continue, a new message
+//!   inside a fragmented one: [`crate::protocol`]) → 1002.
+//!
+//! A client Ping is answered with a Pong carrying its payload (RFC 6455 §5.5.2).
 //!
 //! A resuming client (`/ws?since=`) is first replayed what it missed (see [`Resume`]), then
 //! sent one control frame `{"resume":{"since":N,"replayed":n,"complete":bool}}`, then live
@@ -45,6 +49,7 @@ use vigil_store::{Store, StoredEvent};
 
 use crate::event::{put_length, text_frame};
 use crate::hub::{Hub, Registration, ResumePoint};
+use crate::protocol::{self, MaskedFramesOnly, MessageRules, Violation};
 
 /// Largest frame a client may send; larger closes the connection with 1009.
 pub const MAX_CLIENT_MESSAGE_BYTES: usize = 64 * 1024;
@@ -224,8 +229,11 @@ async fn serve(
         }
     };
     let (read, write) = tokio::io::split(socket.into_inner());
-    let (mut reader, _) =
-        fastwebsockets::after_handshake_split(read, tokio::io::sink(), Role::Server);
+    let (mut reader, _) = fastwebsockets::after_handshake_split(
+        MaskedFramesOnly::new(read),
+        tokio::io::sink(),
+        Role::Server,
+    );
     reader.set_max_message_size(MAX_CLIENT_MESSAGE_BYTES);
     reader.set_auto_pong(true);
     reader.set_auto_close(true);
@@ -275,12 +283,16 @@ async fn read_frames<R: AsyncRead + Unpin>(
     started: Instant,
 ) {
     let heard = || last_heard_ms.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-    // What fastwebsockets obliges us to send: a pong for a ping, the reply to a Close.
+    // What fastwebsockets obliges us to send: the Pong it made for a client's Ping, the reply
+    // to a Close (or, for a Close too long for a control frame, a protocol error).
     let mut obligation = |frame: Frame<'_>| {
         heard();
         let message = match frame.opcode {
-            OpCode::Ping => Some(Control::Pong(Bytes::copy_from_slice(&frame.payload))),
-            OpCode::Close => Some(Control::ClientClosed(close_code(&frame.payload))),
+            OpCode::Pong => Some(Control::Pong(Bytes::copy_from_slice(&frame.payload))),
+            OpCode::Close => Some(match protocol::check_control(&frame.payload) {
+                Ok(()) => Control::ClientClosed(close_code(&frame.payload)),
+                Err(violation) => refuse(violation),
+            }),
             _ => None,
         };
         let control = control.clone();
@@ -298,19 +310,26 @@ async fn read_frames<R: AsyncRead + Unpin>(
             Ok::<(), Infallible>(())
         }
     };
+    let mut rules = MessageRules::new(MAX_CLIENT_MESSAGE_BYTES);
     loop {
         let ending = match reader.read_frame(&mut obligation).await {
             Ok(frame) => {
                 heard();
-                match frame.opcode {
+                if frame.opcode == OpCode::Close {
                     // Its reply is already queued.
-                    OpCode::Close => return,
-                    // Data, continuations and pongs: heard, nothing to do.
-                    _ => continue,
+                    return;
+                }
+                match rules.check(&frame) {
+                    // Data, continuations and pongs: heard, nothing more to do.
+                    Ok(()) => continue,
+                    Err(violation) => refuse(violation),
                 }
             }
             Err(WebSocketError::FrameTooLarge) => Control::Refuse(1009, "message too big"),
             Err(WebSocketError::InvalidUTF8) => Control::Refuse(1007, "invalid utf-8"),
+            Err(WebSocketError::IoError(error)) if protocol::is_unmasked_frame(&error) => {
+                refuse(Violation::UNMASKED)
+            }
             Err(WebSocketError::UnexpectedEOF | WebSocketError::IoError(_)) => Control::Gone,
             Err(error) => {
                 tracing::debug!(%error, "websocket protocol error");
@@ -320,6 +339,10 @@ async fn read_frames<R: AsyncRead + Unpin>(
         let _ = control.send(ending).await;
         return;
     }
+}
+
+fn refuse(violation: Violation) -> Control {
+    Control::Refuse(violation.code, violation.reason)
 }
 
 fn close_code(payload: &[u8]) -> Option<u16> {

@@ -33,6 +33,7 @@ pub mod bridge;
 pub mod client;
 pub mod event;
 pub mod hub;
+pub mod protocol;
 
 pub use bridge::{Bridge, BridgeStats};
 pub use event::HubEvent;

@@ -31,4 +31,5 @@ mod soak;
 mod store_failure;
 mod tls;
 mod ws;
+mod ws_protocol;
 mod ws_resume;
