@@ -21,6 +21,12 @@ pub enum StoreError {
         path: PathBuf,
         cause: std::io::Error,
     },
+    /// Another process holds the embedded database (see [`crate::SoleWriterLock`]).
+    #[error("{} is in use by another vigil process{}: stop it, or give this one another VIGIL_DATA_DIR", path.display(), holder_pid.map(|pid| format!(" (pid {pid})")).unwrap_or_default())]
+    DatabaseInUse {
+        path: PathBuf,
+        holder_pid: Option<u32>,
+    },
     /// The URL could not be parsed; the message never repeats the URL.
     #[error("invalid database url: {cause}")]
     InvalidUrl { cause: sqlx::Error },
@@ -162,6 +168,7 @@ impl StoreError {
             | StoreError::InvalidUrl { .. }
             | StoreError::InvalidOptions { .. }
             | StoreError::DataDirectory { .. }
+            | StoreError::DatabaseInUse { .. }
             | StoreError::Migrate { .. }
             | StoreError::DuplicateIds { .. }
             | StoreError::IdempotencyKeyTaken { .. }

@@ -34,6 +34,7 @@ pub mod ids;
 pub mod mysql;
 mod mysql_session;
 mod reads;
+pub mod sole_writer;
 pub mod sql;
 pub mod sqlite;
 mod write;
@@ -46,6 +47,7 @@ use vigil_core::{EventFilter, EventQuery, Level, NewEvent, StoredEventRef, UnixM
 pub use error::{InsertError, StoreError};
 pub use idempotency::{Digest, IdempotencyRecord};
 pub use mysql::MySqlStore;
+pub use sole_writer::SoleWriterLock;
 pub use sqlite::{SqliteSettings, SqliteStore};
 
 /// One row to insert: an event with the id, `createdAt` and request id Vigil assigned.
@@ -181,6 +183,15 @@ impl Store {
         Ok(Store::Sqlite(
             SqliteStore::open_in(data_dir, options).await?,
         ))
+    }
+
+    /// Claims an SQLite file for this process alone, for a mode in which no other process
+    /// may write it (see [`SoleWriterLock`]); a no-op on MySQL, which many instances share.
+    pub fn claim_sole_writer(&self) -> Result<(), StoreError> {
+        match self {
+            Store::MySql(_) => Ok(()),
+            Store::Sqlite(store) => store.claim_sole_writer(),
+        }
     }
 
     /// `"mysql"` or `"sqlite"`.

@@ -39,6 +39,7 @@ use crate::common::{self, query_error, validate_options};
 use crate::error::sqlite_result_code;
 use crate::ids::{self, IdBlock};
 use crate::reads::Reads;
+use crate::sole_writer::{self, SoleWriterLock};
 use crate::sql::list::{Statement, TimeBounds};
 use crate::sql::{self, Dialect};
 use crate::write::{self, Batch, BatchSession, Phase, StatementFailure};
@@ -89,6 +90,8 @@ struct Inner {
     writer: tokio::sync::Mutex<Writer>,
     /// The reserved id range not yet handed out; held across a reservation.
     ids: tokio::sync::Mutex<IdBlock>,
+    /// This process's exclusive claim on the file, when it is the only writer by design.
+    sole_writer: std::sync::Mutex<Option<SoleWriterLock>>,
 }
 
 /// The writer connection's state, behind `Inner::writer`.
@@ -124,8 +127,41 @@ impl SqliteStore {
     }
 
     /// Opens `<data_dir>/vigil.db`, creating the directory and the file when missing.
+    /// This process is then its only writer: it holds the file's [`SoleWriterLock`], taken
+    /// before the database is opened, while the store is open.
     pub async fn open_in(data_dir: &Path, options: &StoreOptions) -> Result<Self, StoreError> {
-        SqliteStore::open(&data_dir.join(EMBEDDED_FILE_NAME), options).await
+        let path = data_dir.join(EMBEDDED_FILE_NAME);
+        sole_writer::create_private_dir(data_dir)?;
+        let lock = SoleWriterLock::acquire(&path)?;
+        let store = SqliteStore::open(&path, options).await?;
+        store.keep_sole_writer(lock);
+        Ok(store)
+    }
+
+    /// Claims the database file for this process alone (see [`SoleWriterLock`]); a no-op when
+    /// it is claimed already.
+    pub fn claim_sole_writer(&self) -> Result<(), StoreError> {
+        if self.holds_sole_writer() {
+            return Ok(());
+        }
+        let lock = SoleWriterLock::acquire(&self.inner.path)?;
+        self.keep_sole_writer(lock);
+        Ok(())
+    }
+
+    fn holds_sole_writer(&self) -> bool {
+        self.sole_writer().is_some()
+    }
+
+    fn keep_sole_writer(&self, lock: SoleWriterLock) {
+        *self.sole_writer() = Some(lock);
+    }
+
+    fn sole_writer(&self) -> std::sync::MutexGuard<'_, Option<SoleWriterLock>> {
+        self.inner
+            .sole_writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Opens (creating when missing) the database file at `path` and its parent directory,
@@ -137,11 +173,9 @@ impl SqliteStore {
             .filter(|parent| !parent.as_os_str().is_empty())
         {
             // A few system calls, once at start-up.
-            std::fs::create_dir_all(parent).map_err(|cause| StoreError::DataDirectory {
-                path: parent.to_owned(),
-                cause,
-            })?;
+            sole_writer::create_private_dir(parent)?;
         }
+        sole_writer::create_private_file(path)?;
         // Lock waits end as a certain "busy" (not committed) well before the statement
         // timeout would leave the outcome unknown.
         let busy_timeout = options.statement_timeout / 2;
@@ -168,6 +202,7 @@ impl SqliteStore {
                 writer_options,
                 writer: tokio::sync::Mutex::new(Writer::default()),
                 ids: tokio::sync::Mutex::new(IdBlock::default()),
+                sole_writer: std::sync::Mutex::new(None),
             }),
         };
 

@@ -71,6 +71,66 @@ async fn the_embedded_store_keeps_vigil_db_in_the_data_directory() {
 }
 
 #[tokio::test]
+async fn a_second_store_on_the_same_data_directory_is_refused_naming_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let first = Store::open_embedded(&data_dir, &StoreOptions::default())
+        .await
+        .unwrap();
+    let Err(error) = Store::open_embedded(&data_dir, &StoreOptions::default()).await else {
+        panic!("a second store opened a data directory in use");
+    };
+    match &error {
+        StoreError::DatabaseInUse { holder_pid, .. } => {
+            assert_eq!(*holder_pid, Some(std::process::id()));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(error.to_string().contains("VIGIL_DATA_DIR"), "{error}");
+
+    // A store opened by URL claims the file only when asked (the embedded mode asks).
+    let url = format!("sqlite://{}", data_dir.join("vigil.db").display());
+    let by_url = Store::connect(&url, &StoreOptions::default()).await.unwrap();
+    assert!(matches!(
+        by_url.claim_sole_writer(),
+        Err(StoreError::DatabaseInUse { .. })
+    ));
+    by_url.close().await;
+
+    first.close().await;
+    drop(first);
+    let again = Store::open_embedded(&data_dir, &StoreOptions::default())
+        .await
+        .unwrap();
+    again.close().await;
+}
+
+#[tokio::test]
+async fn the_embedded_database_and_its_directory_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data/vigil");
+    let store = Store::open_embedded(&data_dir, &StoreOptions::default())
+        .await
+        .unwrap();
+    let batch = Batch::for_ids(store.allocate_ids(2).await.unwrap());
+    store.insert(&batch.rows()).await.unwrap();
+    let mode = |path: std::path::PathBuf| {
+        std::fs::metadata(&path)
+            .unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(dir.path().join("data")), 0o700);
+    assert_eq!(mode(data_dir.clone()), 0o700);
+    for file in ["vigil.db", "vigil.db-wal", "vigil.db-shm", "vigil.db.lock"] {
+        assert_eq!(mode(data_dir.join(file)), 0o600, "{file}");
+    }
+    store.close().await;
+}
+
+#[tokio::test]
 async fn a_directory_that_cannot_be_created_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("not-a-directory");
