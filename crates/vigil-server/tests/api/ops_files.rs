@@ -236,6 +236,39 @@ fn docker_compose_wires_the_services_as_documented() {
         );
     }
 
+    // Every setting reaches the container: a user who fills .env gets what it says.
+    let passed: Vec<&str> = vigil["environment"]
+        .as_mapping()
+        .unwrap()
+        .keys()
+        .filter_map(Yaml::as_str)
+        .collect();
+    let fixed_by_the_stack = ["VIGIL_ADDR", "VIGIL_DATA_DIR"];
+    for setting in <vigil_server::config::Config as clap::CommandFactory>::command()
+        .get_arguments()
+        .filter_map(|argument| argument.get_env())
+        .filter_map(|name| name.to_str())
+        .filter(|name| !fixed_by_the_stack.contains(name))
+    {
+        assert!(
+            passed.contains(&setting),
+            "{setting} is not passed to the vigil service"
+        );
+    }
+    let example = repo_file(".env.example");
+    for line in example.lines() {
+        let line = line.trim_start_matches(['#', ' ']);
+        if let Some((name, _)) = line.split_once('=')
+            && name.starts_with("VIGIL_")
+            && !name.contains(' ')
+        {
+            assert!(
+                passed.contains(&name),
+                ".env.example offers {name}, which the vigil service never gets"
+            );
+        }
+    }
+
     let prometheus = service(&compose, "prometheus");
     assert_eq!(ports(prometheus), ["9090:9090"]);
     assert!(
