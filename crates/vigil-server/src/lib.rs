@@ -135,7 +135,11 @@ impl Application {
         let wiring = match mode {
             Mode::Embedded => {
                 // With SQLite this process is the only writer, so its own commits are the
-                // whole story: they feed the in-process recent list too.
+                // whole story: they feed the in-process recent list too. A second process on
+                // the file would break that: claim it (the data directory's store already has).
+                store
+                    .claim_sole_writer()
+                    .context("claim the sqlite database named by DATABASE_URL")?;
                 let list = LocalRecent::new(recent_size);
                 let (feed, task) = LocalFeed::start(&hub);
                 Wiring {

@@ -48,7 +48,21 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
-            ExitCode::FAILURE
+            if is_bad_setting(&error) {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
+}
+
+/// Whether start-up failed on something the user must change (exit 2, like a bad flag) rather
+/// than on a failure that may pass (exit 1).
+fn is_bad_setting(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<vigil_store::StoreError>()
+            .is_some_and(vigil_store::StoreError::is_bad_setting)
+    })
 }

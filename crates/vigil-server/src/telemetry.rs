@@ -13,6 +13,7 @@ pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour_wanted())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -22,6 +23,14 @@ pub fn init(format: LogFormat) {
             .with_current_span(false)
             .init(),
     }
+}
+
+/// Colour only for a person at a terminal: a log redirected to a file or a collector gets
+/// plain text, and `NO_COLOR` (set and not empty, as no-color.org says) turns it off anyway.
+fn colour_wanted() -> bool {
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+    std::io::stderr().is_terminal() && !no_color
 }
 
 /// Raises the open-files soft limit to the hard limit, so connection count is bounded by

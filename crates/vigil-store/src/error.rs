@@ -152,6 +152,19 @@ impl StoreError {
         )
     }
 
+    /// Whether the failure comes from a setting (a URL, a directory, an option) that the user
+    /// must change, or a process they must stop, before Vigil can start.
+    pub fn is_bad_setting(&self) -> bool {
+        matches!(
+            self,
+            StoreError::UnsupportedScheme { .. }
+                | StoreError::InvalidUrl { .. }
+                | StoreError::InvalidOptions { .. }
+                | StoreError::DataDirectory { .. }
+                | StoreError::DatabaseInUse { .. }
+        )
+    }
+
     /// Whether the same operation may succeed if tried again later: connection refused or
     /// reset, pool or statement timeout, I/O, deadlock, lock wait timeout, server gone or
     /// restarting, a killed session still ending. Everything else (bad URL, migration, a

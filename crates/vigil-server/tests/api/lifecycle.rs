@@ -54,6 +54,61 @@ async fn a_bad_setting_exits_2_with_a_clear_message() {
     );
 }
 
+#[tokio::test]
+async fn a_log_written_to_a_pipe_or_file_has_no_colour_codes() {
+    // The text format, to a pipe (as `vigil 2>file` or a log collector gets it).
+    let output = vigil()
+        .env("VIGIL_LOG_FORMAT", "text")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("VIGIL_DATA_DIR"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "escape codes in {stderr:?}");
+}
+
+#[tokio::test]
+async fn a_second_vigil_on_the_same_data_directory_exits_2_naming_the_first() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let embedded = || {
+        let mut command = vigil();
+        command.env("VIGIL_DATA_DIR", data_dir.path());
+        command
+    };
+    let (first, _) = start(embedded()).await;
+    let output = embedded()
+        .env("VIGIL_ADDR", "127.0.0.1:0")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let first_pid = first.id().unwrap();
+    assert!(stderr.contains(&format!("pid {first_pid}")), "{stderr}");
+    assert!(
+        stderr.contains("in use by another vigil process"),
+        "{stderr}"
+    );
+    stop_gracefully(first).await;
+
+    // Gone with its process: the directory serves again.
+    let (again, _) = start(embedded()).await;
+    stop_gracefully(again).await;
+}
+
+#[tokio::test]
+async fn a_database_url_with_another_scheme_exits_2() {
+    let output = vigil()
+        .env("DATABASE_URL", "postgres://vigil:secret@127.0.0.1:1/vigil")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("mysql://"), "{stderr}");
+    assert!(!stderr.contains("secret"), "{stderr}");
+}
+
 /// Starts `command` (the binary with its settings) on a random port; returns it and its
 /// address, read from its JSON log.
 pub async fn start(command: Command) -> (Child, SocketAddr) {

@@ -90,7 +90,9 @@ async fn a_second_store_on_the_same_data_directory_is_refused_naming_the_holder(
 
     // A store opened by URL claims the file only when asked (the embedded mode asks).
     let url = format!("sqlite://{}", data_dir.join("vigil.db").display());
-    let by_url = Store::connect(&url, &StoreOptions::default()).await.unwrap();
+    let by_url = Store::connect(&url, &StoreOptions::default())
+        .await
+        .unwrap();
     assert!(matches!(
         by_url.claim_sole_writer(),
         Err(StoreError::DatabaseInUse { .. })
