@@ -32,17 +32,17 @@ mod target;
 
 pub use entry::{MAX_ID_EXCLUSIVE, entry_id};
 pub use error::BusError;
+pub use link::{CONNECTION_TIMEOUT, RESPONSE_TIMEOUT};
 pub use local::LocalRecent;
 pub use names::{BusNames, MIN_RECENT_SIZE};
 pub use publisher::{Publisher, PublisherCounts, PublisherStats};
 pub use redis_bus::{
-    CONNECTION_TIMEOUT, READ_DEADLINE, RESPONSE_TIMEOUT, RecentRead, RedisBus, RefillTicket,
-    WRITE_DEADLINE, gap_notice, open_client, read_gap_notice,
+    READ_DEADLINE, RecentRead, RedisBus, RefillTicket, WRITE_DEADLINE, gap_notice, read_gap_notice,
 };
 pub use subscription::{Delivery, HEALTH_CHECK_INTERVAL, HEALTH_CHECK_TIMEOUT, Subscription};
 pub use target::{
     LOOKUP_DEADLINE, LOOKUP_MIN_INTERVAL, RedisTarget, SentinelAddr, SentinelAddrs,
-    check_master_name,
+    check_master_name, open_client,
 };
 
 pub use vigil_core::{CommitSink, CommittedBatch, PublishedEvent};

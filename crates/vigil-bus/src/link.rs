@@ -18,8 +18,17 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use crate::BusError;
 use crate::target::{Primary, RedisTarget};
-use crate::{BusError, CONNECTION_TIMEOUT, RESPONSE_TIMEOUT};
+
+/// How long one command (or one pipeline) may wait for Redis's answer on an open connection
+/// before it fails. A publish round trip and a page read are far below a millisecond on a
+/// healthy Redis; one second leaves room for a busy one and still lets a read fall back to the
+/// database quickly.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long one attempt to open a connection (TCP connect and handshake) may take.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A reconnection tries this many times more after its first attempt, then fails the commands
 /// waiting on it; the next command starts a new reconnection. Kept small so that commands fail

@@ -6,7 +6,6 @@
 //! this crate explains the list's order, the gap hash, the refill ticket and what a failover
 //! does to them.
 
-use std::future::Future;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -15,15 +14,6 @@ use bytes::Bytes;
 use crate::entry::check_newest_first;
 use crate::link::Link;
 use crate::{BusError, BusNames, RedisTarget};
-
-/// How long one command (or one pipeline) may wait for Redis's answer on an open connection
-/// before it fails. A publish round trip and a page read are far below a millisecond on a
-/// healthy Redis; one second leaves room for a busy one and still lets a read fall back to the
-/// database quickly.
-pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// How long one attempt to open a connection (TCP connect and handshake) may take.
-pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Bound on a whole read ([`RedisBus::recent`], [`RedisBus::refill_ticket`],
 /// [`RedisBus::ping`]), including any wait for a reconnection in progress: past it, the caller
@@ -339,15 +329,6 @@ impl RedisBus {
     }
 }
 
-/// A client for `redis_url`. `rediss://` runs rustls, whose crypto provider is chosen here
-/// (ring) rather than left to rustls's features: a build that unifies features with a crate
-/// enabling another provider (the load tests' HTTP client brings aws-lc) would otherwise
-/// panic at the first TLS connection. Installing is a no-op when a provider is already set.
-pub fn open_client(redis_url: &str) -> Result<redis::Client, BusError> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    redis::Client::open(redis_url).map_err(|error| BusError::invalid_url(&error))
-}
-
 /// The gap notice: `{"gap":{"fromMs":N}}`.
 pub fn gap_notice(from_ms: i64) -> String {
     format!("{{\"gap\":{{\"fromMs\":{from_ms}}}}}")
@@ -369,17 +350,6 @@ fn strip_lua_comments(source: &str) -> String {
         .filter(|line| !line.is_empty() && !line.starts_with("--"))
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-/// Runs a Redis operation with a bound on its whole duration.
-pub(crate) async fn within<T>(
-    deadline: Duration,
-    operation: impl Future<Output = redis::RedisResult<T>>,
-) -> Result<T, BusError> {
-    match tokio::time::timeout(deadline, operation).await {
-        Ok(result) => result.map_err(BusError::from),
-        Err(_) => Err(BusError::Timeout(deadline)),
-    }
 }
 
 #[cfg(test)]

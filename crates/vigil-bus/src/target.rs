@@ -33,7 +33,6 @@ use redis::sentinel::{Sentinel, SentinelNodeConnectionInfo};
 use redis::{ConnectionAddr, TlsMode};
 
 use crate::BusError;
-use crate::redis_bus::within;
 
 /// Bound on one lookup of the primary: asking the sentinels (at most three at once, each
 /// connection attempt bounded by redis-rs's one second) and checking the named server's role.
@@ -116,7 +115,7 @@ struct Known {
 impl RedisTarget {
     /// The one Redis at `redis_url` (`redis://`, or `rediss://` for TLS).
     pub fn direct(redis_url: &str) -> Result<RedisTarget, BusError> {
-        let client = crate::open_client(redis_url)?;
+        let client = open_client(redis_url)?;
         let description = format!("redis at {}", client.get_connection_info().addr());
         Ok(RedisTarget {
             inner: Arc::new(Target::Direct {
@@ -141,7 +140,7 @@ impl RedisTarget {
         check_master_name(master).map_err(BusError::InvalidSentinels)?;
         let mut node = SentinelNodeConnectionInfo::default();
         if let Some(data_url) = data_url {
-            let info = crate::open_client(data_url)?.get_connection_info().clone();
+            let info = open_client(data_url)?.get_connection_info().clone();
             node = node.set_redis_connection_info(info.redis_settings().clone());
             match info.addr() {
                 ConnectionAddr::TcpTls { insecure, .. } => {
@@ -403,6 +402,26 @@ pub fn check_master_name(name: &str) -> Result<(), String> {
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Nothing panics while holding the lock; if something did, the data is still usable.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A client for `redis_url`. `rediss://` runs rustls, whose crypto provider is chosen here
+/// (ring) rather than left to rustls's features: a build that unifies features with a crate
+/// enabling another provider (the load tests' HTTP client brings aws-lc) would otherwise
+/// panic at the first TLS connection. Installing is a no-op when a provider is already set.
+pub fn open_client(redis_url: &str) -> Result<redis::Client, BusError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    redis::Client::open(redis_url).map_err(|error| BusError::invalid_url(&error))
+}
+
+/// Runs a Redis operation with a bound on its whole duration.
+async fn within<T>(
+    deadline: Duration,
+    operation: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, BusError> {
+    match tokio::time::timeout(deadline, operation).await {
+        Ok(result) => result.map_err(BusError::from),
+        Err(_) => Err(BusError::Timeout(deadline)),
+    }
 }
 
 #[cfg(test)]
