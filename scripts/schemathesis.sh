@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# schemathesis against a running Vigil: every operation of crates/vigil-server/openapi.json,
+# openapi-spec-validator on crates/vigil-server/openapi.json, then schemathesis against a
+# running Vigil: every operation of the document,
 # all checks (no 5xx, responses and headers conform to the documented schemas, statuses are
 # documented, invalid data is refused, valid data accepted, undocumented methods get 405),
 # bounded in examples and time. Fails on any finding. scripts/schemathesis.toml widens two
@@ -18,11 +19,18 @@ cd "$(dirname "$0")/.."
 
 VENV="${VIGIL_SCHEMATHESIS_VENV:-$HOME/.cache/vigil/schemathesis-venv}"
 SCHEMATHESIS_VERSION="4.32.5"
+VALIDATOR_VERSION="0.9.0"
 if [ ! -x "$VENV/bin/st" ] || ! "$VENV/bin/st" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
   echo "installing schemathesis $SCHEMATHESIS_VERSION into $VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION"
 fi
+if ! "$VENV/bin/pip" show openapi-spec-validator 2>/dev/null | grep -q "^Version: $VALIDATOR_VERSION\$"; then
+  "$VENV/bin/pip" install -q "openapi-spec-validator==$VALIDATOR_VERSION"
+fi
+
+# The document itself first: valid OpenAPI 3.1, as any tool that reads it expects.
+"$VENV/bin/openapi-spec-validator" crates/vigil-server/openapi.json
 
 TARGET="${CARGO_TARGET_DIR:-target}"
 # --workspace: the same dependency features as the test stage's build, so nothing is rebuilt.

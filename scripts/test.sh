@@ -8,7 +8,8 @@
 # 2. checks formatting and lints;
 # 3. runs every test (unit, integration against the real services) in parallel;
 # 4. fuzzes the parsers for a minute (corpus + mutations, on stable: see crates/vigil-core/tests/fuzz.rs);
-# 5. runs schemathesis against a running server (scripts/schemathesis.sh, about 2.5 minutes);
+# 5. validates the OpenAPI document (openapi-spec-validator) and runs schemathesis against a
+#    running server (scripts/schemathesis.sh, about 2.5 minutes);
 # 6. runs the criterion benches in a quick mode and prints their figures.
 #
 # The hostile-input corpus (crates/vigil-server/tests/api/hostile.rs) runs with the tests.
