@@ -13,7 +13,28 @@ use vigil_core::UnixMillis;
 
 use crate::sql::Dialect;
 use crate::sql::list::Bind;
-use crate::write::Phase;
+
+/// Where a statement stood in its batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// `BEGIN` or a statement inside the transaction: nothing commits without the COMMIT, which
+    /// is not sent after a failure.
+    BeforeCommit,
+    /// The batch's only statement, autocommit: it commits by itself.
+    Autocommit,
+    /// The COMMIT of the transaction.
+    Commit,
+}
+
+impl Phase {
+    /// The operation named in errors.
+    pub(crate) fn operation(self) -> &'static str {
+        match self {
+            Phase::BeforeCommit | Phase::Autocommit => "insert",
+            Phase::Commit => "commit insert",
+        }
+    }
+}
 
 /// A database Vigil stores events in.
 pub(crate) trait Backend: Database {

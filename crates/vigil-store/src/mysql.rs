@@ -24,7 +24,7 @@ use sqlx::{AssertSqlSafe, Connection, Executor, MySql};
 use tracing::{debug, info, warn};
 use vigil_core::{EventQuery, UnixMillis};
 
-use crate::backend::{Backend, bound_query};
+use crate::backend::{Backend, Phase, bound_query};
 use crate::common::{self, decode, validate_options};
 use crate::error::{DUPLICATE_KEY, NO_SUCH_THREAD, server_error_number, server_refused};
 use crate::ids::{self, IdBlock};
@@ -32,7 +32,7 @@ use crate::mysql_session::{self, ServerIdentity, Suspect, SuspectFate};
 use crate::reads::Reads;
 use crate::sql::list::{Statement, TimeBounds};
 use crate::sql::{self, Dialect};
-use crate::write::{self, Batch, BatchSession, Phase, StatementFailure, timed};
+use crate::write::{self, Batch, BatchSession, StatementFailure, timed};
 use crate::{EventPage, EventRow, InsertError, StoreError, StoreOptions};
 
 /// The embedded migrations (`migrations/mysql` at the workspace root), run at connect.

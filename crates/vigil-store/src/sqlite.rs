@@ -34,7 +34,7 @@ use sqlx::{AssertSqlSafe, Connection, Executor, Sqlite};
 use tracing::{info, warn};
 use vigil_core::{EventQuery, UnixMillis};
 
-use crate::backend::{Backend, bound_query};
+use crate::backend::{Backend, Phase, bound_query};
 use crate::common::{self, query_error, validate_options};
 use crate::error::sqlite_result_code;
 use crate::ids::{self, IdBlock};
@@ -42,7 +42,7 @@ use crate::reads::Reads;
 use crate::sole_writer::{self, SoleWriterLock};
 use crate::sql::list::{Statement, TimeBounds};
 use crate::sql::{self, Dialect};
-use crate::write::{self, Batch, BatchSession, Phase, StatementFailure};
+use crate::write::{self, Batch, BatchSession, StatementFailure};
 use crate::{EventPage, EventRow, InsertError, StoreError, StoreOptions};
 
 /// The embedded migrations (`migrations/sqlite` at the workspace root), run at open.

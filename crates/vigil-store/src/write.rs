@@ -12,33 +12,11 @@ use std::future::Future;
 use std::ops::Range;
 use std::time::Duration;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Phase};
 use crate::common::query_error;
 use crate::idempotency::{self, IdempotencyRecord};
 use crate::sql;
 use crate::{EventRow, InsertError, StoreError};
-
-/// Where a statement stood in its batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Phase {
-    /// `BEGIN` or a statement inside the transaction: nothing commits without the COMMIT, which
-    /// is not sent after a failure.
-    BeforeCommit,
-    /// The batch's only statement, autocommit: it commits by itself.
-    Autocommit,
-    /// The COMMIT of the transaction.
-    Commit,
-}
-
-impl Phase {
-    /// The operation named in errors.
-    fn operation(self) -> &'static str {
-        match self {
-            Phase::BeforeCommit | Phase::Autocommit => "insert",
-            Phase::Commit => "commit insert",
-        }
-    }
-}
 
 /// How one statement on the writer failed.
 #[derive(Debug)]
