@@ -74,8 +74,99 @@ impl std::str::FromStr for SecretUrl {
     }
 }
 
+/// `DATABASE_URL`: a URL of a backend the store has, refused here (exit 2) rather than after
+/// start-up has begun.
+fn database_url(text: &str) -> Result<SecretUrl, String> {
+    with_scheme(
+        text,
+        &["mysql", "mariadb", "sqlite"],
+        "mysql://…, mariadb://… or sqlite://…",
+    )
+}
+
+/// `REDIS_URL`: a Redis URL (TCP, TLS or a Unix socket).
+fn redis_url(text: &str) -> Result<SecretUrl, String> {
+    with_scheme(
+        text,
+        &["redis", "rediss", "redis+unix", "unix"],
+        "redis://…, rediss://… or redis+unix://…",
+    )
+}
+
+fn with_scheme(text: &str, schemes: &[&str], expected: &str) -> Result<SecretUrl, String> {
+    let url: SecretUrl = text.parse()?;
+    if schemes.contains(&url.scheme().as_str()) {
+        Ok(url)
+    } else {
+        Err(format!("must be a {expected} URL"))
+    }
+}
+
+/// Settings whose values are never repeated in an error: they may hold a password.
+const SECRET_FLAGS: [&str; 2] = ["database-url", "redis-url"];
+
+/// Ends the process for a refused setting: clap's own message, unless the value came from an
+/// environment variable (clap names only the flag, which the user never typed) or may hold a
+/// password (clap repeats the value); then one line naming what the user set, and exit 2.
+fn exit_with(error: &clap::Error) -> ! {
+    match setting_error(error, std::env::args().skip(1).collect()) {
+        Some(line) => {
+            eprintln!("error: {line}");
+            std::process::exit(2);
+        }
+        None => error.exit(),
+    }
+}
+
+/// The line for [`exit_with`], given the command-line arguments; `None` for clap's own.
+fn setting_error(error: &clap::Error, args: Vec<String>) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        error.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    ) {
+        return None;
+    }
+    let Some(ContextValue::String(invalid)) = error.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let long = invalid.split_whitespace().next()?.strip_prefix("--")?;
+    let command = Config::command();
+    let argument = command
+        .get_arguments()
+        .find(|argument| argument.get_long() == Some(long))?;
+    let flag = format!("--{long}");
+    let typed = args
+        .iter()
+        .any(|arg| *arg == flag || arg.starts_with(&format!("{flag}=")));
+    let secret = SECRET_FLAGS.contains(&long);
+    let name = match argument.get_env().and_then(|env| env.to_str()) {
+        Some(env) if !typed => format!("{env} ({flag})"),
+        _ if secret => flag,
+        _ => return None,
+    };
+    let value = match error.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(value)) if !secret => format!("'{value}': "),
+        _ => String::new(),
+    };
+    let reason = match (
+        std::error::Error::source(error),
+        error.get(ContextKind::ValidValue),
+    ) {
+        (Some(source), _) => source.to_string(),
+        (None, Some(ContextValue::Strings(valid))) => {
+            format!("expected one of {}", valid.join(", "))
+        }
+        _ => "invalid value".to_owned(),
+    };
+    Some(format!("{name}: {value}{reason}"))
+}
+
 /// `scheme://user:secret@host/…` → `scheme://user:***@host/…`; query values named like
-/// secrets (`password=`, `token=`…) are masked too.
+/// secrets (`password=`, `token=`…) are masked too. A password with an unencoded `/`, `?` or
+/// `#` makes the URL unparsable as such (the userinfo seems to end there): then everything up
+/// to the last `@` is taken as the userinfo, so the password is hidden either way, and at
+/// worst more than the password is.
 fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return "***".into();
@@ -84,6 +175,16 @@ fn redact_url(url: &str) -> String {
         .char_indices()
         .find(|&(_, c)| matches!(c, '/' | '?' | '#'))
         .unwrap_or((rest.len(), ' '));
+    let authority_end = match (rest[..authority_end].contains('@'), rest.rfind('@')) {
+        (false, Some(last_at)) if rest[..last_at].contains(':') => {
+            // The host and port after the last `@`, up to where the path starts.
+            last_at
+                + rest[last_at..]
+                    .find(['/', '?', '#'])
+                    .unwrap_or(rest.len() - last_at)
+        }
+        _ => authority_end,
+    };
     let (authority, tail) = rest.split_at(authority_end);
     let authority = match authority.rsplit_once('@') {
         Some((userinfo, host)) => match userinfo.split_once(':') {
@@ -194,7 +295,7 @@ pub struct HttpSettings {
 pub struct StoreSettings {
     /// Database: mysql://user:password@host:3306/database or sqlite:///path/vigil.db
     /// (default: the embedded SQLite file in VIGIL_DATA_DIR).
-    #[arg(long, env = "DATABASE_URL")]
+    #[arg(long, env = "DATABASE_URL", value_parser = database_url)]
     pub database_url: Option<SecretUrl>,
 
     /// Directory of the embedded database (default $XDG_DATA_HOME/vigil or ~/.local/share/vigil).
@@ -216,7 +317,7 @@ pub struct RedisSettings {
     /// Redis for the recent-events cache and the broadcast between instances: redis://host:6379.
     /// With VIGIL_REDIS_SENTINELS it only gives the data nodes' scheme, user, password and
     /// database (its host is not used: the sentinels name the primary).
-    #[arg(long, env = "REDIS_URL")]
+    #[arg(long, env = "REDIS_URL", value_parser = redis_url)]
     pub redis_url: Option<SecretUrl>,
 
     /// Redis Sentinel: the sentinels to ask for the primary, comma-separated host:port
@@ -385,7 +486,7 @@ impl Config {
     /// Parses flags and environment; on a bad value, or settings that do not go together,
     /// prints why and exits with code 2.
     pub fn from_env_and_args() -> Config {
-        let config = Config::parse();
+        let config = Config::try_parse().unwrap_or_else(|error| exit_with(&error));
         if let Err(error) = config.checked() {
             error.exit();
         }
@@ -746,6 +847,16 @@ mod tests {
                 "rediss://u:***@h/x?password=***&ssl-mode=REQUIRED",
             ),
             ("not a url", "***"),
+            // Unencoded `/`, `#`, `?` in the password: hidden all the same.
+            (
+                "mysql://vigil:pa/ss-Pa55@127.0.0.1:1/vigil",
+                "mysql://vigil:***@127.0.0.1:1/vigil",
+            ),
+            (
+                "mysql://vigil:p#a?s/s@db/vigil?ssl-mode=REQUIRED",
+                "mysql://vigil:***@db/vigil?ssl-mode=REQUIRED",
+            ),
+            ("mysql://db:3306/vigil?user=a@b", "mysql://db:***@b"),
         ];
         for (url, shown) in cases {
             assert_eq!(redact_url(url), shown, "{url}");

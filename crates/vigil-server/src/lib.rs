@@ -110,6 +110,14 @@ impl Application {
     /// Connects to the database, starts the ingest pipeline and binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         config.check_combinations().map_err(anyhow::Error::msg)?;
+        // The addresses first: a port in use is a setting to change, said before anything
+        // (the embedded database) is created.
+        let listener = reserve(config.http.addr, "VIGIL_ADDR")?;
+        let metrics_listener = config
+            .telemetry
+            .metrics_addr
+            .map(|addr| reserve(addr, "VIGIL_METRICS_ADDR"))
+            .transpose()?;
         let store = open_store(&config.store).await?;
         // Where Redis is (one server, or the primary Sentinel names): the bus, the publisher
         // and the bridge all reach it through this one target.
@@ -215,15 +223,14 @@ impl Application {
             tracing::warn!(error = %format!("{error:#}"), "could not warm the recent list; it refills on the first read");
         }
 
-        let listener =
-            bind(config.http.addr).with_context(|| format!("listen on {}", config.http.addr))?;
+        let listener = listener
+            .listen(LISTEN_BACKLOG)
+            .with_context(|| format!("listen on {}", config.http.addr))?;
         let local_addr = listener.local_addr().context("read the bound address")?;
-        let metrics_listener = match config.telemetry.metrics_addr {
-            Some(addr) => {
-                Some(bind(addr).with_context(|| format!("listen on {addr} for metrics"))?)
-            }
-            None => None,
-        };
+        let metrics_listener = metrics_listener
+            .map(|socket| socket.listen(LISTEN_BACKLOG))
+            .transpose()
+            .context("listen for metrics (VIGIL_METRICS_ADDR)")?;
         let limits = Limits {
             max_bulk_events: config.http.max_bulk_events as usize,
             ..Limits::default()
@@ -565,13 +572,32 @@ async fn open_store(settings: &StoreSettings) -> anyhow::Result<Store> {
     }
 }
 
-fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
+/// A start-up failure that a setting caused and only a change of setting (or stopping
+/// another process) can fix: the binary exits 2 with one line naming the variable.
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}: {problem}")]
+pub struct BadSetting {
+    /// The environment variable (its flag is in `--help`).
+    pub setting: &'static str,
+    pub problem: String,
+}
+
+/// Binds `addr` (the `setting` names it in an error) without listening yet, so that the
+/// address is ours before anything else starts, and no connection is accepted before Vigil
+/// can answer it.
+fn reserve(addr: SocketAddr, setting: &'static str) -> Result<TcpSocket, BadSetting> {
+    let bound = (|| {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        Ok::<_, std::io::Error>(socket)
+    })();
+    bound.map_err(|error| BadSetting {
+        setting,
+        problem: format!("cannot listen on {addr}: {error}"),
+    })
 }

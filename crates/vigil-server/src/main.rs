@@ -61,8 +61,9 @@ fn main() -> ExitCode {
 /// than on a failure that may pass (exit 1).
 fn is_bad_setting(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
-        cause
-            .downcast_ref::<vigil_store::StoreError>()
-            .is_some_and(vigil_store::StoreError::is_bad_setting)
+        cause.is::<vigil_server::BadSetting>()
+            || cause
+                .downcast_ref::<vigil_store::StoreError>()
+                .is_some_and(vigil_store::StoreError::is_bad_setting)
     })
 }

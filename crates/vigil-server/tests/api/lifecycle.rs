@@ -96,6 +96,72 @@ async fn a_second_vigil_on_the_same_data_directory_exits_2_naming_the_first() {
     stop_gracefully(again).await;
 }
 
+/// Runs the binary with these settings until it exits; its exit code and what it logged.
+async fn refused_start(settings: &[(&str, &str)]) -> (Option<i32>, String) {
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut command = vigil();
+    command.env("VIGIL_DATA_DIR", data_dir.path().join("never"));
+    for (name, value) in settings {
+        command.env(name, value);
+    }
+    let output = tokio::time::timeout(Duration::from_secs(30), command.output())
+        .await
+        .expect("a refused start ends at once")
+        .unwrap();
+    assert!(
+        !data_dir.path().join("never").exists(),
+        "nothing is created for a refused start"
+    );
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn every_bad_setting_exits_2_with_one_line_naming_the_variable_set() {
+    let port_in_use = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = port_in_use.local_addr().unwrap().to_string();
+    let cases: [(&[(&str, &str)], &str); 5] = [
+        (&[("VIGIL_RECENT_SIZE", "7")], "VIGIL_RECENT_SIZE"),
+        (&[("REDIS_URL", "http://cache:6379")], "REDIS_URL"),
+        (
+            &[("DATABASE_URL", "postgres://u:pw@db/vigil")],
+            "DATABASE_URL",
+        ),
+        (&[("VIGIL_LOG_FORMAT", "xml")], "VIGIL_LOG_FORMAT"),
+        (&[("VIGIL_ADDR", &busy)], "VIGIL_ADDR"),
+    ];
+    for (settings, variable) in cases {
+        let (code, stderr) = refused_start(settings).await;
+        assert_eq!(code, Some(2), "{settings:?}: {stderr}");
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|line| line.contains("error") || line.contains("ERROR"))
+            .collect();
+        assert_eq!(errors.len(), 1, "{settings:?}: {stderr}");
+        assert!(errors[0].contains(variable), "{settings:?}: {stderr}");
+        assert!(
+            !stderr.contains("WARN"),
+            "no warning before the refusal: {stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_password_the_url_parser_cannot_split_is_never_logged() {
+    for url in [
+        "mysql://vigil:pa/ss-Pa55@127.0.0.1:1/vigil",
+        "mysql://vigil:pa#ss-Pa55@127.0.0.1:1/vigil",
+        "mysql://vigil:pa?ss-Pa55@127.0.0.1:1/vigil",
+    ] {
+        let (code, stderr) = refused_start(&[("DATABASE_URL", url)]).await;
+        assert_ne!(code, Some(0), "{stderr}");
+        assert!(stderr.contains("starting vigil"), "{stderr}");
+        assert!(!stderr.contains("Pa55"), "{url}: {stderr}");
+    }
+}
+
 #[tokio::test]
 async fn a_database_url_with_another_scheme_exits_2() {
     let output = vigil()
