@@ -28,6 +28,16 @@ pub enum LogFormat {
     Json,
 }
 
+impl LogFormat {
+    /// The value as `VIGIL_LOG_FORMAT` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
 /// A connection URL that may hold a password; `Display`/`Debug` redact it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SecretUrl(String);
@@ -276,6 +286,12 @@ pub struct HttpSettings {
           value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub body_read_timeout_s: u64,
 
+    /// Seconds a client may take to take a response (or WebSocket frames) once the socket
+    /// stops accepting them; a client that does not read is disconnected, freeing its slot.
+    #[arg(long, env = "VIGIL_WRITE_TIMEOUT_S", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub write_timeout_s: u64,
+
     /// Seconds within which every request is answered once it has been read, whatever the
     /// database does (retries and statement timeouts included). A post that runs out of time
     /// before its batch was sent is answered 503 `store_unavailable` (not stored); one whose
@@ -472,7 +488,7 @@ pub struct ShutdownSettings {
 /// What Vigil tells operators: where `/metrics` is served and how logs are written.
 #[derive(Debug, Clone, Args)]
 pub struct TelemetrySettings {
-    /// Serve `/metrics` on this address only (e.g. 127.0.0.1:9090, kept off the public
+    /// Serve `/metrics` on this address only (e.g. 127.0.0.1:9100, kept off the public
     /// listener); unset: `/metrics` is served on VIGIL_ADDR.
     #[arg(long, env = "VIGIL_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
@@ -552,6 +568,10 @@ impl HttpSettings {
 
     pub fn body_read_timeout(&self) -> Duration {
         Duration::from_secs(self.body_read_timeout_s)
+    }
+
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_secs(self.write_timeout_s)
     }
 
     pub fn request_timeout(&self) -> Duration {
@@ -675,13 +695,14 @@ impl fmt::Display for Config {
              data_dir={} redis_recent_key={} \
              redis_channel={} recent_size={} max_body_bytes={} max_bulk_events={} \
              queue_events={} batch_max_rows={} batch_max_bytes={} shutdown_timeout_s={} \
-             max_connections={} header_read_timeout_s={} body_read_timeout_s={} request_timeout_s={} \
+             max_connections={} header_read_timeout_s={} body_read_timeout_s={} write_timeout_s={} \
+             request_timeout_s={} \
              statement_timeout_s={} ws_client_queue={} \
              ws_resume_max={} ws_ping_interval_s={} ws_max_clients={} worker_threads={} \
-             metrics_addr={} drain_delay_s={} retention={} idempotency_ttl={}s ingest_tokens={} \
+             metrics_addr={} drain_delay_s={} retention={} idempotency_ttl={} ingest_tokens={} \
              read_tokens={} \
              cors_origins={} ws_origins={} ingest_rate_per_token={} ingest_rate_per_addr={} \
-             ingest_rate_burst={} ws_max_clients_per_addr={} trusted_proxies={} log_format={:?}",
+             ingest_rate_burst={} ws_max_clients_per_addr={} trusted_proxies={} log_format={}",
             self.http.addr,
             optional(self.store.database_url.as_ref().map(ToString::to_string)),
             optional(self.redis.redis_url.as_ref().map(ToString::to_string)),
@@ -705,6 +726,7 @@ impl fmt::Display for Config {
             self.http.max_connections,
             self.http.header_read_timeout_s,
             self.http.body_read_timeout_s,
+            self.http.write_timeout_s,
             self.http.request_timeout_s,
             self.store.statement_timeout_s,
             self.ws.ws_client_queue,
@@ -714,12 +736,8 @@ impl fmt::Display for Config {
             self.http.worker_threads(),
             optional(self.telemetry.metrics_addr.map(|addr| addr.to_string())),
             self.shutdown.drain_delay_s,
-            optional(
-                self.retention
-                    .period()
-                    .map(|period| format!("{}s", period.as_secs()))
-            ),
-            self.retention.idempotency_ttl.as_secs(),
+            optional(self.retention.period().map(readable_duration)),
+            readable_duration(self.retention.idempotency_ttl),
             optional(
                 self.security
                     .ingest_tokens
@@ -751,8 +769,20 @@ impl fmt::Display for Config {
                     .as_ref()
                     .map(ToString::to_string)
             ),
-            self.telemetry.log_format,
+            self.telemetry.log_format.name(),
         )
+    }
+}
+
+/// A duration as the settings take it: `30d`, `12h`, `15m` or `90s`.
+fn readable_duration(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    match seconds {
+        0 => "0s".to_owned(),
+        _ if seconds.is_multiple_of(86_400) => format!("{}d", seconds / 86_400),
+        _ if seconds.is_multiple_of(3_600) => format!("{}h", seconds / 3_600),
+        _ if seconds.is_multiple_of(60) => format!("{}m", seconds / 60),
+        _ => format!("{seconds}s"),
     }
 }
 

@@ -29,6 +29,7 @@ pub mod server;
 pub mod shutdown;
 pub mod state;
 pub mod telemetry;
+pub mod write_deadline;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -305,6 +306,7 @@ impl Application {
         let options = ServerOptions {
             max_connections: config.http.max_connections as usize,
             header_read_timeout: config.http.header_read_timeout(),
+            write_timeout: config.http.write_timeout(),
             drain_deadline: deadline,
         };
         tracing::info!(addr = %self.local_addr, "vigil listening");
@@ -312,9 +314,13 @@ impl Application {
         let stopping = CancellationToken::new();
         let metrics_stopping = CancellationToken::new();
         let metrics_server = self.metrics_listener.map(|listener| {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "metrics listening (GET /metrics)");
+            }
             tokio::spawn(server::serve_metrics(
                 listener,
                 Arc::clone(&self.state.exporter),
+                config.http.write_timeout(),
                 metrics_stopping.clone(),
             ))
         });

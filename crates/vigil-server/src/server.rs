@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ::http::{Method, Request};
+use ::http::Request;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 use crate::http;
 use crate::metrics::Exporter;
 use crate::state::AppState;
+use crate::write_deadline::WriteDeadline;
 
 /// How long a scraper may take to send a request's headers on the metrics listener.
 const METRICS_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,6 +33,8 @@ const METRICS_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct ServerOptions {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
+    /// How long a client may leave a response untaken ([`WriteDeadline`]).
+    pub write_timeout: Duration,
     /// How long open connections get to finish after shutdown begins.
     pub drain_deadline: Duration,
 }
@@ -74,6 +77,7 @@ pub async fn serve(
         let state = Arc::clone(&state);
         let service =
             service_fn(move |request| http::serve(Arc::clone(&state), peer.ip(), request));
+        let stream = WriteDeadline::new(stream, options.write_timeout);
         let connection = builder
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
@@ -111,6 +115,7 @@ pub async fn serve(
 pub async fn serve_metrics(
     listener: TcpListener,
     exporter: Arc<Exporter>,
+    write_timeout: Duration,
     shutdown: CancellationToken,
 ) {
     let mut builder = http1::Builder::new();
@@ -129,12 +134,10 @@ pub async fn serve_metrics(
         };
         let exporter = Arc::clone(&exporter);
         let service = service_fn(move |request: Request<Incoming>| {
-            let response = match (request.method(), request.uri().path()) {
-                (&Method::GET | &Method::HEAD, "/metrics") => http::metrics_response(&exporter),
-                _ => http::error::ApiError::not_found().into_response(""),
-            };
+            let response = http::serve_metrics_only(&exporter, &request);
             std::future::ready(Ok::<_, Infallible>(response))
         });
+        let stream = WriteDeadline::new(stream, write_timeout);
         let connection = builder.serve_connection(TokioIo::new(stream), service);
         let shutdown = shutdown.clone();
         connections.spawn(async move {

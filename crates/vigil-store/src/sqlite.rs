@@ -213,7 +213,7 @@ impl SqliteStore {
         info!(
             path = %store.inner.path.display(),
             journal_mode = %settings.journal_mode,
-            synchronous = settings.synchronous,
+            synchronous = synchronous_name(settings.synchronous),
             sqlite_version = %settings.version,
             "sqlite store opened"
         );
@@ -595,6 +595,17 @@ impl BatchSession for BatchOnWriter<'_> {
     /// processes on the file wait for. Settling also waits out a statement that timed out.
     async fn recover(&mut self, _failure: &StatementFailure, _phase: Phase) {
         self.store.settle(self.writer).await.ok();
+    }
+}
+
+/// `PRAGMA synchronous` by name, as the start-up log and the mode line say it.
+fn synchronous_name(level: i64) -> &'static str {
+    match level {
+        0 => "off",
+        1 => "normal",
+        2 => "full",
+        3 => "extra",
+        _ => "unknown",
     }
 }
 

@@ -178,6 +178,26 @@ fn authorize_read(state: &AppState, request: &Request<Incoming>) -> Result<(), A
 }
 
 /// A scrape answer.
+/// The metrics listener's one route (`VIGIL_METRICS_ADDR`): `/metrics`, answered with the
+/// main listener's request ids and errors (404 elsewhere, 405 for another method).
+pub fn serve_metrics_only(exporter: &Exporter, request: &Request<Incoming>) -> Response<Body> {
+    let request_id = request_id::from_headers(request.headers());
+    let route = crate::api::Route::Metrics;
+    let mut response = match (request.method(), request.uri().path()) {
+        (&Method::GET | &Method::HEAD, path) if path == route.pattern() => {
+            metrics_response(exporter)
+        }
+        (_, path) if path == route.pattern() => {
+            ApiError::method_not_allowed(route.allow()).into_response(&request_id)
+        }
+        _ => ApiError::not_found().into_response(&request_id),
+    };
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(request_id::HEADER, value);
+    }
+    response
+}
+
 pub fn metrics_response(exporter: &Exporter) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from(exporter.render())));
     response.headers_mut().insert(

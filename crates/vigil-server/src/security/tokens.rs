@@ -85,7 +85,10 @@ pub fn is_valid_token(token: &[u8]) -> bool {
 
 impl fmt::Display for Tokens {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "<{} tokens>", self.0.len())
+        match self.0.len() {
+            1 => f.write_str("<1 token>"),
+            count => write!(f, "<{count} tokens>"),
+        }
     }
 }
 
@@ -132,6 +135,6 @@ mod tests {
         let tokens = Tokens::parse("secret-token-0123456789").unwrap();
         let shown = format!("{tokens} {tokens:?}");
         assert!(!shown.contains("secret"), "{shown}");
-        assert!(shown.contains("<1 tokens>"), "{shown}");
+        assert!(shown.contains("<1 token>"), "{shown}");
     }
 }

@@ -255,7 +255,7 @@ async fn tokens_never_reach_the_log() {
     stop_gracefully(child).await;
     let log = log.lock().unwrap().clone();
     assert!(log.contains("VIGIL_READ_TOKENS is not set"), "{log}");
-    assert!(log.contains("ingest_tokens=<1 tokens>"), "{log}");
+    assert!(log.contains("ingest_tokens=<1 token>"), "{log}");
     assert!(!log.contains(INGEST_TOKEN), "{log}");
     assert!(!log.contains("wrong-token"), "{log}");
 }

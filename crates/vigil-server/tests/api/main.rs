@@ -27,6 +27,7 @@ mod ready;
 mod redis_ha;
 mod request_id;
 mod retention;
+mod slow_readers;
 mod soak;
 mod store_failure;
 mod tls;

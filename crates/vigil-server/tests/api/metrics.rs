@@ -284,5 +284,27 @@ async fn with_a_metrics_address_metrics_are_served_there_only() {
     assert_eq!(scrape.value("vigil_events_accepted_total", &[]), 1.0);
     assert_eq!(requests(&scrape, "/api/events", "POST", "201"), 1.0);
     assert_eq!(requests(&scrape, "/metrics", "GET", "404"), 1.0);
+
+    // The metrics listener answers as the API does: request ids, 404 elsewhere, 405 with
+    // Allow for another method.
+    let at_metrics = |method: http::Method, path: &str| {
+        http::Request::builder()
+            .method(method)
+            .uri(format!("http://{metrics_addr}{path}"))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap()
+    };
+    let elsewhere = app
+        .request(at_metrics(http::Method::GET, "/api/health"))
+        .await;
+    elsewhere.assert_error(404, "not_found");
+    let posted = app
+        .request(at_metrics(http::Method::POST, "/metrics"))
+        .await;
+    posted.assert_error(405, "method_not_allowed");
+    assert_eq!(posted.header("allow"), Some("GET, HEAD"));
+    let scraped = app.request(at_metrics(http::Method::GET, "/metrics")).await;
+    assert_eq!(scraped.status, 200);
+    assert!(!scraped.request_id().is_empty());
     app.stop().await.drop_database().await;
 }
