@@ -323,6 +323,12 @@ pub struct StoreSettings {
     #[arg(long, env = "VIGIL_STATEMENT_TIMEOUT_S", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub statement_timeout_s: u64,
+
+    /// Seconds start-up keeps trying to reach a database that does not answer yet (a stack
+    /// whose database starts second), with back-off, before it gives up; 0 tries once.
+    #[arg(long, env = "VIGIL_DATABASE_WAIT_S", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(0..=3_600))]
+    pub database_wait_s: u64,
 }
 
 /// Redis and the recent list: where Redis is (one server, or the primary Sentinel names),
@@ -608,6 +614,10 @@ impl StoreSettings {
     pub fn statement_timeout(&self) -> Duration {
         Duration::from_secs(self.statement_timeout_s)
     }
+
+    pub fn database_wait(&self) -> Duration {
+        Duration::from_secs(self.database_wait_s)
+    }
 }
 
 impl RedisSettings {
@@ -697,7 +707,7 @@ impl fmt::Display for Config {
              queue_events={} batch_max_rows={} batch_max_bytes={} shutdown_timeout_s={} \
              max_connections={} header_read_timeout_s={} body_read_timeout_s={} write_timeout_s={} \
              request_timeout_s={} \
-             statement_timeout_s={} ws_client_queue={} \
+             statement_timeout_s={} database_wait_s={} ws_client_queue={} \
              ws_resume_max={} ws_ping_interval_s={} ws_max_clients={} worker_threads={} \
              metrics_addr={} drain_delay_s={} retention={} idempotency_ttl={} ingest_tokens={} \
              read_tokens={} \
@@ -729,6 +739,7 @@ impl fmt::Display for Config {
             self.http.write_timeout_s,
             self.http.request_timeout_s,
             self.store.statement_timeout_s,
+            self.store.database_wait_s,
             self.ws.ws_client_queue,
             self.ws.ws_resume_max,
             self.ws.ws_ping_interval_s,

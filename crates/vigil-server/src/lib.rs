@@ -156,6 +156,7 @@ impl Application {
                     sink: Arc::new(FanOut::new(vec![Arc::new(list.clone()), feed])),
                     feed: HubFeed::Local(task),
                     recent: Some(RecentList::Local(list)),
+                    recent_answered: true,
                 }
             }
             Mode::MysqlWithoutRedis => {
@@ -166,6 +167,7 @@ impl Application {
                     sink: feed,
                     feed: HubFeed::Local(task),
                     recent: None,
+                    recent_answered: true,
                 }
             }
             Mode::SqliteWithRedis(target) => {
@@ -183,6 +185,7 @@ impl Application {
             sink,
             feed,
             recent,
+            recent_answered,
         } = wiring;
         // Re-reads from the database what the live feed lost; ends with the hub.
         let backfill = vigil_realtime::backfill::start(hub.clone(), store.clone());
@@ -219,6 +222,7 @@ impl Application {
             .context("start the batcher thread")?;
         let cache = recent.map(|list| RecentCache::new(list.source(&ingest), recent_size));
         if let Some(cache) = &cache
+            && recent_answered
             && let Err(error) = cache.warm(&store).await
         {
             tracing::warn!(error = %format!("{error:#}"), "could not warm the recent list; it refills on the first read");
@@ -459,6 +463,9 @@ struct Wiring {
     feed: HubFeed,
     /// The recent list behind the cache rule; `None` when the mode has none.
     recent: Option<RecentList>,
+    /// Whether the list answered at start: a list that did not is not warmed (it refills on
+    /// the first read), so start-up does not wait on it.
+    recent_answered: bool,
 }
 
 /// A mode's recent list, before the pipeline it follows has started.
@@ -500,9 +507,13 @@ async fn redis_wiring(
     };
     let bus = RedisBus::connect_lazy_to(target.clone(), names)
         .with_context(|| format!("configure {}", target.description()))?;
-    if let Err(error) = bus.ping().await {
-        tracing::warn!(redis = target.description(), %error, "redis is not answering; ingest and reads go on, the cache and broadcast resume when it is back");
-    }
+    let answered = match bus.ping().await {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::warn!(redis = target.description(), %error, "redis is not answering; ingest and reads go on, the cache and broadcast resume when it is back");
+            false
+        }
+    };
     let publisher = Publisher::start(bus.clone(), PUBLISH_QUEUE_BATCHES);
     let bridge = Bridge::start(
         target.clone(),
@@ -510,7 +521,9 @@ async fn redis_wiring(
         bus.names().gap_channel(),
         hub.clone(),
     );
-    if !bridge.wait_subscribed(BRIDGE_START_WAIT).await {
+    // Worth waiting for only when Redis answered: otherwise the warning above said it all,
+    // and the bridge reads new events from the database until the channel is up.
+    if answered && !bridge.wait_subscribed(BRIDGE_START_WAIT).await {
         tracing::warn!(
             redis = target.description(),
             "not subscribed to the event channel yet; websocket clients get events from the database until it is up"
@@ -521,6 +534,7 @@ async fn redis_wiring(
         sink: Arc::new(publisher.clone()),
         feed: HubFeed::Redis(bridge),
         recent: Some(RecentList::Redis { bus, publisher }),
+        recent_answered: answered,
     })
 }
 
@@ -561,7 +575,7 @@ async fn open_store(settings: &StoreSettings) -> anyhow::Result<Store> {
         ..StoreOptions::default()
     };
     match &settings.database_url {
-        Some(database_url) => Store::connect(database_url.expose(), &options)
+        Some(database_url) => connect_waiting(database_url, &options, settings.database_wait())
             .await
             .with_context(|| format!("connect to the database at {database_url}")),
         None => {
@@ -575,6 +589,51 @@ async fn open_store(settings: &StoreSettings) -> anyhow::Result<Store> {
                     )
                 })
         }
+    }
+}
+
+/// First wait between connection attempts at start-up, doubled after each up to
+/// [`DATABASE_RETRY_MAX`].
+const DATABASE_RETRY_FIRST: Duration = Duration::from_millis(500);
+const DATABASE_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Connects to `DATABASE_URL`, trying again with back-off for up to `wait` while the failure
+/// may pass (the server refuses or does not answer yet, as when a stack starts its database
+/// second); a failure no retry can fix (a bad URL, bad credentials, a migration) ends at once.
+async fn connect_waiting(
+    database_url: &SecretUrl,
+    options: &StoreOptions,
+    wait: Duration,
+) -> Result<Store, vigil_store::StoreError> {
+    let give_up_at = tokio::time::Instant::now() + wait;
+    let mut pause = DATABASE_RETRY_FIRST;
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let error = match Store::connect(database_url.expose(), options).await {
+            Ok(store) => {
+                if attempts > 1 {
+                    tracing::info!(attempts, "the database answered");
+                }
+                return Ok(store);
+            }
+            Err(error) => error,
+        };
+        let now = tokio::time::Instant::now();
+        if !error.is_retriable() || now >= give_up_at {
+            return Err(error);
+        }
+        if attempts == 1 {
+            tracing::warn!(
+                %error,
+                wait_s = wait.as_secs(),
+                "the database does not answer yet; trying again until VIGIL_DATABASE_WAIT_S passes"
+            );
+        } else {
+            tracing::debug!(%error, attempts, "the database still does not answer");
+        }
+        tokio::time::sleep(pause.min(give_up_at - now)).await;
+        pause = (pause * 2).min(DATABASE_RETRY_MAX);
     }
 }
 

@@ -163,6 +163,85 @@ async fn a_password_the_url_parser_cannot_split_is_never_logged() {
 }
 
 #[tokio::test]
+async fn a_database_that_starts_after_vigil_is_waited_for_with_one_warning() {
+    let store = TestStore::create(Mode::MySql).await;
+    // The database's address for now answers nothing; a forwarder to MariaDB opens there later.
+    let late = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let late_addr = late.local_addr().unwrap();
+    drop(late);
+    let (host, rest) = store
+        .url()
+        .split_once('@')
+        .map(|(user, rest)| (user.to_owned(), rest.to_owned()))
+        .unwrap();
+    let database = rest.split_once('/').unwrap().1;
+    let url = format!("{host}@{late_addr}/{database}");
+    let upstream = rest.split_once('/').unwrap().0.to_owned();
+    let forwarder = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let listener = tokio::net::TcpListener::bind(late_addr).await.unwrap();
+        loop {
+            let (mut client, _) = listener.accept().await.unwrap();
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let mut server = tokio::net::TcpStream::connect(upstream).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    let mut command = vigil();
+    command.env("DATABASE_URL", &url);
+    let (child, addr, log) = start_logged(command).await;
+    let (status, _) = exchange(addr, http::Method::GET, "/api/health", None).await;
+    assert_eq!(status, 200);
+    stop_gracefully(child).await;
+    forwarder.abort();
+    let log = log.lock().unwrap().clone();
+    assert_eq!(
+        log.matches("the database does not answer yet").count(),
+        1,
+        "{log}"
+    );
+
+    // Told not to wait, it gives up at once (exit 1: a failure that may pass).
+    let output = vigil()
+        .env("DATABASE_URL", &url)
+        .env("VIGIL_DATABASE_WAIT_S", "0")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    store.drop_database().await;
+}
+
+#[tokio::test]
+async fn with_redis_unreachable_it_starts_without_waiting_on_redis_and_says_so_once() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let redis_url = format!("redis://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut command = vigil();
+    command
+        .env("VIGIL_DATA_DIR", data_dir.path())
+        .env("REDIS_URL", &redis_url);
+    let (child, addr, log) = start_logged(command).await;
+    let (status, _) = exchange(
+        addr,
+        http::Method::POST,
+        "/api/events",
+        Some(event_json("redis-down")),
+    )
+    .await;
+    assert_eq!(status, 201);
+    stop_gracefully(child).await;
+    let log = log.lock().unwrap().clone();
+    assert_eq!(log.matches("redis is not answering").count(), 1, "{log}");
+    for waited in ["not subscribed to the event channel yet", "could not warm"] {
+        assert!(!log.contains(waited), "start-up waited on redis: {log}");
+    }
+}
+
+#[tokio::test]
 async fn a_database_url_with_another_scheme_exits_2() {
     let output = vigil()
         .env("DATABASE_URL", "postgres://vigil:secret@127.0.0.1:1/vigil")
