@@ -114,19 +114,16 @@ fn push_unique<T: PartialEq>(values: &mut Vec<T>, value: T) {
     }
 }
 
-/// The comma-separated values of one filter parameter. An empty parameter means no filter.
+/// The comma-separated values of one filter parameter. Empty values are skipped wherever
+/// they are, so `type=`, `type=,` and `type=GAS,` read as no filter, no filter and `GAS`:
+/// clients of the original service send an empty parameter for "any", and a list built with
+/// a stray comma means what its values say.
 fn split_values<'v>(
     parameter: &'static str,
     value: &'v str,
     already: usize,
 ) -> Result<Vec<&'v str>, QueryError> {
-    if value.is_empty() {
-        return Ok(Vec::new());
-    }
-    let items: Vec<&str> = value.split(',').collect();
-    if items.iter().any(|item| item.is_empty()) {
-        return Err(refuse(parameter, "has an empty value between commas"));
-    }
+    let items: Vec<&str> = value.split(',').filter(|item| !item.is_empty()).collect();
     if already + items.len() > MAX_FILTER_VALUES {
         return Err(refuse(
             parameter,
@@ -403,6 +400,20 @@ mod tests {
     }
 
     #[test]
+    fn empty_filter_values_are_skipped_wherever_they_are() {
+        for (query, types) in [
+            ("type=", &[][..]),
+            ("type=,", &[][..]),
+            ("type=GAS,", &["GAS"][..]),
+            ("type=,GAS", &["GAS"][..]),
+            ("type=GAS,,SMOKE", &["GAS", "SMOKE"][..]),
+        ] {
+            assert_eq!(parse(query).unwrap().filter.types, types, "{query}");
+        }
+        assert!(parse("type=GAS,").unwrap().filter == parse("type=GAS").unwrap().filter);
+    }
+
+    #[test]
     fn parses_filters_and_ranges() {
         let query = parse("page=3&size=50&type=GAS,SMOKE&level=WARN,CRITICAL&source=site%2F1,a+b&type=DOOR&from=2026-11-24T00:00:00Z&to=2026-11-25T00:00:00%2B01:00").unwrap();
         assert_eq!(query.page, 3);
@@ -434,7 +445,6 @@ mod tests {
             ("level=LOUD", "level"),
             ("level=warn", "level"),
             ("type=GAS%20LEAK", "type"),
-            ("type=GAS,,SMOKE", "type"),
             ("source=a%00b", "source"),
             ("before=abc", "before"),
             ("before=0", "before"),

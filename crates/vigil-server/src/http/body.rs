@@ -98,7 +98,7 @@ async fn read_within(
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|error| {
             tracing::debug!(%error, "request body read failed");
-            ApiError::invalid_json("the request body could not be read completely")
+            body_read_failure(&error)
         })?;
         let Ok(data) = frame.into_data() else {
             continue;
@@ -133,6 +133,27 @@ fn drain_in_background(mut body: Incoming) {
         };
         let _ = tokio::time::timeout(DRAIN_DEADLINE, drain).await;
     });
+}
+
+/// What a failed body read tells the client: a chunked body whose framing is broken (a bad
+/// chunk size or a chunk that does not end where it says) is the client's to fix, said so;
+/// anything else (the connection ended mid-body) is an incomplete body.
+fn body_read_failure(error: &hyper::Error) -> ApiError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+    while let Some(current) = cause {
+        if let Some(io) = current.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData
+            )
+        {
+            return ApiError::invalid_json(
+                "the request body's chunked framing is malformed (a bad chunk size or chunk end)",
+            );
+        }
+        cause = current.source();
+    }
+    ApiError::invalid_json("the request body could not be read completely")
 }
 
 #[cfg(test)]
