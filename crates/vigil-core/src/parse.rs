@@ -149,7 +149,7 @@ impl EventParser {
             &mut tape,
         );
         let outcome = match parsed {
-            Err(error) => Err(json_error(&error)),
+            Err(error) => Err(json_error(&error, document)),
             Ok(()) => {
                 let walker = Walker {
                     limits: &self.limits,
@@ -175,14 +175,63 @@ fn finish(body: ParsedBody, errors: Vec<FieldError>) -> Result<ParsedBody, Parse
     Ok(body)
 }
 
-fn json_error(error: &simd_json::Error) -> ParseError {
+fn json_error(error: &simd_json::Error, document: &[u8]) -> ParseError {
+    use simd_json::ErrorType;
     let message = match error.error() {
-        simd_json::ErrorType::DepthLimitExceeded => {
+        ErrorType::DepthLimitExceeded => {
             "the body nests deeper than any valid event can".to_owned()
         }
+        // simd-json reports these at the start of the document, not at the escape.
+        ErrorType::InvalidEscape
+        | ErrorType::InvalidUnicodeEscape
+        | ErrorType::InvalidUnicodeCodepoint => match first_bad_escape(document) {
+            Some(at) => format!("malformed JSON: an invalid escape at byte {at}"),
+            None => format!("malformed JSON near byte {}", error.index()),
+        },
         _ => format!("malformed JSON near byte {}", error.index()),
     };
     ParseError::InvalidJson { message }
+}
+
+/// The offset of the first string escape JSON does not allow: an unknown escape letter, a
+/// `\u` without four hex digits, or a UTF-16 surrogate without its pair. Only strings hold
+/// backslashes in JSON, so the bytes are read as they come.
+fn first_bad_escape(document: &[u8]) -> Option<usize> {
+    let hex4 = |at: usize| -> Option<u16> {
+        let digits = document.get(at..at + 4)?;
+        if !digits.iter().all(u8::is_ascii_hexdigit) {
+            return None;
+        }
+        u16::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+    };
+    let mut at = 0;
+    while let Some(offset) = memchr::memchr(b'\\', &document[at..]) {
+        let escape = at + offset;
+        match document.get(escape + 1) {
+            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => at = escape + 2,
+            Some(b'u') => {
+                let Some(unit) = hex4(escape + 2) else {
+                    return Some(escape);
+                };
+                at = escape + 6;
+                match unit {
+                    0xD800..=0xDBFF => {
+                        let low = (document.get(at..at + 2) == Some(b"\\u"))
+                            .then(|| hex4(at + 2))
+                            .flatten();
+                        if !matches!(low, Some(0xDC00..=0xDFFF)) {
+                            return Some(escape);
+                        }
+                        at += 6;
+                    }
+                    0xDC00..=0xDFFF => return Some(escape),
+                    _ => {}
+                }
+            }
+            _ => return Some(escape),
+        }
+    }
+    None
 }
 
 /// Maps tape nodes to byte offsets in the original document. Tape nodes and opening

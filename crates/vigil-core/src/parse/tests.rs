@@ -455,3 +455,24 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_bad_escape_is_reported_where_it_is() {
+    for (body, at) in [
+        (r#"{"source":"\ud800x","type":"GAS","level":"WARN"}"#, 11),
+        (r#"{"source":"ok \udc00","type":"GAS","level":"WARN"}"#, 14),
+        (r#"{"source":"\u12","type":"GAS","level":"WARN"}"#, 11),
+        (r#"{"source":"a\qb","type":"GAS","level":"WARN"}"#, 12),
+    ] {
+        let Err(ParseError::InvalidJson { message }) = parse_json(body) else {
+            panic!("{body} was accepted");
+        };
+        assert!(message.contains(&format!("byte {at}")), "{body}: {message}");
+    }
+    // A surrogate pair is one character, not an error.
+    assert_eq!(
+        single(r#"{"source":"\ud83d\ude00","type":"GAS","level":"WARN"}"#).source,
+        "😀"
+    );
+    assert_eq!(first_bad_escape(br#""\ud83d\ude00 \" \\ \/""#), None);
+}
