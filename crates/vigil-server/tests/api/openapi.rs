@@ -132,7 +132,8 @@ fn check_documented_response(
 fn openapi_json_is_a_valid_openapi_3_1_document() {
     let parsed = oas3::from_json(OPENAPI_JSON).expect("openapi.json parses as OpenAPI 3.1");
     assert!(parsed.openapi.starts_with("3.1"), "{}", parsed.openapi);
-    assert_eq!(parsed.operations().count(), 14);
+    // The 14 routed operations and the 2 CORS preflights.
+    assert_eq!(parsed.operations().count(), 16);
 
     let spec = spec();
     // Every reference resolves, and every component schema compiles as JSON Schema 2020-12.
@@ -176,6 +177,18 @@ fn openapi_json_is_a_valid_openapi_3_1_document() {
     }
 }
 
+/// The CORS preflights the document describes (`options` operations): answered by the CORS
+/// layer before routing, on any path, so they are not in the routing table.
+fn documented_preflights(spec: &Value) -> BTreeSet<String> {
+    spec["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, item)| item.get("options").is_some())
+        .map(|(path, _)| path.clone())
+        .collect()
+}
+
 #[test]
 fn the_documented_routes_are_the_routing_table() {
     let spec = spec();
@@ -187,10 +200,18 @@ fn the_documented_routes_are_the_routing_table() {
             item.as_object()
                 .unwrap()
                 .keys()
-                .filter(|key| OPERATION_METHODS.contains(&key.as_str()))
+                .filter(|key| OPERATION_METHODS.contains(&key.as_str()) && *key != "options")
                 .map(move |method| (path.clone(), method.to_ascii_uppercase()))
         })
         .collect();
+    let preflights = documented_preflights(&spec);
+    assert!(!preflights.is_empty(), "the CORS preflight is described");
+    for path in &preflights {
+        assert!(
+            ROUTES.iter().any(|(route, _)| route == path),
+            "a preflight on {path}, which is not a route"
+        );
+    }
     let served: BTreeSet<(String, String)> = ROUTES
         .iter()
         .flat_map(|(path, methods)| {
@@ -570,6 +591,23 @@ async fn security_responses_match_their_documented_schemas() {
     let limited = upgrade_attempt(&app, "/ws", &with_token).await;
     limited.assert_error(429, "rate_limited");
     check_response(&spec, "/ws", "get", &limited);
+
+    // The preflights: 204 from the allowed origin, 405 from another, as documented.
+    for path in documented_preflights(&spec) {
+        let concrete = path.replace("{id}", "1");
+        for (origin, status) in [("https://a.test", 204), ("https://b.test", 405)] {
+            let answer = app
+                .send_with(
+                    Method::OPTIONS,
+                    &concrete,
+                    &[("origin", origin), ("access-control-request-method", "GET")],
+                    "",
+                )
+                .await;
+            assert_eq!(answer.status.as_u16(), status, "{path} from {origin}");
+            check_response(&spec, &path, "options", &answer);
+        }
+    }
     app.stop().await.drop_database().await;
 }
 
