@@ -68,6 +68,19 @@ async fn a_log_written_to_a_pipe_or_file_has_no_colour_codes() {
 }
 
 #[tokio::test]
+async fn a_sigterm_the_moment_it_listens_is_a_graceful_stop() {
+    // The signal handlers are in place before "vigil listening" is logged: a SIGTERM sent as
+    // soon as that line appears stops it cleanly (exit 0), never by the default action.
+    for _ in 0..5 {
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut command = vigil();
+        command.env("VIGIL_DATA_DIR", data_dir.path());
+        let (child, _) = start(command).await;
+        stop_gracefully(child).await;
+    }
+}
+
+#[tokio::test]
 async fn a_second_vigil_on_the_same_data_directory_exits_2_naming_the_first() {
     let data_dir = tempfile::tempdir().unwrap();
     let embedded = || {
