@@ -10,7 +10,9 @@
 # 4. fuzzes the parsers for a minute (corpus + mutations, on stable: see crates/vigil-core/tests/fuzz.rs);
 # 5. validates the OpenAPI document (openapi-spec-validator) and runs schemathesis against a
 #    running server (scripts/schemathesis.sh, about 2.5 minutes);
-# 6. runs the criterion benches in a quick mode and prints their figures.
+# 6. runs the benches: the instruction-count gate (benches/benches/instructions.rs: fails when
+#    a hot path costs more than 5 % over benches/instructions-baseline.json) and the criterion
+#    benches in a quick mode, whose figures it prints.
 #
 # The hostile-input corpus (crates/vigil-server/tests/api/hostile.rs) runs with the tests.
 # Stages can be skipped for a quick local loop: SKIP_LINT=1, SKIP_SOAK=1, SKIP_FUZZ=1,
@@ -31,6 +33,8 @@ command -v mariadb-install-db >/dev/null 2>&1 || apt_install mariadb-server
 command -v chromium >/dev/null 2>&1 || apt_install chromium
 # The Galera tests start a private three-node cluster with HAProxy in front of it.
 ensure_galera_tools
+# The instruction-count gate runs the hot paths under valgrind.
+command -v valgrind >/dev/null 2>&1 || apt_install valgrind
 echo "MariaDB: $(mariadb --host=127.0.0.1 --user=root -N -e 'SELECT VERSION()')"
 echo "Redis:   $(redis-cli -h 127.0.0.1 -p 6379 INFO server | tr -d '\r' | grep '^redis_version:')"
 
@@ -69,7 +73,9 @@ if [ "${SKIP_SCHEMATHESIS:-0}" != 1 ]; then
 fi
 
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
-  log "benchmarks (quick mode: short warm-up and measurement; figures are indicative)"
+  # `instructions` is the gate (its table says the verdict); the others are criterion's, in a
+  # quick mode: short warm-up and measurement, figures indicative.
+  log "benchmarks: the instruction-count gate and criterion (quick mode)"
   cargo bench -p vigil-benches --locked -- --warm-up-time 1 --measurement-time 3 --noplot 2>&1 \
     | grep -Ev '^(Gnuplot|Benchmarking .*: (Warming|Collecting|Analyzing))'
 fi
