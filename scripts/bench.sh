@@ -5,7 +5,10 @@
 # Starts MariaDB and Redis if they are down, builds Vigil and the load tools in release mode,
 # and measures, server and load generators sharing the machine:
 #   full mode (MariaDB database vigil_bench + Redis under vigil:bench:*), port 3900:
-#     1. single-event ingest at saturation: wrk -t2 -c64, one event (~120 bytes) per POST;
+#     1. single-event ingest at saturation: wrk -t2 -c64, one event (~120 bytes) per POST,
+#        with the CPU time Vigil, mariadbd and redis-server spent per acknowledged event
+#        (from /proc/PID/stat around the run), and its baseline: `bare_hyper`, a hyper server
+#        that reads the body and answers the same 201 Vigil answered, doing nothing else;
 #     2. bulk ingest: wrk -t1 -c4, 1,000 events per POST, and its baseline: raw multi-row
 #        INSERTs of 1,000 rows into the same table from one connection (`raw_insert`);
 #     3. cached read GET /api/events?page=1&size=20 and filtered read type=GAS&level=WARN
@@ -19,7 +22,8 @@
 #     6. single-event and bulk ingest, as 1 and 2;
 #   WebSocket fan-out (scripts/bench-fanout.sh, its own server on port 3950):
 #     7. 1,000 clients × 500 and × 1,000 events/s, then rising rates until a run misses an
-#        event or its p99 passes 50 ms, and RSS per idle connection at 10,000;
+#        event or its p99 passes 50 ms; 10,000 clients at rising rates until p99 passes
+#        100 ms; server CPU per 1,000 deliveries; RSS per idle connection at 10,000;
 #   failover (scripts/bench-failover.sh, the high-availability tests on private servers):
 #     8. a mariadbd, a Galera node behind HAProxy, an instance's own Galera node and a Redis
 #        Sentinel primary killed under load: time to the first 201 again, slowest answer.
@@ -30,6 +34,7 @@
 #   STEPS ("10 20 30 40 50 60 70 80 90 100")   rate steps, % of the measured peak
 #   FANOUT_DURATION (10s)   each fan-out run
 #   FANOUT_RATES ("1000 1250 1500 2000")   rising fan-out rates, until one fails
+#   FANOUT_RATES_10K ("50 100 150 200 300")  the same with 10,000 clients
 #   IDLE_CONNECTIONS (10000)
 #   BENCH_OUT (BENCHMARKS.md), BENCH_DIR (target/bench: raw outputs, goose reports)
 #   SKIP_BUILD=1            use the release binaries already in $CARGO_TARGET_DIR/release
@@ -45,6 +50,7 @@ STEP_DURATION=${STEP_DURATION:-10s}
 STEPS=${STEPS:-"10 20 30 40 50 60 70 80 90 100"}
 FANOUT_DURATION=${FANOUT_DURATION:-10s}
 FANOUT_RATES=${FANOUT_RATES:-"1000 1250 1500 2000"}
+FANOUT_RATES_10K=${FANOUT_RATES_10K:-"50 100 150 200 300"}
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
 OUT=${BENCH_OUT:-BENCHMARKS.md}
 WORK=${BENCH_DIR:-target/bench}
@@ -53,6 +59,7 @@ BIN=${CARGO_TARGET_DIR:-target}/release
 DB=vigil_bench
 URL="mysql://root@127.0.0.1:3306/$DB"
 FULL=127.0.0.1:3900
+BARE=127.0.0.1:3901
 EMBEDDED=127.0.0.1:3960
 mkdir -p "$WORK" "$(dirname "$SVG")"
 
@@ -62,7 +69,8 @@ ensure_redis
 command -v wrk >/dev/null 2>&1 || apt_install wrk
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 [ "${SKIP_BUILD:-0}" = 1 ] || cargo build --release --locked -p vigil-server -p vigil-loadtest -p vigil-benches \
-  --bin vigil --bin fanout --bin vigil-load --bin plot-latency --bin sample_bulk --bin raw_insert
+  --bin vigil --bin fanout --bin vigil-load --bin plot-latency --bin sample_bulk --bin raw_insert \
+  --bin bare_hyper
 
 PID=
 DATA_DIR=
@@ -104,6 +112,39 @@ failed = (int(bad.group(1)) if bad else 0) + (sum(map(int, errors.groups())) if 
 print(f"{rps:.0f} {p50:.2f} {p99:.2f} {failed}")
 PY
 }
+# Acknowledged requests of a wrk run: its requests less the non-2xx answers.
+wrk_acked() { # NAME
+  python3 - "$WORK/$1.txt" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+print(int(re.search(r"(\d+) requests in", text).group(1)) - (int(bad.group(1)) if bad else 0))
+PY
+}
+
+# CPU time from /proc, in clock ticks: a process's user + system time (fields 14 and 15 of
+# /proc/PID/stat, counted after the parenthesised command name), and the machine's idle and
+# total time from the first line of /proc/stat.
+cpu_ticks() { awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$1/stat"; }
+machine_ticks() { awk '/^cpu / {total = 0; for (i = 2; i <= 9; i++) total += $i; print $5 + $6, total; exit}' /proc/stat; }
+# cpu_snapshot PID... → "ticks_of_each_pid idle_ticks total_ticks"
+cpu_snapshot() { local pid; for pid in "$@"; do printf '%s ' "$(cpu_ticks "$pid")"; done; machine_ticks; }
+# cpu_per_event "BEFORE" "AFTER" EVENTS → microseconds per event for each pid, then the
+# machine's idle share in % over the interval.
+cpu_per_event() {
+  python3 - "$1" "$2" "$3" "$(getconf CLK_TCK)" <<'PY'
+import sys
+before, after = (list(map(int, text.split())) for text in sys.argv[1:3])
+events, hz = int(sys.argv[3]), int(sys.argv[4])
+deltas = [b - a for a, b in zip(before, after)]
+per_event = [delta / hz * 1e6 / max(events, 1) for delta in deltas[:-2]]
+idle, total = deltas[-2:]
+print(" ".join(f"{value:.1f}" for value in per_event), f"{100 * idle / max(total, 1):.0f}")
+PY
+}
+
+# verdict EXPRESSION → "yes" or "**no**" (a Python expression over numbers).
+verdict() { python3 -c "print('yes' if ($1) else '**no**')"; }
 json() { python3 -c "import json,sys; r=json.loads(sys.argv[1]); print(eval(sys.argv[2], {}, r))" "$1" "$2"; }
 
 "$BIN/sample_bulk" 1000 > "$WORK/bulk-1000.json"
@@ -119,15 +160,40 @@ for _ in $(seq 1 10); do
   curl -sf -o /dev/null -H 'content-type: application/json' --data-binary @"$BULK_FILE" "http://$FULL/api/events"
 done
 
+MARIADB_PID=$(cat "$(mariadb -uroot -h127.0.0.1 -N -e 'SELECT @@pid_file')" 2>/dev/null || pgrep -o -x mariadbd)
+REDIS_PID=$(redis-cli -h 127.0.0.1 INFO server | tr -d '\r' | awk -F: '/^process_id/ {print $2}')
+CPU_BEFORE=$(cpu_snapshot "$PID" "$MARIADB_PID" "$REDIS_PID")
 read -r SINGLE_RPS SINGLE_P50 SINGLE_P99 SINGLE_ERR < <(wrk_run single -t2 -c64 -d"$DURATION" -s scripts/wrk/post_event.lua "http://$FULL")
+CPU_AFTER=$(cpu_snapshot "$PID" "$MARIADB_PID" "$REDIS_PID")
+read -r CPU_VIGIL CPU_MARIADB CPU_REDIS SINGLE_IDLE < <(cpu_per_event "$CPU_BEFORE" "$CPU_AFTER" "$(wrk_acked single)")
+CPU_SERVER=$(python3 -c "print(f'{$CPU_VIGIL + $CPU_MARIADB + $CPU_REDIS:.1f}')")
 echo "single-event ingest: $SINGLE_RPS req/s, p50 $SINGLE_P50 ms, p99 $SINGLE_P99 ms, $SINGLE_ERR errors"
+echo "  CPU per acknowledged event: Vigil $CPU_VIGIL µs, MariaDB $CPU_MARIADB µs, Redis $CPU_REDIS µs = $CPU_SERVER µs; machine idle $SINGLE_IDLE %"
+
+# The HTTP ceiling: the same load against a server that only reads the body and answers the
+# 201 Vigil answers (its headers but date and length, and its body).
+curl -sf -D "$WORK/ack-headers.txt" -o "$WORK/ack-body.json" -H 'content-type: application/json' \
+  --data-binary '{"source":"site-3/gateway-1/sensor-1","type":"GAS","level":"WARN","payload":{"ppm":101,"battery":0.2}}' \
+  "http://$FULL/api/events"
+mapfile -t ACK_HEADERS < <(tr -d '\r' < "$WORK/ack-headers.txt" | grep -Eiv '^(HTTP/|date:|content-length:|connection:|transfer-encoding:|$)')
+"$BIN/bare_hyper" "$BARE" "$WORK/ack-body.json" "${ACK_HEADERS[@]}" 2>>"$WORK/bare_hyper.log" &
+BARE_PID=$!
+for _ in $(seq 1 50); do curl -s -o /dev/null "http://$BARE/" && break; sleep 0.1; done
+BARE_BEFORE=$(cpu_snapshot "$BARE_PID")
+read -r BARE_RPS BARE_P50 BARE_P99 BARE_ERR < <(wrk_run bare -t2 -c64 -d"$DURATION" -s scripts/wrk/post_event.lua "http://$BARE")
+BARE_AFTER=$(cpu_snapshot "$BARE_PID")
+read -r CPU_BARE BARE_IDLE < <(cpu_per_event "$BARE_BEFORE" "$BARE_AFTER" "$(wrk_acked bare)")
+kill "$BARE_PID"; wait "$BARE_PID" 2>/dev/null || true
+SINGLE_SHARE=$(python3 -c "print(round(100 * $SINGLE_RPS / max($BARE_RPS, 1)))")
+echo "baseline, bare hyper answering the same 201: $BARE_RPS req/s, p99 $BARE_P99 ms, $CPU_BARE µs CPU per request ($BARE_ERR errors, machine idle $BARE_IDLE %); Vigil reaches $SINGLE_SHARE %"
 read -r KEYED_RPS KEYED_P50 KEYED_P99 KEYED_ERR < <(VIGIL_WRK_IDEMPOTENCY=1 wrk_run keyed -t2 -c64 -d"$DURATION" -s scripts/wrk/post_event.lua "http://$FULL")
 echo "single-event ingest with an Idempotency-Key each: $KEYED_RPS req/s, p50 $KEYED_P50 ms, p99 $KEYED_P99 ms, $KEYED_ERR errors"
 read -r BULK_RPS BULK_P50 BULK_P99 BULK_ERR < <(wrk_run bulk -t1 -c4 -d"$DURATION" -s scripts/wrk/post_bulk.lua "http://$FULL")
 BULK_EPS=$(python3 -c "print(round($BULK_RPS * 1000))")
 echo "bulk ingest: $BULK_EPS events/s ($BULK_RPS req/s of 1,000), p99 $BULK_P99 ms, $BULK_ERR errors"
 RAW=$("$BIN/raw_insert" "$URL" 1000 "${DURATION%s}" | tee "$WORK/raw-insert.txt" | grep -o '[0-9]* rows/s$' | cut -d' ' -f1)
-echo "baseline, raw multi-row INSERTs of 1,000 rows from one connection: $RAW rows/s"
+BULK_SHARE=$(python3 -c "print(round(100 * $BULK_EPS / max($RAW, 1)))")
+echo "baseline, raw multi-row INSERTs of 1,000 rows from one connection: $RAW rows/s; bulk ingest reaches $BULK_SHARE %"
 CACHE=$(curl -sI "http://$FULL/api/events?page=1&size=20" | tr -d '\r' | awk -F': ' 'tolower($1)=="x-cache" {print $2}')
 read -r CACHED_RPS CACHED_P50 CACHED_P99 CACHED_ERR < <(wrk_run cached -t2 -c64 -d"$DURATION" "http://$FULL/api/events?page=1&size=20")
 echo "cached read (X-Cache: $CACHE): $CACHED_RPS req/s, p99 $CACHED_P99 ms"
@@ -174,8 +240,8 @@ echo "embedded bulk ingest: $EMB_BULK_EPS events/s"
 stop
 
 log "WebSocket fan-out (scripts/bench-fanout.sh)"
-SKIP_BUILD=1 RATES="$FANOUT_RATES" DURATION="$FANOUT_DURATION" IDLE_CONNECTIONS="$IDLE_CONNECTIONS" \
-  FANOUT_OUT="$WORK/fanout.jsonl" bash scripts/bench-fanout.sh
+SKIP_BUILD=1 RATES="$FANOUT_RATES" RATES_10K="$FANOUT_RATES_10K" DURATION="$FANOUT_DURATION" \
+  IDLE_CONNECTIONS="$IDLE_CONNECTIONS" FANOUT_OUT="$WORK/fanout.jsonl" bash scripts/bench-fanout.sh
 mapfile -t FANOUT < "$WORK/fanout.jsonl"
 fan() { json "${FANOUT[$1]}" '"%d of %d delivered, %d duplicates; p50 %.1f ms, p99 %.1f ms, p99.9 %.1f ms; %d deliveries/s" % (delivered, expected_deliveries, duplicates, latency_ms["p50"], latency_ms["p99"], latency_ms["p99_9"], deliveries_per_s)'; }
 FAN_500=$(fan 0)
@@ -183,18 +249,28 @@ FAN_1000=$(fan 1)
 # The last line is the idle run; before it, the runs at rising rates. bench-fanout.sh decides
 # which passed (its verdict file); this only words it.
 FAN_LAST=$(( ${#FANOUT[@]} - 1 ))
-FAN_BEST=$(printf '%s\n' "${FANOUT[@]:1:FAN_LAST-1}" | python3 -c "
+FAN_CPU=$(json "${FANOUT[1]}" '"%.1f" % server_cpu_ms_per_1000_deliveries')
+# fan_best CLIENTS: the sweep's verdict (bench-fanout.sh decides which runs passed) in words;
+# the sweep's runs on standard input.
+fan_best() {
+  python3 -c "
 import json, sys
-verdict = json.load(open('$WORK/fanout-verdict.json'))
+verdict = json.load(open('$WORK/fanout-verdict.json'))['clients_$1']
 runs = {round(r['rate']): r for r in map(json.loads, sys.stdin)}
 best, failing = verdict['highest_passing'], verdict['first_failing']
 text = ('none of the rates tried' if best is None else
-        '**%d events/s** (%d deliveries/s, p99 %.1f ms)' % (best, runs[best]['deliveries_per_s'], runs[best]['latency_ms']['p99']))
+        '**%d events/s** (%d deliveries/s, p99 %.1f ms, server CPU %.1f ms per 1,000 deliveries)' % (best, runs[best]['deliveries_per_s'], runs[best]['latency_ms']['p99'], runs[best]['server_cpu_ms_per_1000_deliveries']))
 if failing is None:
     text += ' (the highest rate tried)'
 else:
     text += '; %d events/s: p99 %.1f ms, %d missing' % (failing, runs[failing]['latency_ms']['p99'], runs[failing]['missing'])
-print(text)")
+print(text)"
+}
+FAN_BEST=$(printf '%s\n' "${FANOUT[@]:1:FAN_LAST-1}" | fan_best 1000)
+FAN_BEST_10K=$(fan_best 10000 < "$WORK/fanout-10k.jsonl")
+FAN_10K_RATE=$(python3 -c "import json; print(json.load(open('$WORK/fanout-verdict.json'))['clients_10000']['highest_passing'] or 0)")
+FAN_1000_P99=$(json "${FANOUT[1]}" '"%.1f" % latency_ms["p99"]')
+IDLE_KIB=$(json "${FANOUT[FAN_LAST]}" '"%.1f" % kib_per_connection')
 IDLE=$(json "${FANOUT[FAN_LAST]}" '"%.1f KiB per connection (%d connections, RSS %.0f → %.0f MiB)" % (kib_per_connection, connected, server_rss_kib_before / 1024, server_rss_kib_after / 1024)')
 
 if [ "${SKIP_FAILOVER:-0}" != 1 ]; then
@@ -229,6 +305,7 @@ IDLE_CONNECTIONS=$IDLE_CONNECTIONS. The reference settings are the defaults (15s
 | what | result | command (inside \`scripts/bench.sh\`) |
 | --- | --- | --- |
 | single-event ingest, durable ack, full mode | **$SINGLE_RPS req/s**, p50 $SINGLE_P50 ms, p99 $SINGLE_P99 ms ($SINGLE_ERR errors) | \`wrk -t2 -c64 -d$DURATION --latency -s scripts/wrk/post_event.lua\` |
+| baseline: bare hyper reading the body and answering the same 201 | $BARE_RPS req/s, p50 $BARE_P50 ms, p99 $BARE_P99 ms | \`bare_hyper $BARE ack-body.json HEADERS…\`, the same wrk |
 | single-event ingest with a fresh \`Idempotency-Key\` per request, full mode | **$KEYED_RPS req/s**, p50 $KEYED_P50 ms, p99 $KEYED_P99 ms ($KEYED_ERR errors) | \`VIGIL_WRK_IDEMPOTENCY=1 wrk -t2 -c64 -d$DURATION --latency -s scripts/wrk/post_event.lua\` |
 | bulk ingest, 1,000 events per POST, full mode | **$BULK_EPS events/s** ($BULK_RPS req/s, p99 $BULK_P99 ms, $BULK_ERR errors) | \`wrk -t1 -c4 -d$DURATION --latency -s scripts/wrk/post_bulk.lua\` |
 | baseline: raw multi-row INSERTs of 1,000 rows, one connection, same table | $RAW rows/s | \`raw_insert $URL 1000 ${DURATION%s}\` |
@@ -240,9 +317,23 @@ IDLE_CONNECTIONS=$IDLE_CONNECTIONS. The reference settings are the defaults (15s
 | WebSocket fan-out, 1,000 clients × 500 events/s × $FANOUT_DURATION | $FAN_500 | \`fanout --clients 1000 --rate 500 --duration $FANOUT_DURATION\` |
 | WebSocket fan-out, 1,000 clients × 1,000 events/s × $FANOUT_DURATION | $FAN_1000 | \`fanout --clients 1000 --rate 1000 --duration $FANOUT_DURATION\` |
 | highest rate at which 1,000 clients get every event with p99 < 50 ms (rates tried: $FANOUT_RATES) | $FAN_BEST | \`RATES="$FANOUT_RATES" bash scripts/bench-fanout.sh\` |
+| highest rate at which 10,000 clients get every event with p99 < 100 ms (rates tried: $FANOUT_RATES_10K) | $FAN_BEST_10K | \`RATES_10K="$FANOUT_RATES_10K" bash scripts/bench-fanout.sh\` |
 | resident memory per idle WebSocket connection | **$IDLE** | \`fanout --idle $IDLE_CONNECTIONS --settle 3s\` on a fresh server |
 
 Raw outputs: \`$WORK/\` (wrk texts, goose HTML/JSON reports, fanout JSON lines, the CSV below).
+
+## Against Vigil's targets
+
+Each target beside its reference, both measured in this run.
+
+| target | this run | reference in the same run | met |
+| --- | --- | --- | --- |
+| single-event ingest ≥ 45 % of a bare hyper server's rate | **$SINGLE_SHARE %** ($SINGLE_RPS req/s, p99 $SINGLE_P99 ms) | \`bare_hyper\`, reads the body and answers Vigil's 201: $BARE_RPS req/s, p99 $BARE_P99 ms, $CPU_BARE µs CPU per request | $(verdict "$SINGLE_SHARE >= 45") |
+| server CPU per acknowledged event ≤ 25 µs, Vigil's own ≤ 8 µs (from \`/proc/PID/stat\` around the single-event run) | **$CPU_SERVER µs**: Vigil $CPU_VIGIL, MariaDB $CPU_MARIADB, Redis $CPU_REDIS; the machine was $SINGLE_IDLE % idle | bare hyper: $CPU_BARE µs per request | $(verdict "$CPU_SERVER <= 25 and $CPU_VIGIL <= 8") |
+| bulk ingest ≥ 100 % of raw one-connection INSERTs | **$BULK_SHARE %** ($BULK_EPS events/s) | \`raw_insert\`: $RAW rows/s | $(verdict "$BULK_SHARE >= 100") |
+| 1,000 clients × 1,000 events/s, every event, p99 ≤ 50 ms | p99 **$FAN_1000_P99 ms**, server CPU $FAN_CPU ms per 1,000 deliveries | — | $(verdict "$FAN_1000_P99 <= 50") |
+| 10,000 clients get every event with p99 < 100 ms at ≥ 100 events/s | $FAN_BEST_10K | — | $(verdict "$FAN_10K_RATE >= 100") |
+| ≤ 12 KiB resident memory per idle WebSocket at $IDLE_CONNECTIONS connections | **$IDLE_KIB KiB** | — | $(verdict "$IDLE_KIB <= 12") |
 
 ## Latency against offered rate
 

@@ -211,6 +211,7 @@ async fn fanout(args: &Args, target: Target) -> anyhow::Result<FanoutReport> {
     let clients = open_clients(args, client_settings, &shared, args.clients).await;
 
     let cpu_before = system::process_cpu_time();
+    let server_cpu_before = server_cpu(args.server_pid)?;
     let wall_before = Instant::now();
     let posted = poster::spawn(poster_settings).context("start the poster thread")?;
     let posted = posted.await.context("the poster thread failed")?;
@@ -227,6 +228,9 @@ async fn fanout(args: &Args, target: Target) -> anyhow::Result<FanoutReport> {
     }
     let wall = wall_before.elapsed();
     let cpu = system::process_cpu_time().saturating_sub(cpu_before);
+    let server_cpu_s = server_cpu(args.server_pid)?
+        .zip(server_cpu_before)
+        .map(|(after, before)| after.saturating_sub(before).as_secs_f64());
     let rss_after = server_rss(args.server_pid)?;
 
     let outcomes = close_clients(&shared, clients).await;
@@ -235,6 +239,9 @@ async fn fanout(args: &Args, target: Target) -> anyhow::Result<FanoutReport> {
         .last_delivery_us
         .saturating_sub(posted.first_send_us)
         .max(1);
+    let server_cpu_ms_per_1000_deliveries = server_cpu_s
+        .filter(|_| deliveries.delivered > 0)
+        .map(|cpu| cpu * 1e6 / deliveries.delivered as f64);
     Ok(FanoutReport {
         host: args.host.clone(),
         filter: args.filter.clone(),
@@ -258,6 +265,8 @@ async fn fanout(args: &Args, target: Target) -> anyhow::Result<FanoutReport> {
         cpu_s: cpu.as_secs_f64(),
         cpu_percent: 100.0 * cpu.as_secs_f64() / wall.as_secs_f64(),
         wall_s: wall.as_secs_f64(),
+        server_cpu_ms_per_1000_deliveries,
+        server_cpu_s,
         server_rss_kib_before: rss_before,
         server_rss_kib_after: rss_after,
     })
@@ -348,6 +357,13 @@ async fn close_clients(
         }
     }
     outcomes
+}
+
+fn server_cpu(pid: Option<u32>) -> anyhow::Result<Option<Duration>> {
+    pid.map(|pid| {
+        system::cpu_time_of(pid).with_context(|| format!("read the CPU time of process {pid}"))
+    })
+    .transpose()
 }
 
 fn server_rss(pid: Option<u32>) -> anyhow::Result<Option<u64>> {

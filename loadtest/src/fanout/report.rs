@@ -135,6 +135,11 @@ pub struct FanoutReport {
     /// `cpu_s` over that wall time (above 100 with several threads).
     pub cpu_percent: f64,
     pub wall_s: f64,
+    /// The server's CPU time (all threads, user + system) over the same window as `cpu_s`,
+    /// when `--server-pid` names it.
+    pub server_cpu_s: Option<f64>,
+    /// `server_cpu_s` in milliseconds per 1,000 deliveries.
+    pub server_cpu_ms_per_1000_deliveries: Option<f64>,
     pub server_rss_kib_before: Option<u64>,
     pub server_rss_kib_after: Option<u64>,
 }
@@ -276,6 +281,14 @@ impl fmt::Display for FanoutReport {
             "  measurer     cpu {:.2} s = {:.1} % of {:.1} s wall, {} client thread(s)",
             self.cpu_s, self.cpu_percent, self.wall_s, self.threads
         )?;
+        if let (Some(cpu), Some(per_1000)) =
+            (self.server_cpu_s, self.server_cpu_ms_per_1000_deliveries)
+        {
+            writeln!(
+                f,
+                "  server cpu   {cpu:.2} s = {per_1000:.3} ms per 1,000 deliveries"
+            )?;
+        }
         rss_line(f, self.server_rss_kib_before, self.server_rss_kib_after)
     }
 }
@@ -387,6 +400,8 @@ mod tests {
             cpu_s: 1.0,
             cpu_percent: 10.0,
             wall_s: 10.0,
+            server_cpu_s: Some(0.002),
+            server_cpu_ms_per_1000_deliveries: Some(500.0),
             server_rss_kib_before: Some(1000),
             server_rss_kib_after: Some(1500),
         }
@@ -403,6 +418,7 @@ mod tests {
             "400 deliveries/s",
             "ended by server: none",
             "cpu 1.00 s = 10.0 %",
+            "server cpu   0.00 s = 500.000 ms per 1,000 deliveries",
             "before 1000 KiB, after 1500 KiB (+500 KiB)",
         ] {
             assert!(text.contains(needle), "{needle:?} not in\n{text}");
@@ -418,6 +434,7 @@ mod tests {
         assert!((p50 - 1.5).abs() < 0.02, "{p50}");
         assert_eq!(json["post_outcomes"]["503"], 1);
         assert_eq!(json["server_rss_kib_after"], 1500);
+        assert_eq!(json["server_cpu_ms_per_1000_deliveries"], 500.0);
         assert!(json.get("last_delivery_us").is_none());
     }
 

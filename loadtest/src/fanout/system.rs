@@ -87,6 +87,32 @@ pub fn process_cpu_time() -> Duration {
     time(usage.ru_utime) + time(usage.ru_stime)
 }
 
+/// CPU time (user + system, all threads) process `pid` has used so far: fields 14 and 15 of
+/// `/proc/PID/stat`, in clock ticks.
+pub fn cpu_time_of(pid: u32) -> std::io::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let ticks = parse_cpu_ticks(&stat).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("/proc/{pid}/stat has no CPU times"),
+        )
+    })?;
+    Ok(Duration::from_secs_f64(ticks as f64 / ticks_per_s))
+}
+
+/// utime + stime of a `/proc/PID/stat` line. The command name (field 2) is in parentheses
+/// and may hold spaces, so fields are counted after its closing parenthesis.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    // After the name: state is field 3, so utime (14) and stime (15) are the 12th and 13th.
+    let mut fields = after_name.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
 /// The resident set size of process `pid` in KiB (`VmRSS` in `/proc/PID/status`).
 pub fn rss_kib(pid: u32) -> std::io::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -111,6 +137,16 @@ fn parse_vm_rss(status: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_ticks_are_read_after_the_command_name() {
+        let stat = "4242 (vigil (worker) 1) S 1 4242 4242 0 -1 4194560 9000 0 0 0 \
+                    1234 567 0 0 20 0 4 0 100 1000000 2000 18446744073709551615";
+        assert_eq!(parse_cpu_ticks(stat), Some(1234 + 567));
+        assert_eq!(parse_cpu_ticks("4242 (vigil) S 1"), None);
+        let own = cpu_time_of(std::process::id()).expect("this process's stat");
+        assert!(own <= process_cpu_time() + Duration::from_millis(50));
+    }
 
     #[test]
     fn loopback_hosts_are_accepted() {
