@@ -1,7 +1,7 @@
 //! One WebSocket client's task: a reader and a writer over the upgraded connection.
 //!
-//! fastwebsockets' `read_frame` is not cancel-safe, so the reader is never raced against
-//! anything per frame: it runs on its own, forwarding what the writer must send (pongs, the
+//! The reader ([`crate::reader`], which holds no buffer while the client is quiet) is never
+//! raced against anything per frame: it runs on its own, forwarding what the writer must send (pongs, the
 //! close reply, a protocol-error close) over a small control queue, and it never ends the
 //! connection itself. The writer owns every decision to end it. It drains the client's frame
 //! queue, writing up to [`MAX_FRAMES_PER_WRITE`] queued frames with one vectored write and one
@@ -31,14 +31,13 @@
 //! normally, and by [`CLOSE_GRACE`] once the client is being closed.
 
 use std::collections::{HashMap, HashSet};
-use std::convert::Infallible;
 use std::io::IoSlice;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use fastwebsockets::OpCode;
 use fastwebsockets::upgrade::UpgradeFut;
-use fastwebsockets::{Frame, OpCode, Role, WebSocketError, WebSocketRead};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -49,7 +48,8 @@ use vigil_store::{Store, StoredEvent};
 
 use crate::event::{put_length, text_frame};
 use crate::hub::{Hub, Registration, ResumePoint};
-use crate::protocol::{self, MaskedFramesOnly, MessageRules, Violation};
+use crate::protocol::{self, MessageRules, Violation};
+use crate::reader::{FrameReader, ReadError};
 
 /// Largest frame a client may send; larger closes the connection with 1009.
 pub const MAX_CLIENT_MESSAGE_BYTES: usize = 64 * 1024;
@@ -229,14 +229,7 @@ async fn serve(
         }
     };
     let (read, write) = tokio::io::split(socket.into_inner());
-    let (mut reader, _) = fastwebsockets::after_handshake_split(
-        MaskedFramesOnly::new(read),
-        tokio::io::sink(),
-        Role::Server,
-    );
-    reader.set_max_message_size(MAX_CLIENT_MESSAGE_BYTES);
-    reader.set_auto_pong(true);
-    reader.set_auto_close(true);
+    let mut reader = FrameReader::new(read, MAX_CLIENT_MESSAGE_BYTES);
 
     let (control, control_queue) = mpsc::channel(CONTROL_QUEUE);
     let started = Instant::now();
@@ -261,8 +254,10 @@ async fn serve(
     let client = registration.id();
     let hub = registration.hub();
     let writing = async {
+        // Boxed: only resuming clients replay, and inline its state would weigh on every
+        // connection's task.
         if let Some(resume) = resume
-            && writer.replay(resume, hub.stats()).await.is_err()
+            && Box::pin(writer.replay(resume, hub.stats())).await.is_err()
         {
             return;
         }
@@ -277,78 +272,44 @@ async fn serve(
 
 /// Reads client frames until Close, an error or EOF, forwarding what must be answered.
 async fn read_frames<R: AsyncRead + Unpin>(
-    reader: &mut WebSocketRead<R>,
+    reader: &mut FrameReader<R>,
     control: &mpsc::Sender<Control>,
     last_heard_ms: &AtomicU64,
     started: Instant,
 ) {
-    let heard = || last_heard_ms.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-    // What fastwebsockets obliges us to send: the Pong it made for a client's Ping, the reply
-    // to a Close (or, for a Close too long for a control frame, a protocol error).
-    let mut obligation = |frame: Frame<'_>| {
-        heard();
-        let message = match frame.opcode {
-            OpCode::Pong => Some(Control::Pong(Bytes::copy_from_slice(&frame.payload))),
-            OpCode::Close => Some(match protocol::check_control(&frame.payload) {
-                Ok(()) => Control::ClientClosed(close_code(&frame.payload)),
-                Err(violation) => refuse(violation),
-            }),
-            _ => None,
+    let mut rules = MessageRules::new(MAX_CLIENT_MESSAGE_BYTES);
+    let ending = loop {
+        let frame = match reader.next_frame().await {
+            Ok(frame) => frame,
+            Err(ReadError::Gone) => break Control::Gone,
+            Err(ReadError::Violation(violation)) => break refuse(violation),
         };
-        let control = control.clone();
-        async move {
-            match message {
+        last_heard_ms.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        match frame.opcode {
+            OpCode::Ping => {
                 // Under a ping flood, answering the latest pings is enough.
-                Some(pong @ Control::Pong(_)) => {
-                    let _ = control.try_send(pong);
-                }
-                Some(message) => {
-                    let _ = control.send(message).await;
-                }
-                None => {}
+                let _ = control.try_send(Control::Pong(frame.payload.freeze()));
             }
-            Ok::<(), Infallible>(())
+            OpCode::Close => {
+                break match protocol::close_code(&frame.payload) {
+                    Ok(code) => Control::ClientClosed(code),
+                    Err(violation) => refuse(violation),
+                };
+            }
+            // Data, continuations and pongs: heard, nothing more to do unless they break
+            // the rules of messages.
+            _ => {
+                if let Err(violation) = rules.check(&frame) {
+                    break refuse(violation);
+                }
+            }
         }
     };
-    let mut rules = MessageRules::new(MAX_CLIENT_MESSAGE_BYTES);
-    loop {
-        let ending = match reader.read_frame(&mut obligation).await {
-            Ok(frame) => {
-                heard();
-                if frame.opcode == OpCode::Close {
-                    // Its reply is already queued.
-                    return;
-                }
-                match rules.check(&frame) {
-                    // Data, continuations and pongs: heard, nothing more to do.
-                    Ok(()) => continue,
-                    Err(violation) => refuse(violation),
-                }
-            }
-            Err(WebSocketError::FrameTooLarge) => Control::Refuse(1009, "message too big"),
-            Err(WebSocketError::InvalidUTF8) => Control::Refuse(1007, "invalid utf-8"),
-            Err(WebSocketError::IoError(error)) if protocol::is_unmasked_frame(&error) => {
-                refuse(Violation::UNMASKED)
-            }
-            Err(WebSocketError::UnexpectedEOF | WebSocketError::IoError(_)) => Control::Gone,
-            Err(error) => {
-                tracing::debug!(%error, "websocket protocol error");
-                Control::Refuse(1002, "protocol error")
-            }
-        };
-        let _ = control.send(ending).await;
-        return;
-    }
+    let _ = control.send(ending).await;
 }
 
 fn refuse(violation: Violation) -> Control {
     Control::Refuse(violation.code, violation.reason)
-}
-
-fn close_code(payload: &[u8]) -> Option<u16> {
-    payload
-        .get(..2)
-        .map(|code| u16::from_be_bytes([code[0], code[1]]))
 }
 
 /// The writing side of one client.
@@ -426,7 +387,8 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
 
     async fn run(&mut self, frames: &mut mpsc::Receiver<Bytes>) {
         let idle_limit = self.ping_interval * IDLE_INTERVALS;
-        let mut batch: Vec<Bytes> = Vec::with_capacity(MAX_FRAMES_PER_WRITE);
+        // Allocated at the first frame to send: an idle client holds no batch.
+        let mut batch: Vec<Bytes> = Vec::new();
         let mut ping =
             tokio::time::interval_at(Instant::now() + self.ping_interval, self.ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -22,7 +22,9 @@
 //! - [`bridge`]: the Redis subscription (on the primary Sentinel names, when configured),
 //!   reconnecting with back-off and asking for backfills, every poll interval while it is down;
 //! - [`backfill`]: re-reading from the database what the live feed lost;
-//! - [`client`]: one socket's task, including a resume's replay.
+//! - [`client`]: one socket's task, including a resume's replay;
+//! - [`reader`]: reading client frames with no buffer held while a client is quiet, and
+//!   [`protocol`]: the rules that span frames (fragments, UTF-8, Close payloads).
 //!
 //!
 //! The delivery log (in [`hub`]) remembers the ids sent, so every source (the live channel, a
@@ -34,6 +36,7 @@ pub mod client;
 pub mod event;
 pub mod hub;
 pub mod protocol;
+pub mod reader;
 
 pub use bridge::{Bridge, BridgeStats};
 pub use event::HubEvent;

@@ -1,24 +1,20 @@
-//! The RFC 6455 rules for client frames that fastwebsockets leaves to its caller.
+//! The RFC 6455 rules for what client frames say across frames, and the close codes.
 //!
-//! fastwebsockets checks reserved bits, fragmented control frames, the size of a Ping and the
-//! UTF-8 of a whole text frame. It unmasks client frames without saying whether they were
-//! masked, and it does not follow messages across fragments when its reader is used without
-//! the fragment collector (which would buffer whole messages that Vigil only discards). This
-//! module adds the rest:
+//! [`crate::reader`] checks each frame's framing; this module follows messages across
+//! fragments and reads Close payloads:
 //!
-//! - [`MaskedFramesOnly`] watches the bytes under the frame reader and fails the read at an
-//!   unmasked client frame (§5.1: the server must close the connection);
 //! - [`MessageRules`] follows fragmented messages: a continuation needs a message to continue,
-//!   a new data frame may not start inside one, text stays valid UTF-8 across fragments, a
+//!   a new data frame may not start inside one, text is valid UTF-8 (across fragments too), a
 //!   whole message stays under the client message limit, and control frames carry at most
-//!   125 bytes (§5.5).
+//!   125 bytes (§5.5);
+//! - [`close_code`] reads a Close frame's status code and checks it and its reason (§5.5.1,
+//!   §7.4).
+//!
+//! Every violation is a [`Violation`]: the close code and reason the client is sent.
 
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use fastwebsockets::OpCode;
 
-use fastwebsockets::{Frame, OpCode};
-use tokio::io::{AsyncRead, ReadBuf};
+use crate::reader::ClientFrame;
 
 /// Most payload bytes of a control frame (RFC 6455 §5.5).
 pub const MAX_CONTROL_PAYLOAD: usize = 125;
@@ -40,125 +36,42 @@ impl Violation {
         code: PROTOCOL_ERROR,
         reason: "unmasked frame",
     };
-    const CONTROL_TOO_LONG: Violation = Violation {
+    pub const RESERVED_BITS: Violation = Violation {
+        code: PROTOCOL_ERROR,
+        reason: "reserved bits set",
+    };
+    pub const UNKNOWN_OPCODE: Violation = Violation {
+        code: PROTOCOL_ERROR,
+        reason: "unknown opcode",
+    };
+    pub const FRAGMENTED_CONTROL: Violation = Violation {
+        code: PROTOCOL_ERROR,
+        reason: "fragmented control frame",
+    };
+    pub const BAD_CLOSE: Violation = Violation {
+        code: PROTOCOL_ERROR,
+        reason: "invalid close frame",
+    };
+    pub const CONTROL_TOO_LONG: Violation = Violation {
         code: PROTOCOL_ERROR,
         reason: "control frame over 125 bytes",
     };
-    const NOTHING_TO_CONTINUE: Violation = Violation {
+    pub const NOTHING_TO_CONTINUE: Violation = Violation {
         code: PROTOCOL_ERROR,
         reason: "continuation without a message",
     };
-    const DATA_INSIDE_MESSAGE: Violation = Violation {
+    pub const DATA_INSIDE_MESSAGE: Violation = Violation {
         code: PROTOCOL_ERROR,
         reason: "new message inside a fragmented one",
     };
-    const INVALID_UTF8: Violation = Violation {
+    pub const INVALID_UTF8: Violation = Violation {
         code: INVALID_PAYLOAD,
         reason: "invalid utf-8",
     };
-    const TOO_BIG: Violation = Violation {
+    pub const TOO_BIG: Violation = Violation {
         code: MESSAGE_TOO_BIG,
         reason: "message too big",
     };
-}
-
-/// The error [`MaskedFramesOnly`] fails a read with.
-#[derive(Debug)]
-struct UnmaskedFrame;
-
-impl std::fmt::Display for UnmaskedFrame {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str("unmasked client frame")
-    }
-}
-
-impl std::error::Error for UnmaskedFrame {}
-
-/// Whether an I/O error is [`MaskedFramesOnly`]'s refusal of an unmasked frame.
-pub fn is_unmasked_frame(error: &io::Error) -> bool {
-    error
-        .get_ref()
-        .is_some_and(|inner| inner.is::<UnmaskedFrame>())
-}
-
-/// Longest frame header: 2 bytes, an 8-byte length, a 4-byte mask.
-const MAX_HEADER: usize = 14;
-
-/// A reader of client frames that fails at the first unmasked one. It reads frame headers as
-/// they pass (the mask bit and the length) and skips payloads, so it costs a few comparisons
-/// per frame.
-pub struct MaskedFramesOnly<R> {
-    inner: R,
-    /// The header being read, and how much of it has arrived.
-    header: [u8; MAX_HEADER],
-    header_len: usize,
-    /// Payload bytes of the current frame still to pass.
-    payload_left: u64,
-}
-
-impl<R> MaskedFramesOnly<R> {
-    pub fn new(inner: R) -> Self {
-        MaskedFramesOnly {
-            inner,
-            header: [0; MAX_HEADER],
-            header_len: 0,
-            payload_left: 0,
-        }
-    }
-
-    /// Follows frame boundaries through `bytes`; fails at an unmasked header.
-    fn follow(&mut self, mut bytes: &[u8]) -> io::Result<()> {
-        while !bytes.is_empty() {
-            if self.payload_left > 0 {
-                let skipped = usize::try_from(self.payload_left)
-                    .unwrap_or(usize::MAX)
-                    .min(bytes.len());
-                bytes = &bytes[skipped..];
-                self.payload_left -= skipped as u64;
-                continue;
-            }
-            self.header[self.header_len] = bytes[0];
-            self.header_len += 1;
-            bytes = &bytes[1..];
-            if self.header_len < 2 {
-                continue;
-            }
-            if self.header[1] & 0x80 == 0 {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, UnmaskedFrame));
-            }
-            let length_code = self.header[1] & 0x7f;
-            let extended = match length_code {
-                126 => 2,
-                127 => 8,
-                _ => 0,
-            };
-            if self.header_len < 2 + extended + 4 {
-                continue;
-            }
-            let length = &self.header[2..2 + extended];
-            self.payload_left = match extended {
-                0 => u64::from(length_code),
-                _ => length
-                    .iter()
-                    .fold(0u64, |total, byte| (total << 8) | u64::from(*byte)),
-            };
-            self.header_len = 0;
-        }
-        Ok(())
-    }
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for MaskedFramesOnly<R> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-        buffer: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buffer.filled().len();
-        ready!(Pin::new(&mut this.inner).poll_read(context, buffer))?;
-        Poll::Ready(this.follow(&buffer.filled()[before..]))
-    }
 }
 
 /// What a fragmented message has been so far.
@@ -182,8 +95,8 @@ impl MessageRules {
         }
     }
 
-    /// Checks one client frame as it arrives (after fastwebsockets' own checks).
-    pub fn check(&mut self, frame: &Frame<'_>) -> Result<(), Violation> {
+    /// Checks one client frame as it arrives (after the reader's framing checks).
+    pub fn check(&mut self, frame: &ClientFrame) -> Result<(), Violation> {
         match frame.opcode {
             OpCode::Close | OpCode::Ping | OpCode::Pong => check_control(&frame.payload),
             OpCode::Text | OpCode::Binary => {
@@ -191,8 +104,13 @@ impl MessageRules {
                     return Err(Violation::DATA_INSIDE_MESSAGE);
                 }
                 if frame.fin {
-                    // A whole text frame: fastwebsockets checked its UTF-8.
-                    return Ok(());
+                    // A whole message in one frame.
+                    return match frame.opcode {
+                        OpCode::Text if std::str::from_utf8(&frame.payload).is_err() => {
+                            Err(Violation::INVALID_UTF8)
+                        }
+                        _ => Ok(()),
+                    };
                 }
                 let is_text = frame.opcode == OpCode::Text;
                 self.open_message_is_text = Some(is_text);
@@ -209,7 +127,7 @@ impl MessageRules {
         }
     }
 
-    fn continue_message(&mut self, frame: &Frame<'_>) -> Result<(), Violation> {
+    fn continue_message(&mut self, frame: &ClientFrame) -> Result<(), Violation> {
         self.message_bytes = self.message_bytes.saturating_add(frame.payload.len());
         if self.message_bytes >= self.max_message_bytes {
             return Err(Violation::TOO_BIG);
@@ -257,14 +175,74 @@ pub fn check_control(payload: &[u8]) -> Result<(), Violation> {
     Ok(())
 }
 
+/// The status code of a Close frame's payload (none when it is empty), once the payload is
+/// checked: a code alone in one byte, a code no endpoint may send (RFC 6455 §7.4: below
+/// 1000, 1004-1006, 1015, unregistered ones below 3000, 5000 and up) or a reason that is not
+/// UTF-8 is a violation.
+pub fn close_code(payload: &[u8]) -> Result<Option<u16>, Violation> {
+    let Some((code, reason)) = payload.split_first_chunk::<2>() else {
+        return match payload.len() {
+            0 => Ok(None),
+            _ => Err(Violation::BAD_CLOSE),
+        };
+    };
+    let code = u16::from_be_bytes(*code);
+    if !matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) {
+        return Err(Violation::BAD_CLOSE);
+    }
+    if std::str::from_utf8(reason).is_err() {
+        return Err(Violation::INVALID_UTF8);
+    }
+    Ok(Some(code))
+}
+
 #[cfg(test)]
 mod tests {
-    use fastwebsockets::Payload;
+    use bytes::BytesMut;
 
     use super::*;
 
-    fn frame(fin: bool, opcode: OpCode, payload: &[u8]) -> Frame<'static> {
-        Frame::new(fin, opcode, None, Payload::Owned(payload.to_vec()))
+    fn frame(fin: bool, opcode: OpCode, payload: &[u8]) -> ClientFrame {
+        ClientFrame {
+            fin,
+            opcode,
+            payload: BytesMut::from(payload),
+        }
+    }
+
+    #[test]
+    fn text_in_one_frame_is_valid_utf8() {
+        let mut rules = MessageRules::new(1024);
+        rules
+            .check(&frame(true, OpCode::Text, "€".as_bytes()))
+            .unwrap();
+        rules.check(&frame(true, OpCode::Binary, &[0xFF])).unwrap();
+        assert_eq!(
+            rules.check(&frame(true, OpCode::Text, &[0xFF])),
+            Err(Violation::INVALID_UTF8)
+        );
+    }
+
+    #[test]
+    fn close_payloads_are_a_sendable_code_and_a_utf8_reason() {
+        let close = |code: u16, reason: &[u8]| [&code.to_be_bytes()[..], reason].concat();
+        assert_eq!(close_code(b""), Ok(None));
+        assert_eq!(close_code(&close(1000, b"bye")), Ok(Some(1000)));
+        for code in [1001, 1003, 1007, 1011, 1014, 3000, 4999] {
+            assert_eq!(close_code(&close(code, b"")), Ok(Some(code)), "{code}");
+        }
+        for code in [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000] {
+            assert_eq!(
+                close_code(&close(code, b"")),
+                Err(Violation::BAD_CLOSE),
+                "{code}"
+            );
+        }
+        assert_eq!(close_code(&[0x03]), Err(Violation::BAD_CLOSE));
+        assert_eq!(
+            close_code(&close(1000, &[0xFF])),
+            Err(Violation::INVALID_UTF8)
+        );
     }
 
     #[test]
@@ -340,22 +318,5 @@ mod tests {
             rules.check(&frame(true, OpCode::Pong, &[0; 126])),
             Err(Violation::CONTROL_TOO_LONG)
         );
-    }
-
-    #[test]
-    fn the_byte_watcher_follows_frames_and_refuses_an_unmasked_one() {
-        let mut watcher = MaskedFramesOnly::new(());
-        // Masked text "hi", split anywhere, then a masked 300-byte binary frame.
-        let mut bytes = vec![0x81, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2];
-        bytes.extend([0x82, 0xFE, 0x01, 0x2C, 9, 9, 9, 9]);
-        bytes.extend([0u8; 300]);
-        for piece in bytes.chunks(3) {
-            watcher.follow(piece).unwrap();
-        }
-        assert_eq!(watcher.header_len, 0);
-        assert_eq!(watcher.payload_left, 0);
-        // Unmasked text.
-        let error = watcher.follow(&[0x81, 0x02, b'h', b'i']).unwrap_err();
-        assert!(is_unmasked_frame(&error));
     }
 }

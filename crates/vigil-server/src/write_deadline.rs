@@ -24,8 +24,9 @@ use tokio::time::{Instant, Sleep};
 pub struct WriteDeadline<S> {
     inner: S,
     limit: Duration,
-    /// Fires `limit` after the first write that had to wait, until a flush completes.
-    timer: Pin<Box<Sleep>>,
+    /// Fires `limit` after the first write that had to wait, until a flush completes. Made
+    /// at the first stall: most connections never stall, and an idle WebSocket keeps none.
+    timer: Option<Pin<Box<Sleep>>>,
     armed: bool,
 }
 
@@ -34,7 +35,7 @@ impl<S> WriteDeadline<S> {
         WriteDeadline {
             inner,
             limit,
-            timer: Box::pin(tokio::time::sleep(limit)),
+            timer: None,
             armed: false,
         }
     }
@@ -42,11 +43,15 @@ impl<S> WriteDeadline<S> {
     /// The inner stream could not take the write: start the clock if it is not running, and
     /// fail once it has run out.
     fn stalled<T>(&mut self, context: &mut Context<'_>) -> Poll<io::Result<T>> {
+        let deadline = Instant::now() + self.limit;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         if !self.armed {
-            self.timer.as_mut().reset(Instant::now() + self.limit);
+            timer.as_mut().reset(deadline);
             self.armed = true;
         }
-        match self.timer.as_mut().poll(context) {
+        match timer.as_mut().poll(context) {
             Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "the client did not take the response in time",
