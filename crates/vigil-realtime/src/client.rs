@@ -1,8 +1,9 @@
 //! One WebSocket client's task: a reader and a writer over the upgraded connection.
 //!
 //! The reader ([`crate::reader`], which holds no buffer while the client is quiet) is never
-//! raced against anything per frame: it runs on its own, forwarding what the writer must send (pongs, the
-//! close reply, a protocol-error close) over a small control queue, and it never ends the
+//! raced against anything per frame: it runs on its own, telling the writer what it must send
+//! (a pong, the close reply, a protocol-error close) through a one-slot signal (a `watch`: the
+//! latest pong is enough, and the ending is the reader's last word), and it never ends the
 //! connection itself. The writer owns every decision to end it. It drains the client's frame
 //! queue, writing up to [`MAX_FRAMES_PER_WRITE`] queued frames with one vectored write and one
 //! flush; the frames are the hub's shared bytes, written as they are. It also pings every
@@ -31,7 +32,9 @@
 //! normally, and by [`CLOSE_GRACE`] once the client is being closed.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::io::IoSlice;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -39,7 +42,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use fastwebsockets::OpCode;
 use fastwebsockets::upgrade::UpgradeFut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -61,8 +64,6 @@ pub const IDLE_INTERVALS: u32 = 3;
 pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// How long a server-initiated close waits for the client's Close reply.
 const CLOSE_REPLY_WAIT: Duration = Duration::from_secs(2);
-/// Pending control frames from the reader; pongs past it are skipped.
-const CONTROL_QUEUE: usize = 8;
 
 /// A server ping with an empty payload.
 const PING_FRAME: [u8; 2] = [0x89, 0x00];
@@ -70,6 +71,7 @@ const OPCODE_CLOSE: u8 = 0x8;
 const OPCODE_PONG: u8 = 0xA;
 
 /// What the reader asks the writer to do.
+#[derive(Clone)]
 enum Control {
     /// Answer a client ping.
     Pong(Bytes),
@@ -231,7 +233,7 @@ async fn serve(
     let (read, write) = tokio::io::split(socket.into_inner());
     let mut reader = FrameReader::new(read, MAX_CLIENT_MESSAGE_BYTES);
 
-    let (control, control_queue) = mpsc::channel(CONTROL_QUEUE);
+    let (control, control_signal) = watch::channel(None);
     let started = Instant::now();
     let last_heard_ms = AtomicU64::new(0);
     let reading = async {
@@ -241,7 +243,7 @@ async fn serve(
     };
     let mut writer = Writer {
         sink: write,
-        control: control_queue,
+        control: control_signal,
         kick: registration.kick.clone(),
         shutdown,
         ping_interval,
@@ -273,7 +275,7 @@ async fn serve(
 /// Reads client frames until Close, an error or EOF, forwarding what must be answered.
 async fn read_frames<R: AsyncRead + Unpin>(
     reader: &mut FrameReader<R>,
-    control: &mpsc::Sender<Control>,
+    control: &watch::Sender<Option<Control>>,
     last_heard_ms: &AtomicU64,
     started: Instant,
 ) {
@@ -287,8 +289,8 @@ async fn read_frames<R: AsyncRead + Unpin>(
         last_heard_ms.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
         match frame.opcode {
             OpCode::Ping => {
-                // Under a ping flood, answering the latest pings is enough.
-                let _ = control.try_send(Control::Pong(frame.payload.freeze()));
+                // Under a ping flood, answering the latest ping is enough (RFC 6455 §5.5.3).
+                control.send_replace(Some(Control::Pong(frame.payload.freeze())));
             }
             OpCode::Close => {
                 break match protocol::close_code(&frame.payload) {
@@ -305,7 +307,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
             }
         }
     };
-    let _ = control.send(ending).await;
+    control.send_replace(Some(ending));
 }
 
 fn refuse(violation: Violation) -> Control {
@@ -315,7 +317,7 @@ fn refuse(violation: Violation) -> Control {
 /// The writing side of one client.
 struct Writer<'a, W> {
     sink: W,
-    control: mpsc::Receiver<Control>,
+    control: watch::Receiver<Option<Control>>,
     kick: CancellationToken,
     shutdown: CancellationToken,
     ping_interval: Duration,
@@ -408,7 +410,7 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
                         Err(()) => Ending::Broken,
                     };
                 }
-                control = self.control.recv() => match control {
+                changed = self.control.changed() => match changed.ok().and_then(|()| self.control.borrow_and_update().clone()) {
                     Some(Control::Pong(payload)) => {
                         let frame = control_frame(OPCODE_PONG, &payload);
                         if self.write_bounded(&[frame], idle_limit).await.is_err() {
@@ -443,7 +445,8 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
                 }
             }
         };
-        self.finish(ending).await;
+        // Boxed for the same reason as the writes: it runs once, at the end.
+        Box::pin(self.finish(ending)).await;
     }
 
     /// Writes every frame still queued (bounded by [`CLOSE_GRACE`] per write).
@@ -486,8 +489,9 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
                 .is_ok_and(|written| written.is_ok());
             if sent && wait_for_reply {
                 let _ = tokio::time::timeout(CLOSE_REPLY_WAIT, async {
-                    while let Some(control) = self.control.recv().await {
-                        if matches!(control, Control::ClientClosed(_) | Control::Gone) {
+                    while self.control.changed().await.is_ok() {
+                        let control = self.control.borrow_and_update().clone();
+                        if matches!(control, Some(Control::ClientClosed(_) | Control::Gone)) {
                             return;
                         }
                     }
@@ -501,7 +505,17 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
     /// Writes `frames` within `limit`; once the client is being closed (slow consumer or
     /// shutdown), within [`CLOSE_GRACE`] from then. A write is never abandoned half-way and
     /// then followed by another frame: an `Err` ends the connection.
-    async fn write_bounded(&mut self, frames: &[Bytes], limit: Duration) -> Result<(), ()> {
+    fn write_bounded<'s>(
+        &'s mut self,
+        frames: &'s [Bytes],
+        limit: Duration,
+    ) -> Pin<Box<impl Future<Output = Result<(), ()>> + 's>> {
+        // Boxed: a write's state (up to MAX_FRAMES_PER_WRITE slices, its timers) exists only
+        // while it runs, instead of sizing every client's task, idle ones included.
+        Box::pin(self.write_within(frames, limit))
+    }
+
+    async fn write_within(&mut self, frames: &[Bytes], limit: Duration) -> Result<(), ()> {
         let mut deadline = Instant::now() + limit;
         let (kick, shutdown) = (&self.kick, &self.shutdown);
         let closing = async {
