@@ -49,6 +49,7 @@ pub use idempotency::{Digest, IdempotencyRecord};
 pub use mysql::MySqlStore;
 pub use sole_writer::SoleWriterLock;
 pub use sqlite::{SqliteSettings, SqliteStore};
+pub use write::CommitTurn;
 
 /// One row to insert: an event with the id, `createdAt` and request id Vigil assigned.
 #[derive(Debug, Clone, Copy)]
@@ -232,6 +233,31 @@ impl Store {
         rows: &[EventRow<'_>],
         keys: &[IdempotencyRecord],
     ) -> Result<(), InsertError> {
+        self.insert_on_writer(0, rows, keys, None).await
+    }
+
+    /// How many writer connections the store keeps: batches on different writers overlap
+    /// (one runs its INSERT while another commits), which is how a MySQL server uses more
+    /// than one core for a single stream of batches. SQLite admits one writer at a time: 1.
+    pub fn writers(&self) -> usize {
+        match self {
+            Store::MySql(store) => store.writers(),
+            Store::Sqlite(_) => 1,
+        }
+    }
+
+    /// [`Store::insert_with_keys`] on writer `writer` (below [`Store::writers`]). With a
+    /// `turn`, the batch always runs as a transaction and its COMMIT waits for the turn: that
+    /// is how the caller keeps commits in id order while batches overlap on several writers.
+    /// A turn that fails rolls the batch back ([`InsertError::NotCommitted`] with the turn's
+    /// error).
+    pub async fn insert_on_writer(
+        &self,
+        writer: usize,
+        rows: &[EventRow<'_>],
+        keys: &[IdempotencyRecord],
+        turn: Option<CommitTurn<'_>>,
+    ) -> Result<(), InsertError> {
         // Checked once here, for both backends, before the writer is taken.
         if rows.is_empty() {
             return Ok(());
@@ -246,8 +272,11 @@ impl Store {
                 reason,
             }));
         }
-        let batch = write::Batch { rows, keys };
-        on_backend!(self, store => store.insert(batch).await)
+        let batch = write::Batch { rows, keys, turn };
+        match self {
+            Store::MySql(store) => store.insert(writer, batch).await,
+            Store::Sqlite(store) => store.insert(batch).await,
+        }
     }
 
     /// The records among `keys` that have not expired at `now`, in no particular order.
@@ -289,10 +318,13 @@ impl Store {
         on_backend!(self, store => store.execute_write("purge idempotency records", statement).await)
     }
 
-    /// Makes sure the writer connection is open and answering (opening it if need be), without
+    /// Makes sure writer `writer` is open and answering (opening it if need be), without
     /// writing: how the batcher learns that a database it could not reach is back.
-    pub async fn check_writer(&self) -> Result<(), StoreError> {
-        on_backend!(self, store => store.check_writer().await)
+    pub async fn check_writer(&self, writer: usize) -> Result<(), StoreError> {
+        match self {
+            Store::MySql(store) => store.check_writer(writer).await,
+            Store::Sqlite(store) => store.check_writer().await,
+        }
     }
 
     /// After an [`InsertError::OutcomeUnknown`]: decides for certain whether the batch with

@@ -10,6 +10,7 @@
 
 use std::future::Future;
 use std::ops::Range;
+use std::pin::Pin;
 use std::time::Duration;
 
 use crate::backend::{Backend, Phase};
@@ -118,21 +119,28 @@ pub(crate) trait BatchSession: Send {
     ) -> impl Future<Output = ()> + Send;
 }
 
+/// When a batch written on one of several writers may commit: resolves `Ok` once every batch
+/// with smaller ids is settled, or `Err` (the batch is then rolled back, certainly not
+/// committed) when it cannot wait any longer. See [`crate::Store::insert_on_writer`].
+pub type CommitTurn<'a> = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>>;
+
 /// One batch as the store writes it: the events, and the idempotency records of its keyed
 /// requests, which go in the same transaction.
-#[derive(Debug, Clone, Copy)]
 pub(crate) struct Batch<'a> {
     /// Non-empty and valid: [`crate::Store::insert_with_keys`] checks them.
     pub(crate) rows: &'a [EventRow<'a>],
     pub(crate) keys: &'a [IdempotencyRecord],
+    /// Awaited just before COMMIT, when the batch must not commit before earlier ones.
+    pub(crate) turn: Option<CommitTurn<'a>>,
 }
 
 /// Writes the batch through `session`, all or nothing: one autocommit INSERT when the rows fit
-/// in one statement (of at most `statement_budget` parameter bytes) and no records go with
-/// them, else a transaction of the planned INSERTs, then the records, then COMMIT.
+/// in one statement (of at most `statement_budget` parameter bytes), no records go with them
+/// and no turn must be awaited, else a transaction of the planned INSERTs, then the records,
+/// then (after the batch's turn) COMMIT.
 pub(crate) async fn write_batch<S: BatchSession>(
     session: &mut S,
-    Batch { rows, keys }: Batch<'_>,
+    Batch { rows, keys, turn }: Batch<'_>,
     statement_budget: usize,
 ) -> Result<(), InsertError> {
     debug_assert!(!rows.is_empty(), "Store::insert_with_keys checks the rows");
@@ -141,7 +149,7 @@ pub(crate) async fn write_batch<S: BatchSession>(
         S::Db::DIALECT.max_rows_per_statement(),
         statement_budget,
     );
-    if let ([_], []) = (plan.as_slice(), keys) {
+    if let ([_], [], None) = (plan.as_slice(), keys, &turn) {
         let inserted = session.insert_rows(rows).await;
         return settle(session, inserted, Phase::Autocommit, Writing::Events).await;
     }
@@ -156,6 +164,16 @@ pub(crate) async fn write_batch<S: BatchSession>(
             .insert_records(idempotency::insert_statement(keys))
             .await;
         settle(session, recorded, Phase::BeforeCommit, Writing::Keys).await?;
+    }
+    if let Some(turn) = turn
+        && let Err(error) = turn.await
+    {
+        // Its turn did not come in time: nothing of it may last.
+        let rolled_back = session.execute_plain("ROLLBACK").await;
+        if let Err(failure) = rolled_back {
+            session.recover(&failure, Phase::BeforeCommit).await;
+        }
+        return Err(InsertError::NotCommitted(error));
     }
     let committed = session.execute_plain("COMMIT").await;
     settle(session, committed, Phase::Commit, Writing::Events).await

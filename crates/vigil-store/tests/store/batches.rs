@@ -93,3 +93,67 @@ async fn retrying_a_committed_batch_is_refused_as_duplicate_and_resolves_committ
     store.close().await;
     database.drop_database().await;
 }
+
+on_each_backend!(
+    a_batch_whose_turn_fails_is_rolled_back_and_its_writer_goes_on,
+    a_batch_waits_for_its_turn_before_it_commits,
+);
+
+async fn a_batch_whose_turn_fails_is_rolled_back_and_its_writer_goes_on(backend: Backend) {
+    let (database, store) = fresh_store(backend).await;
+    let refused = Batch::for_ids(store.allocate_ids(5).await.unwrap());
+    let turn: vigil_store::CommitTurn<'_> = Box::pin(async {
+        Err(StoreError::Timeout {
+            operation: "wait for earlier batches to commit",
+            after: std::time::Duration::from_millis(1),
+        })
+    });
+    let error = store
+        .insert_on_writer(0, &refused.rows(), &[], Some(turn))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, InsertError::NotCommitted(StoreError::Timeout { .. })),
+        "{error:?}"
+    );
+    assert_eq!(count_rows(database.url()).await, 0, "rolled back");
+
+    // The same writer, and the same ids, work afterwards: nothing of the batch lasted.
+    store
+        .insert(&refused.rows())
+        .await
+        .expect("insert after the rollback");
+    assert_eq!(count_rows(database.url()).await, 5);
+    store.close().await;
+    database.drop_database().await;
+}
+
+async fn a_batch_waits_for_its_turn_before_it_commits(backend: Backend) {
+    let (database, store) = fresh_store(backend).await;
+    let writer = store.writers() - 1;
+    let batch = Batch::for_ids(store.allocate_ids(3).await.unwrap());
+    let (open, opened) = tokio::sync::oneshot::channel::<()>();
+    let turn: vigil_store::CommitTurn<'_> = Box::pin(async move {
+        opened.await.expect("the test opens the turn");
+        Ok(())
+    });
+    let rows = batch.rows();
+    let insert = store.insert_on_writer(writer, &rows, &[], Some(turn));
+    tokio::pin!(insert);
+    // Inserted but not committed: another connection sees nothing while the turn is shut.
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(200), &mut insert)
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        count_rows(database.url()).await,
+        0,
+        "not committed before its turn"
+    );
+    open.send(()).unwrap();
+    insert.await.expect("committed in its turn");
+    assert_eq!(count_rows(database.url()).await, 3);
+    store.close().await;
+    database.drop_database().await;
+}
