@@ -1,5 +1,5 @@
-//! The back half of the pipeline: one thread that turns queued requests into multi-row
-//! INSERTs and answers each request after COMMIT.
+//! The back half of the pipeline: threads that turn queued requests into multi-row INSERTs
+//! and answer each request after COMMIT, one thread per writer connection of the store.
 //!
 //! Group commit without a timer: the batcher blocks until a request arrives, then takes
 //! everything else already queued (up to the row and byte bounds) and writes it as one
@@ -7,6 +7,15 @@
 //! size follows load: a trickle is written one request at a time with no added wait, a
 //! crowd of concurrent producers in batches of hundreds. A request is never split: the
 //! first request of a batch always fits, however large.
+//!
+//! With several writers (MySQL), a batch is written while the previous one commits, and the
+//! commit line ([`crate::line`]) keeps commits, and what is published after them, in id
+//! order. One batcher (the first) takes requests from the queue and forms every batch; it
+//! hands a batch of at least [`OVERLAP_MIN_ROWS`] rows to an idle helper (one per further
+//! writer) and goes on to the next, and writes everything else itself. A trickle is thus
+//! written exactly as with a single writer: splitting it over two would only make smaller
+//! batches, each an INSERT and then a COMMIT that waits (one round trip more than an
+//! autocommit INSERT), which gains nothing.
 //!
 //! Answers are truthful. Ids are allocated before the write and named in the INSERT, so a
 //! write whose fate is unknown (the connection died after sending) can be settled by asking
@@ -31,7 +40,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, select};
+use crossbeam_channel::{Receiver, Sender, select};
 use tokio_util::sync::CancellationToken;
 use vigil_core::{CommitSink, CommittedBatch, PublishedEvent, UnixMillis};
 use vigil_store::{Digest, EventRow, IdempotencyRecord, InsertError, Store};
@@ -39,6 +48,7 @@ use vigil_store::{Digest, EventRow, IdempotencyRecord, InsertError, Store};
 use crate::config::IngestConfig;
 use crate::error::IngestError;
 use crate::idempotency::Stored;
+use crate::line::{CommitLine, Place};
 use crate::queue::{Shared, StoreState, Submission};
 
 /// First pause between attempts against a failing database; doubles up to the cap.
@@ -55,6 +65,10 @@ pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 /// How long before a batch's oldest deadline the batcher stops retrying and answers, so that
 /// its own (truthful) answer reaches the requests before their deadline does.
 const ANSWER_MARGIN: Duration = Duration::from_millis(300);
+/// Rows that must be waiting before a batch is started beside one in flight. 1,000-row
+/// batches gain much from overlapping; batches of tens of rows gain nothing (see the module
+/// docs), so the bar sits between.
+pub const OVERLAP_MIN_ROWS: usize = 256;
 
 /// Requests still to write, and how many times they were already refused for a recorded
 /// idempotency key (see [`Batcher::answer_recorded_keys`]).
@@ -93,6 +107,16 @@ pub(crate) struct Batcher {
     stop: Receiver<()>,
     stopping: bool,
     store: Store,
+    /// The store writer this thread inserts on.
+    writer: usize,
+    /// Shared by every batcher thread of the pipeline.
+    line: Arc<CommitLine>,
+    /// The place in line of the batch being written, from its id allocation until it is
+    /// settled and published.
+    place: Option<Place>,
+    /// The first batcher's way to the idle helpers: a rendezvous, so a batch is handed over
+    /// only to a helper waiting for one.
+    helpers: Option<Sender<Vec<Submission>>>,
     /// The runtime the store's read pool lives on (the one that started the pipeline), for the
     /// rare reads the batcher makes through the pool.
     pool_runtime: Option<tokio::runtime::Handle>,
@@ -113,10 +137,13 @@ pub(crate) struct Batcher {
 }
 
 impl Batcher {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         receiver: Receiver<Submission>,
         stop: Receiver<()>,
         store: Store,
+        writer: usize,
+        line: Arc<CommitLine>,
         sink: Option<Arc<dyn CommitSink>>,
         config: IngestConfig,
         shared: Arc<Shared>,
@@ -127,6 +154,10 @@ impl Batcher {
             stop,
             stopping: false,
             store,
+            writer,
+            line,
+            place: None,
+            helpers: None,
             pool_runtime: tokio::runtime::Handle::try_current().ok(),
             sink,
             config,
@@ -147,7 +178,9 @@ impl Batcher {
             match self.next() {
                 Next::Request(first) if self.shared.store_state() == StoreState::Up => {
                     let batch = self.fill_batch(first);
-                    self.write_and_answer(runtime, batch);
+                    if let Some(batch) = self.hand_over(batch) {
+                        self.write_and_answer(runtime, batch);
+                    }
                     self.log_stats_now_and_then();
                 }
                 // Admitted just before the store was marked down: refuse it, and what queued
@@ -160,8 +193,51 @@ impl Batcher {
                 Next::Stop => break,
             }
         }
+        // Helpers finish the batch they hold, then stop.
+        drop(self.helpers.take());
         self.log_stats();
         tracing::debug!("batcher stopped");
+    }
+
+    /// Makes this batcher the first one, handing large batches to `helpers`.
+    pub(crate) fn with_helpers(mut self, helpers: Sender<Vec<Submission>>) -> Self {
+        self.helpers = Some(helpers);
+        self
+    }
+
+    /// A helper's life: writes the batches the first batcher hands over, until it stops.
+    pub(crate) fn run_helper(
+        mut self,
+        batches: Receiver<Vec<Submission>>,
+        runtime: &tokio::runtime::Runtime,
+    ) {
+        while let Ok(batch) = batches.recv() {
+            self.write_and_answer(runtime, batch);
+            self.log_stats_now_and_then();
+        }
+        self.log_stats();
+        tracing::debug!(writer = self.writer, "batcher helper stopped");
+    }
+
+    /// Hands a large batch to an idle helper; the batch back when this batcher writes it.
+    fn hand_over(&self, batch: Vec<Submission>) -> Option<Vec<Submission>> {
+        let Some(helpers) = &self.helpers else {
+            return Some(batch);
+        };
+        let rows: usize = batch.iter().map(|request| request.events.len()).sum();
+        if rows < OVERLAP_MIN_ROWS {
+            return Some(batch);
+        }
+        match helpers.try_send(batch) {
+            Ok(()) => {
+                self.shared
+                    .stats
+                    .overlapped_batches
+                    .fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            Err(refused) => Some(refused.into_inner()),
+        }
     }
 
     /// Blocks for the next request the batcher should handle (one whose requester still
@@ -237,7 +313,7 @@ impl Batcher {
 
     /// While the store is down: whether the database answers again.
     fn probe(&mut self, runtime: &tokio::runtime::Runtime) {
-        match runtime.block_on(self.store.check_writer()) {
+        match runtime.block_on(self.store.check_writer(self.writer)) {
             Ok(()) => self.mark(StoreState::Up),
             Err(error) => {
                 self.count_store_error();
@@ -313,9 +389,21 @@ impl Batcher {
         &mut self,
         runtime: &tokio::runtime::Runtime,
         ToWrite {
-            mut batch,
+            batch,
             key_conflicts,
         }: ToWrite,
+    ) -> Vec<ToWrite> {
+        let left = self.write_once_in_line(runtime, batch, key_conflicts);
+        // Settled and published (or certainly not stored): later batches may commit.
+        self.place = None;
+        left
+    }
+
+    fn write_once_in_line(
+        &mut self,
+        runtime: &tokio::runtime::Runtime,
+        mut batch: Vec<Submission>,
+        key_conflicts: u32,
     ) -> Vec<ToWrite> {
         let rows: usize = batch.iter().map(|request| request.events.len()).sum();
         let started = Instant::now();
@@ -410,7 +498,7 @@ impl Batcher {
         let mut backoff = BACKOFF_START;
 
         let ids = loop {
-            let allocated = self.store.allocate_ids(row_count).await;
+            let allocated = self.line.allocate(&self.store, row_count).await;
             if let Err(error) = &allocated {
                 self.count_store_error();
                 if error.is_unreachable() {
@@ -418,7 +506,10 @@ impl Batcher {
                 }
             }
             match allocated {
-                Ok(ids) => break ids,
+                Ok((ids, place)) => {
+                    self.place = Some(place);
+                    break ids;
+                }
                 Err(error) if error.is_retriable() && self.may_retry(retry_until) => {
                     tracing::warn!(%error, "id allocation failed; retrying");
                     self.pause(&mut backoff).await;
@@ -441,7 +532,16 @@ impl Batcher {
         let keys = self.idempotency_records(batch, &ids, created_at);
 
         loop {
-            let inserted = self.store.insert_with_keys(&rows, &keys).await;
+            // The oldest batch in flight commits at once; a later one when its turn comes.
+            let turn = self
+                .place
+                .as_ref()
+                .filter(|place| !place.is_first())
+                .map(|place| Box::pin(place.turn(answer_by)) as vigil_store::CommitTurn<'_>);
+            let inserted = self
+                .store
+                .insert_on_writer(self.writer, &rows, &keys, turn)
+                .await;
             if let Err(InsertError::NotCommitted(error) | InsertError::OutcomeUnknown(error)) =
                 &inserted
             {
@@ -607,6 +707,8 @@ impl Batcher {
     /// Asks the database whether `ids` committed until it answers or `answer_by` comes
     /// (`None`), refusing what queues meanwhile.
     async fn settle(&mut self, ids: &[u64], answer_by: Instant) -> Option<bool> {
+        let line = Arc::clone(&self.line);
+        let _settling = line.settling();
         let mut backoff = BACKOFF_START;
         loop {
             match self.store.resolve(ids).await {

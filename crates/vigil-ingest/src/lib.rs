@@ -1,7 +1,7 @@
 //! The ingest pipeline, testable without HTTP.
 //!
 //! ```text
-//! handler ── IngestQueue::submit ──▶ bounded crossbeam channel ──▶ batcher thread
+//! handler ── IngestQueue::submit ──▶ bounded crossbeam channel ──▶ batcher thread(s)
 //!   (reserve budget, try_send)                                     │ takes all that is queued
 //!                                                                  │ allocate ids, one INSERT
 //!   ◀──────────── oneshot ack: ids (201) or IngestError (503) ─────┘ after COMMIT
@@ -11,7 +11,9 @@
 //! `try_send`-ed as one entry; over budget is an immediate [`IngestError::Overloaded`]. The
 //! batcher, on its own thread, writes as soon as it is free, taking everything queued up to
 //! the row and byte bounds: batches grow with the requests in flight (group commit), with no
-//! timer and no added latency for a trickle. One writer keeps ids in commit order.
+//! timer and no added latency for a trickle. With several store writers (MySQL), one batcher
+//! thread per writer overlaps large batches, and the commit line keeps ids in commit order
+//! (see `line`).
 //!
 //! A request may carry an idempotency key ([`KeyedRequest`]): its record is written in the
 //! same transaction as its events, and a retry is answered from it (see `idempotency`).
@@ -20,6 +22,7 @@ mod batcher;
 mod config;
 mod error;
 mod idempotency;
+mod line;
 mod pipeline;
 mod queue;
 mod stats;

@@ -19,6 +19,8 @@ pub const BATCH_ROWS_BOUNDS: &[f64] = &[
 pub struct BatchStats {
     /// Batches committed.
     pub batches: AtomicU64,
+    /// Batches handed to a helper writer, to be written while another batch commits.
+    pub overlapped_batches: AtomicU64,
     /// Rows committed.
     pub rows: AtomicU64,
     /// Largest batch committed, in rows.
@@ -45,6 +47,7 @@ impl Default for BatchStats {
     fn default() -> Self {
         BatchStats {
             batches: AtomicU64::new(0),
+            overlapped_batches: AtomicU64::new(0),
             rows: AtomicU64::new(0),
             max_batch_rows: AtomicU64::new(0),
             failed_requests: AtomicU64::new(0),

@@ -307,3 +307,67 @@ async fn a_key_recorded_by_another_instance_is_answered_from_its_record() {
     second_store.close().await;
     database.drop_database().await;
 }
+
+/// Hands every committed batch's ids to the test, in the order the batcher handed them over.
+#[derive(Default)]
+struct RecordingSink {
+    batches: std::sync::Mutex<Vec<Vec<u64>>>,
+}
+
+impl vigil_core::CommitSink for RecordingSink {
+    fn committed(&self, batch: vigil_core::CommittedBatch) {
+        let ids = batch.events.iter().map(|event| event.id).collect();
+        self.batches.lock().unwrap().push(ids);
+    }
+}
+
+#[tokio::test]
+async fn large_batches_overlap_on_two_writers_and_still_commit_and_publish_in_id_order() {
+    let database = TestDatabase::create().await;
+    let store = store_for(&database).await;
+    assert!(store.writers() >= 2, "MySQL spreads batches over writers");
+    let sink = std::sync::Arc::new(RecordingSink::default());
+    let config = IngestConfig {
+        batch_max_rows: 400,
+        ..IngestConfig::default()
+    };
+    let ingest = Ingest::start(store.clone(), config, Some(sink.clone())).unwrap();
+    let queue = ingest.queue();
+
+    let mut pending = Vec::new();
+    for n in 0..60 {
+        let events: Vec<NewEvent> = (0..300).map(|k| event(&format!("b{n}-{k}"))).collect();
+        pending.push(
+            queue
+                .submit(events, format!("bulk-{n}"))
+                .expect("within budget"),
+        );
+    }
+    let mut acked = Vec::new();
+    for ack in pending {
+        let ids = ack.wait().await.expect("stored");
+        assert_eq!(ids.len(), 300);
+        acked.extend(ids);
+    }
+    assert!(
+        queue.stats().overlapped_batches.load(Ordering::Relaxed) > 0,
+        "some batches were written beside another"
+    );
+    ingest.shutdown(Duration::from_secs(10)).await;
+
+    // Published in commit order, which is id order, each acknowledged id exactly once.
+    let published: Vec<u64> = sink.batches.lock().unwrap().concat();
+    assert!(
+        published.windows(2).all(|pair| pair[0] < pair[1]),
+        "batches were handed over in id order"
+    );
+    acked.sort_unstable();
+    assert_eq!(published, acked);
+    let stored = store.latest(acked.len() + 1).await.unwrap();
+    assert_eq!(
+        stored.len(),
+        acked.len(),
+        "every acknowledged event and nothing else"
+    );
+    database.drop_database().await;
+}

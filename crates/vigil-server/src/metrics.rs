@@ -320,6 +320,12 @@ impl Sources {
             "Batches committed to the database",
             stats.batches.load(Ordering::Relaxed),
         )?;
+        counter(
+            encoder,
+            "vigil_batches_overlapped",
+            "Batches written on a second writer connection while another batch committed",
+            stats.overlapped_batches.load(Ordering::Relaxed),
+        )?;
         histogram(
             encoder,
             "vigil_batch_rows",
