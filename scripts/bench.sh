@@ -10,7 +10,9 @@
 #        (from /proc/PID/stat around the run), and its baseline: `bare_hyper`, a hyper server
 #        that reads the body and answers the same 201 Vigil answered, doing nothing else;
 #     2. bulk ingest: wrk -t1 -c4, 1,000 events per POST, and its baseline: raw multi-row
-#        INSERTs of 1,000 rows into the same table from one connection (`raw_insert`);
+#        INSERTs of 1,000 rows into the same table from one connection (`raw_insert`), and
+#        from two connections committing in any order (the ceiling of several writers);
+#        then what each secondary index costs per row (scripts/bench-indexes.sh);
 #     3. cached read GET /api/events?page=1&size=20 and filtered read type=GAS&level=WARN
 #        (from the database), wrk -t2 -c64;
 #     4. latency against offered rate: single-event ingest open loop at 10 %…100 % of the
@@ -36,6 +38,7 @@
 #   FANOUT_RATES ("1000 1250 1500 2000")   rising fan-out rates, until one fails
 #   FANOUT_RATES_10K ("50 100 150 200 300")  the same with 10,000 clients
 #   IDLE_CONNECTIONS (10000)
+#   INDEX_ROUNDS (3), INDEX_SECONDS (8)   rounds and seconds per table of the index costs
 #   BENCH_OUT (BENCHMARKS.md), BENCH_DIR (target/bench: raw outputs, goose reports)
 #   SKIP_BUILD=1            use the release binaries already in $CARGO_TARGET_DIR/release
 #   SKIP_FAILOVER=1         leave out 8 (it builds and runs the test binary, ~3 minutes)
@@ -215,6 +218,8 @@ echo "bulk ingest: $BULK_EPS events/s ($BULK_RPS req/s of 1,000), p99 $BULK_P99 
 RAW=$("$BIN/raw_insert" "$URL" 1000 "${DURATION%s}" | tee "$WORK/raw-insert.txt" | grep -o '[0-9]* rows/s$' | cut -d' ' -f1)
 BULK_SHARE=$(python3 -c "print(round(100 * $BULK_EPS / max($RAW, 1)))")
 echo "baseline, raw multi-row INSERTs of 1,000 rows from one connection: $RAW rows/s; bulk ingest reaches $BULK_SHARE %"
+RAW2=$("$BIN/raw_insert" "$URL" 1000 "${DURATION%s}" 2 | tee "$WORK/raw-insert-2.txt" | grep -o '[0-9]* rows/s$' | cut -d' ' -f1)
+echo "raw multi-row INSERTs of 1,000 rows from two connections, commits in any order: $RAW2 rows/s"
 CACHE=$(curl -sI "http://$FULL/api/events?page=1&size=20" | tr -d '\r' | awk -F': ' 'tolower($1)=="x-cache" {print $2}')
 read -r CACHED_RPS CACHED_P50 CACHED_P99 CACHED_ERR < <(wrk_run cached -t2 -c64 -d"$DURATION" "http://$FULL/api/events?page=1&size=20")
 echo "cached read (X-Cache: $CACHE): $CACHED_RPS req/s, p99 $CACHED_P99 ms"
@@ -294,6 +299,11 @@ FAN_1000_P99=$(json "${FANOUT[1]}" '"%.1f" % latency_ms["p99"]')
 IDLE_KIB=$(json "${FANOUT[FAN_LAST]}" '"%.1f" % kib_per_connection')
 IDLE=$(json "${FANOUT[FAN_LAST]}" '"%.1f KiB per connection (%d connections, RSS %.0f → %.0f MiB)" % (kib_per_connection, connected, server_rss_kib_before / 1024, server_rss_kib_after / 1024)')
 
+log "index costs (scripts/bench-indexes.sh)"
+INDEX_ROUNDS=${INDEX_ROUNDS:-3}
+INDEX_SECONDS=${INDEX_SECONDS:-8}
+INDEXES=$(ROUNDS=$INDEX_ROUNDS SECONDS_EACH=$INDEX_SECONDS bash scripts/bench-indexes.sh "$BIN/raw_insert" | tee "$WORK/indexes.md")
+
 if [ "${SKIP_FAILOVER:-0}" != 1 ]; then
   log "failover (scripts/bench-failover.sh)"
   FAILOVER_OUT="$WORK/failover.jsonl" bash scripts/bench-failover.sh > "$WORK/failover.md"
@@ -330,6 +340,7 @@ IDLE_CONNECTIONS=$IDLE_CONNECTIONS. The reference settings are the defaults (15s
 | single-event ingest with a fresh \`Idempotency-Key\` per request, full mode | **$KEYED_RPS req/s**, p50 $KEYED_P50 ms, p99 $KEYED_P99 ms ($KEYED_ERR errors) | \`VIGIL_WRK_IDEMPOTENCY=1 wrk -t2 -c64 -d$DURATION --latency -s scripts/wrk/post_event.lua\` |
 | bulk ingest, 1,000 events per POST, full mode | **$BULK_EPS events/s** ($BULK_RPS req/s, p99 $BULK_P99 ms, $BULK_ERR errors) | \`wrk -t1 -c4 -d$DURATION --latency -s scripts/wrk/post_bulk.lua\` |
 | baseline: raw multi-row INSERTs of 1,000 rows, one connection, same table | $RAW rows/s | \`raw_insert $URL 1000 ${DURATION%s}\` |
+| the same from two connections, commits in any order (Vigil keeps them in id order) | $RAW2 rows/s | \`raw_insert $URL 1000 ${DURATION%s} 2\` |
 | cached read \`GET /api/events?page=1&size=20\` (X-Cache: $CACHE) | **$CACHED_RPS req/s**, p50 $CACHED_P50 ms, p99 $CACHED_P99 ms | \`wrk -t2 -c64 -d$DURATION --latency\` |
 | filtered read \`type=GAS&level=WARN&size=20\` at $ROWS events | **$FILTER_RPS req/s**, p50 $FILTER_P50 ms, p99 $FILTER_P99 ms | \`wrk -t2 -c64 -d$DURATION --latency\` |
 | goose site mix (70 % single posts, 2 % bulks of 20, 20 % cached, 8 % filtered reads) | $SITE_RPS req/s, $SITE_FAIL failures of $SITE_REQS ([goose report](target/bench/goose-site.html), not committed) | \`vigil-load --users 32 --increase-time 2s --run-time $DURATION\` |
@@ -355,6 +366,17 @@ Each target beside its reference, both measured in this run.
 | 1,000 clients × 1,000 events/s, every event, p99 ≤ 50 ms | p99 **$FAN_1000_P99 ms**, server CPU $FAN_CPU ms per 1,000 deliveries | — | $(verdict "$FAN_1000_P99 <= 50") |
 | 10,000 clients get every event with p99 < 100 ms at ≥ 100 events/s | $FAN_BEST_10K | — | $(verdict "$FAN_10K_RATE >= 100") |
 | ≤ 12 KiB resident memory per idle WebSocket at $IDLE_CONNECTIONS connections | **$IDLE_KIB KiB** | — | $(verdict "$IDLE_KIB <= 12") |
+
+## What each index costs
+
+Bulk ingest's baseline (\`raw_insert\`, 1,000-row INSERTs from one connection) into tables that
+differ only in their indexes, each in its own database; mariadbd's CPU per row from
+\`/proc/PID/stat\`, the median of $INDEX_ROUNDS runs of ${INDEX_SECONDS}s taken in turn. \`pk\` has the primary
+key alone; \`pk_check\` adds the payload's \`JSON_VALID\` CHECK; each of the next four adds one
+secondary index to \`pk_check\`; \`all\` is the table as Vigil creates it. Which list query each
+index serves, and why all four are kept: [docs/architecture.md](docs/architecture.md#what-the-indexes-cost).
+
+$INDEXES
 
 ## Latency against offered rate
 
