@@ -160,8 +160,11 @@ settle() {
   echo "the machine did not settle to 90 % idle within a minute; measuring anyway"
 }
 
-# verdict EXPRESSION → "yes" or "**no**" (a Python expression over numbers).
-verdict() { python3 -c "print('yes' if ($1) else '**no**')"; }
+# verdict EXPRESSION [SHORTFALL] → "yes", or "**no**" followed by how far the run fell short
+# (a Python expression over numbers, and one giving the shortfall's text).
+verdict() {
+  python3 -c "import sys; ok, gap = eval(sys.argv[1]), sys.argv[2]; print('yes' if ok else '**no**' + (', ' + eval(gap) if gap else ''))" "$1" "${2:-}"
+}
 json() { python3 -c "import json,sys; r=json.loads(sys.argv[1]); print(eval(sys.argv[2], {}, r))" "$1" "$2"; }
 
 "$BIN/sample_bulk" 1000 > "$WORK/bulk-1000.json"
@@ -360,10 +363,10 @@ Each target beside its reference, both measured in this run.
 
 | target | this run | reference in the same run | met |
 | --- | --- | --- | --- |
-| single-event ingest ≥ 45 % of a bare hyper server's rate | **$SINGLE_SHARE %** ($SINGLE_RPS req/s, p99 $SINGLE_P99 ms) | \`bare_hyper\`, reads the body and answers Vigil's 201: $BARE_RPS req/s, p99 $BARE_P99 ms, $CPU_BARE µs CPU per request | $(verdict "$SINGLE_SHARE >= 45") |
-| server CPU per acknowledged event ≤ 25 µs, Vigil's own ≤ 8 µs (from \`/proc/PID/stat\` around the single-event run) | **$CPU_SERVER µs**: Vigil $CPU_VIGIL, MariaDB $CPU_MARIADB, Redis $CPU_REDIS; the machine was $SINGLE_IDLE % idle, $SINGLE_STEAL % stolen by the hypervisor | bare hyper: $CPU_BARE µs per request | $(verdict "$CPU_SERVER <= 25 and $CPU_VIGIL <= 8") |
-| bulk ingest ≥ 100 % of raw one-connection INSERTs | **$BULK_SHARE %** ($BULK_EPS events/s) | \`raw_insert\`: $RAW rows/s | $(verdict "$BULK_SHARE >= 100") |
-| 1,000 clients × 1,000 events/s, every event, p99 ≤ 50 ms | p99 **$FAN_1000_P99 ms**, server CPU $FAN_CPU ms per 1,000 deliveries | — | $(verdict "$FAN_1000_P99 <= 50") |
+| single-event ingest ≥ 45 % of a bare hyper server's rate | **$SINGLE_SHARE %** ($SINGLE_RPS req/s, p99 $SINGLE_P99 ms) | \`bare_hyper\`, reads the body and answers Vigil's 201: $BARE_RPS req/s, p99 $BARE_P99 ms, $CPU_BARE µs CPU per request | $(verdict "$SINGLE_SHARE >= 45" "f'{45 - $SINGLE_SHARE} points short'") |
+| server CPU per acknowledged event ≤ 25 µs, Vigil's own ≤ 8 µs (from \`/proc/PID/stat\` around the single-event run) | **$CPU_SERVER µs**: Vigil $CPU_VIGIL, MariaDB $CPU_MARIADB, Redis $CPU_REDIS; the machine was $SINGLE_IDLE % idle, $SINGLE_STEAL % stolen by the hypervisor | bare hyper: $CPU_BARE µs per request | $(verdict "$CPU_SERVER <= 25 and $CPU_VIGIL <= 8" "f'{$CPU_SERVER - 25:+.1f} µs in all, Vigil {$CPU_VIGIL - 8:+.1f} µs'") |
+| bulk ingest ≥ 100 % of raw one-connection INSERTs | **$BULK_SHARE %** ($BULK_EPS events/s) | \`raw_insert\`: $RAW rows/s | $(verdict "$BULK_SHARE >= 100" "f'{100 - $BULK_SHARE} points short'") |
+| 1,000 clients × 1,000 events/s, every event, p99 ≤ 50 ms | p99 **$FAN_1000_P99 ms**, server CPU $FAN_CPU ms per 1,000 deliveries | — | $(verdict "$FAN_1000_P99 <= 50" "f'p99 {$FAN_1000_P99 - 50:.1f} ms over'") |
 | 10,000 clients get every event with p99 < 100 ms at ≥ 100 events/s | $FAN_BEST_10K | — | $(verdict "$FAN_10K_RATE >= 100") |
 | ≤ 12 KiB resident memory per idle WebSocket at $IDLE_CONNECTIONS connections | **$IDLE_KIB KiB** | — | $(verdict "$IDLE_KIB <= 12") |
 
