@@ -51,7 +51,6 @@ for v in $VARIANTS; do
   [ "$v" != pk ] || "${MYSQL[@]}" "$db" -e "ALTER TABLE events DROP CONSTRAINT events_payload_is_json"
 done
 
-cpu_ticks() { awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$1/stat"; }
 TICK=$(getconf CLK_TCK)
 for round in $(seq "$ROUNDS"); do
   for v in $VARIANTS; do

@@ -125,10 +125,9 @@ print(int(re.search(r"(\d+) requests in", text).group(1)) - (int(bad.group(1)) i
 PY
 }
 
-# CPU time from /proc, in clock ticks: a process's user + system time (fields 14 and 15 of
-# /proc/PID/stat, counted after the parenthesised command name), and the machine's idle,
-# stolen (taken by the hypervisor for other guests) and total time from /proc/stat.
-cpu_ticks() { awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$1/stat"; }
+# CPU time from /proc, in clock ticks: a process's (cpu_ticks, scripts/services.sh), and the
+# machine's idle, stolen (taken by the hypervisor for other guests) and total time from
+# /proc/stat.
 machine_ticks() { awk '/^cpu / {total = 0; for (i = 2; i <= 9; i++) total += $i; print $5 + $6, $9, total; exit}' /proc/stat; }
 # cpu_snapshot PID... → "ticks_of_each_pid idle_ticks steal_ticks total_ticks"
 cpu_snapshot() { local pid; for pid in "$@"; do printf '%s ' "$(cpu_ticks "$pid")"; done; machine_ticks; }

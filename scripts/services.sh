@@ -4,6 +4,9 @@
 # uses (tests that must kill a server start private ones of their own).
 
 log() { printf '\n==> %s\n' "$*"; }
+# A process's CPU time in clock ticks: user + system (fields 14 and 15 of /proc/PID/stat,
+# counted after the parenthesised command name).
+cpu_ticks() { awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$1/stat"; }
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

@@ -77,7 +77,12 @@ impl Ingest {
             );
             let name = format!("vigil-batcher-{writer}");
             let thread = if writer == 0 {
-                let batcher = batcher.with_helpers(to_helpers.clone());
+                // With one writer there is no helper to hand anything to.
+                let batcher = if store.writers() > 1 {
+                    batcher.with_helpers(to_helpers.clone())
+                } else {
+                    batcher
+                };
                 std::thread::Builder::new()
                     .name(name)
                     .spawn(move || batcher.run(&runtime))?
