@@ -20,5 +20,5 @@ pub use error::{FieldError, MAX_DETAILS, ParseError};
 pub use event::{Level, Limits, MAX_ID_EXCLUSIVE, NewEvent};
 pub use histogram::{AtomicHistogram, HistogramSnapshot};
 pub use parse::{BodyFormat, EventParser, ParsedBody};
-pub use query::{EventFilter, EventQuery, QueryError, parse_subscribe_query};
+pub use query::{EventFilter, EventQuery, QueryError, parse_event_id, parse_subscribe_query};
 pub use time::UnixMillis;

@@ -298,11 +298,9 @@ pub fn parse_subscribe_query(
         if since.is_some() {
             return Err(refuse("since", "give it once"));
         }
-        let valid =
-            !value.is_empty() && value.len() <= 16 && value.bytes().all(|b| b.is_ascii_digit());
-        match value.parse::<u64>() {
-            Ok(id) if valid && id < MAX_ID_EXCLUSIVE => since = Some(id),
-            _ => {
+        match parse_event_id(value) {
+            Some(id) => since = Some(id),
+            None => {
                 return Err(refuse(
                     "since",
                     format!("{value:?} is not an event id (an integer from 0 to 2^53 - 1)"),
@@ -311,6 +309,16 @@ pub fn parse_subscribe_query(
         }
     }
     Ok((filter, since))
+}
+
+/// An event id as a client names the last one it saw (`since=`, `Last-Event-ID`): plain
+/// decimal digits, from 0 to 2^53 - 1.
+pub fn parse_event_id(value: &str) -> Option<u64> {
+    let valid = !value.is_empty() && value.len() <= 16 && value.bytes().all(|b| b.is_ascii_digit());
+    value
+        .parse::<u64>()
+        .ok()
+        .filter(|&id| valid && id < MAX_ID_EXCLUSIVE)
 }
 
 fn parse_number(

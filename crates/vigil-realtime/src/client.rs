@@ -31,7 +31,6 @@
 //! A write that cannot finish (the client stopped reading) is bounded: by the idle limit
 //! normally, and by [`CLOSE_GRACE`] once the client is being closed.
 
-use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::io::IoSlice;
 use std::pin::Pin;
@@ -46,13 +45,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use vigil_core::EventFilter;
-use vigil_store::{Store, StoredEvent};
-
-use crate::event::{put_length, text_frame};
-use crate::hub::{Hub, Registration, ResumePoint};
+use crate::event::{Wire, put_length, text_frame};
+use crate::hub::{Hub, Registration};
 use crate::protocol::{self, MessageRules, Violation};
 use crate::reader::{FrameReader, ReadError};
+use crate::resume::{ReplayOutcome, ReplaySeam, Resume};
 
 /// Largest frame a client may send; larger closes the connection with 1009.
 pub const MAX_CLIENT_MESSAGE_BYTES: usize = 64 * 1024;
@@ -94,103 +91,9 @@ enum Ending {
     Broken,
 }
 
-/// Ids read per by-id lookup while replaying.
-const REPLAY_IDS_PER_READ: usize = 1000;
-/// How long a replayed id is remembered to drop its live copy: longer than any publish can
-/// lag its commit (the publisher's queue is bounded by its own deadlines).
-const REPLAY_DEDUPE_WINDOW: Duration = Duration::from_secs(120);
-
-/// What a resuming client must be replayed before its live frames.
-pub struct Resume {
-    pub store: Store,
-    /// The last id the client saw.
-    pub since: u64,
-    pub filter: EventFilter,
-    /// Where `since` stands in the hub's delivery log ([`crate::Hub::register_resuming`]);
-    /// `None` when it is not there.
-    pub point: Option<ResumePoint>,
-    /// At most this many events are replayed (`VIGIL_WS_RESUME_MAX`).
-    pub max_events: usize,
-}
-
-impl Resume {
-    /// The events the client missed, at most `max_events`, and whether that is all of them.
-    ///
-    /// When `since` is in the hub's delivery log, the client missed what was fanned out after
-    /// it, whatever the ids (instances commit from different id blocks): replayed first, in
-    /// fan-out order, so that resuming again from the last replayed id continues where this
-    /// replay stopped. Then the stored events with ids above `since` that were not fanned out
-    /// yet (committed, still on their way), in id order; their live copies are skipped.
-    /// Events the channel lost reach the client through backfill.
-    ///
-    /// When `since` is older than the log, the stored events with larger ids are replayed in id
-    /// order: exact for one instance; with several, an event committed with a smaller id
-    /// (another instance's older block) just after `since` can be missed.
-    async fn missed_events(&mut self) -> Result<(Vec<StoredEvent>, bool), vigil_store::StoreError> {
-        let limit = self.max_events.saturating_add(1);
-        let mut events: Vec<StoredEvent> = Vec::new();
-        let mut skip: HashSet<u64> = HashSet::new();
-        if let Some(point) = self.point.take() {
-            for ids in point.logged_after.chunks(REPLAY_IDS_PER_READ) {
-                if events.len() >= limit {
-                    break;
-                }
-                let mut found: HashMap<u64, StoredEvent> = self
-                    .store
-                    .events_by_ids(ids)
-                    .await?
-                    .into_iter()
-                    .map(|event| (event.id, event))
-                    .collect();
-                events.extend(
-                    ids.iter()
-                        .filter_map(|id| found.remove(id))
-                        .filter(|event| {
-                            self.filter
-                                .matches(&event.event_type, event.level, &event.source)
-                        }),
-                );
-            }
-            skip = point.seen_above;
-            skip.extend(point.logged_after);
-        }
-        let mut cursor = self.since;
-        while events.len() < limit {
-            let page = self
-                .store
-                .events_after(cursor, &self.filter, REPLAY_IDS_PER_READ)
-                .await?;
-            let Some(last) = page.last() else {
-                break;
-            };
-            cursor = last.id;
-            let full = page.len() == REPLAY_IDS_PER_READ;
-            events.extend(page.into_iter().filter(|event| !skip.contains(&event.id)));
-            if !full {
-                break;
-            }
-        }
-        let complete = events.len() <= self.max_events;
-        events.truncate(self.max_events);
-        Ok((events, complete))
-    }
-}
-
 /// The control frame that ends a replay.
-fn resume_frame(since: u64, replayed: usize, complete: bool) -> Bytes {
-    let json =
-        format!(r#"{{"resume":{{"since":{since},"replayed":{replayed},"complete":{complete}}}}}"#);
-    text_frame(json.as_bytes())
-}
-
-/// The event id in a hub frame (a text frame holding the event JSON).
-fn frame_event_id(frame: &[u8]) -> Option<u64> {
-    let header = match frame.get(1)? & 0x7f {
-        126 => 4,
-        127 => 10,
-        _ => 2,
-    };
-    vigil_bus::entry_id(frame.get(header..)?)
+fn resume_frame(outcome: &ReplayOutcome) -> Bytes {
+    text_frame(format!(r#"{{"resume":{}}}"#, outcome.json()).as_bytes())
 }
 
 /// Serves an upgraded socket on a task `hub` tracks (so shutdown closes it with 1001, and
@@ -249,9 +152,7 @@ async fn serve(
         ping_interval,
         last_heard_ms: &last_heard_ms,
         started,
-        replayed: HashSet::new(),
-        seen_through: None,
-        replayed_until: None,
+        seam: ReplaySeam::default(),
     };
     let client = registration.id();
     let hub = registration.hub();
@@ -323,29 +224,16 @@ struct Writer<'a, W> {
     ping_interval: Duration,
     last_heard_ms: &'a AtomicU64,
     started: Instant,
-    /// Ids just replayed to a resuming client: their live copies are skipped…
-    replayed: HashSet<u64>,
-    /// …and, when the client resumed from an id this hub had not fanned out yet (still on
-    /// its way, or older than the log), live frames with ids up to it, which the client
-    /// says it has seen (the replay is in id order then)…
-    seen_through: Option<u64>,
-    /// …until then.
-    replayed_until: Option<Instant>,
+    /// What a resuming client was just replayed, whose live copies are skipped.
+    seam: ReplaySeam,
 }
 
 impl<W: AsyncWrite + Unpin> Writer<'_, W> {
     /// Replays what a resuming client missed, then the control frame. Live frames queue up
     /// meanwhile (the client was registered first). A store that cannot answer makes an empty
     /// replay with `complete:false`: the client keeps its live feed and may resume again.
-    async fn replay(&mut self, mut resume: Resume, stats: &crate::hub::HubStats) -> Result<(), ()> {
-        let seen_through = resume.point.is_none().then_some(resume.since);
-        let (events, complete) = match resume.missed_events().await {
-            Ok(missed) => missed,
-            Err(error) => {
-                tracing::warn!(%error, since = resume.since, "websocket resume could not read the store");
-                (Vec::new(), false)
-            }
-        };
+    async fn replay(&mut self, resume: Resume, stats: &crate::hub::HubStats) -> Result<(), ()> {
+        let (events, outcome) = resume.replay(stats).await;
         let limit = self.ping_interval * IDLE_INTERVALS;
         let mut frames: Vec<Bytes> = Vec::with_capacity(MAX_FRAMES_PER_WRITE);
         for chunk in events.chunks(MAX_FRAMES_PER_WRITE) {
@@ -357,34 +245,13 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
             );
             self.write_bounded(&frames, limit).await?;
         }
-        if !events.is_empty() || seen_through.is_some() {
-            self.replayed = events.iter().map(|event| event.id).collect();
-            self.seen_through = seen_through;
-            self.replayed_until = Some(Instant::now() + REPLAY_DEDUPE_WINDOW);
-        }
-        stats.resumes.fetch_add(1, Ordering::Relaxed);
-        stats
-            .replayed_events
-            .fetch_add(events.len() as u64, Ordering::Relaxed);
-        let control = resume_frame(resume.since, events.len(), complete);
-        self.write_bounded(&[control], limit).await
+        self.seam = ReplaySeam::after(&events, &outcome);
+        self.write_bounded(&[resume_frame(&outcome)], limit).await
     }
 
     /// Drops from `batch` the live frames of events just replayed.
     fn skip_replayed(&mut self, batch: &mut Vec<Bytes>) {
-        let Some(until) = self.replayed_until else {
-            return;
-        };
-        if Instant::now() >= until {
-            self.replayed = HashSet::new();
-            self.seen_through = None;
-            self.replayed_until = None;
-            return;
-        }
-        let seen = |id: u64| {
-            self.replayed.contains(&id) || self.seen_through.is_some_and(|through| id <= through)
-        };
-        batch.retain(|frame| frame_event_id(frame).is_none_or(|id| !seen(id)));
+        self.seam.skip_replayed(Wire::WebSocket, batch);
     }
 
     async fn run(&mut self, frames: &mut mpsc::Receiver<Bytes>) {
@@ -604,11 +471,17 @@ mod tests {
 
     #[test]
     fn resume_frames_and_event_ids_read_back() {
-        let frame = resume_frame(17, 3, false);
+        let frame = resume_frame(&ReplayOutcome {
+            since: 17,
+            replayed: 3,
+            complete: false,
+            from_log: true,
+        });
         assert_eq!(
             &frame[2..],
             br#"{"resume":{"since":17,"replayed":3,"complete":false}}"#
         );
+        let frame_event_id = |frame: &[u8]| Wire::WebSocket.event_id(frame);
         assert_eq!(frame_event_id(&frame), None);
         let short = text_frame(br#"{"id":42,"source":"s"}"#);
         assert_eq!(frame_event_id(&short), Some(42));

@@ -1,5 +1,9 @@
-//! One event as the hub handles it: its WebSocket frame, built once, and the fields filters
-//! look at, read from the JSON's prefix without a full parse.
+//! One event as the hub handles it: its frame for each wire, built once, and the fields
+//! filters look at, read from the JSON's prefix without a full parse.
+//!
+//! A [`Wire`] is how a client receives events: a WebSocket text frame, or a Server-Sent
+//! Events message (`id: <id>` and `data: <json>`). The hub builds an event's SSE message only
+//! while an SSE client is connected, so the second wire costs nothing when nobody uses it.
 //!
 //! Every event on the channel (or from the in-process feed) is Vigil's own encoding
 //! (`vigil_core::StoredEventRef::encode_into`), whose first four keys are always, in this order:
@@ -28,8 +32,53 @@ pub struct HubEvent {
     /// The event's `level`.
     pub level: Level,
     /// The whole server-to-client text frame (header and the event JSON), shared by every
-    /// client it is sent to.
+    /// WebSocket client it is sent to.
     pub frame: Bytes,
+    /// The event's Server-Sent Events message, shared by every SSE client it is sent to;
+    /// `None` when no SSE client was connected as the event was taken in.
+    pub sse: Option<Bytes>,
+}
+
+/// How a client receives events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// `GET /ws`: one text frame per event.
+    WebSocket,
+    /// `GET /api/events/stream`: one `text/event-stream` message per event.
+    Sse,
+}
+
+impl Wire {
+    /// The event id in one of this wire's event frames; `None` for anything else (a control
+    /// frame, a comment).
+    pub fn event_id(self, frame: &[u8]) -> Option<u64> {
+        match self {
+            Wire::WebSocket => {
+                let header = match frame.get(1)? & 0x7f {
+                    126 => 4,
+                    127 => 10,
+                    _ => 2,
+                };
+                entry_id(frame.get(header..)?)
+            }
+            Wire::Sse => {
+                let digits = frame.strip_prefix(b"id: ")?;
+                let length = digits.iter().take_while(|b| b.is_ascii_digit()).count();
+                if length == 0 || digits.get(length) != Some(&b'\n') {
+                    return None;
+                }
+                std::str::from_utf8(&digits[..length]).ok()?.parse().ok()
+            }
+        }
+    }
+
+    /// This wire's frame for the event `id` whose stored JSON is `json`.
+    pub fn event_frame(self, id: u64, json: &[u8]) -> Bytes {
+        match self {
+            Wire::WebSocket => text_frame(json),
+            Wire::Sse => sse_message(id, json),
+        }
+    }
 }
 
 impl HubEvent {
@@ -41,6 +90,11 @@ impl HubEvent {
 
     /// [`HubEvent::from_json`] for a `json` whose id `entry_id` has already read.
     pub fn with_id(id: u64, json: &[u8]) -> Option<HubEvent> {
+        HubEvent::for_wires(id, json, false)
+    }
+
+    /// [`HubEvent::with_id`], with the SSE message built too when `sse` is set.
+    pub fn for_wires(id: u64, json: &[u8], sse: bool) -> Option<HubEvent> {
         debug_assert_eq!(entry_id(json), Some(id));
         // `entry_id` checked the `{"id":<digits>,` prefix.
         let digits = json[6..].iter().take_while(|b| b.is_ascii_digit()).count();
@@ -58,8 +112,44 @@ impl HubEvent {
             event_type,
             level,
             frame: text_frame(json),
+            sse: sse.then(|| sse_message(id, json)),
         })
     }
+
+    /// The frame a client on `wire` is sent; `None` when the event came in before that wire
+    /// had a client (so there is none to send).
+    pub fn frame_for(&self, wire: Wire) -> Option<&Bytes> {
+        match wire {
+            Wire::WebSocket => Some(&self.frame),
+            Wire::Sse => self.sse.as_ref(),
+        }
+    }
+}
+
+/// One Server-Sent Events message: `id: <id>`, `data: <json>`, and the blank line that ends
+/// it. Vigil's JSON holds no line breaks (strings escape them); a foreign encoder's
+/// insignificant whitespace may, and a line break would end the `data:` line, so any is sent
+/// as a space, which leaves the JSON value the same.
+pub fn sse_message(id: u64, json: &[u8]) -> Bytes {
+    let mut message = BytesMut::with_capacity(json.len() + 32);
+    message.put_slice(b"id: ");
+    message.put_slice(itoa::Buffer::new().format(id).as_bytes());
+    message.put_slice(b"\ndata: ");
+    let start = message.len();
+    message.put_slice(json);
+    for byte in &mut message[start..] {
+        if *byte == b'\n' || *byte == b'\r' {
+            *byte = b' ';
+        }
+    }
+    message.put_slice(b"\n\n");
+    message.freeze()
+}
+
+/// A named Server-Sent Events message without an id (`resume`, `close`): clients keep the
+/// id of the last event they got, so a reconnect resumes from an event.
+pub fn sse_named(name: &str, json: &str) -> Bytes {
+    Bytes::from(format!("event: {name}\ndata: {json}\n\n"))
 }
 
 /// A complete, unmasked server text frame holding `payload`.
@@ -217,6 +307,29 @@ mod tests {
                 String::from_utf8_lossy(text)
             );
         }
+    }
+
+    #[test]
+    fn sse_messages_carry_the_id_and_the_json_on_one_data_line() {
+        let json = encoded("sensor-1", "GAS", Level::Warn);
+        let message = sse_message(42, &json);
+        let text = std::str::from_utf8(&message).unwrap();
+        assert_eq!(
+            text,
+            format!("id: 42\ndata: {}\n\n", std::str::from_utf8(&json).unwrap())
+        );
+        assert_eq!(Wire::Sse.event_id(&message), Some(42));
+        assert_eq!(Wire::WebSocket.event_id(&text_frame(&json)), Some(42));
+        assert_eq!(Wire::Sse.event_id(b": heartbeat\n\n"), None);
+        assert_eq!(Wire::Sse.event_id(b"event: resume\ndata: {}\n\n"), None);
+        let spaced = b"{\"id\":7,\r\n\"source\":\"s\"}";
+        assert_eq!(
+            &sse_message(7, spaced)[..],
+            b"id: 7\ndata: {\"id\":7,  \"source\":\"s\"}\n\n"
+        );
+        let event = HubEvent::for_wires(42, &json, true).unwrap();
+        assert_eq!(event.frame_for(Wire::Sse), Some(&message));
+        assert!(HubEvent::with_id(42, &json).unwrap().sse.is_none());
     }
 
     #[test]

@@ -1,8 +1,10 @@
-//! The hub: fan-out of each new event to every connected WebSocket client whose filter
-//! matches, without ever waiting on a client.
+//! The hub: fan-out of each new event to every connected client whose filter matches, without
+//! ever waiting on a client. A client is a WebSocket (`/ws`) or a Server-Sent Events stream
+//! (`/api/events/stream`): its [`Wire`]; both kinds share the limits, the policy and the log
+//! below.
 //!
-//! Each event's frame is built once ([`HubEvent`]) and shared (`Bytes`) by every client it
-//! goes to. Clients live in one `RwLock`ed map that the feeder (the Redis bridge, or the
+//! Each event's frame is built once per wire ([`HubEvent`]) and shared (`Bytes`) by every
+//! client it goes to. Clients live in one `RwLock`ed map that the feeder (the Redis bridge, or the
 //! in-process feed without Redis) reads once per run of events: a read lock and one `try_send`
 //! per matching client and event; registration and removal take the write lock briefly.
 //!
@@ -40,7 +42,7 @@ use vigil_bus::{CommittedBatch, entry_id};
 use vigil_core::CommitSink;
 use vigil_core::EventFilter;
 
-use crate::event::HubEvent;
+use crate::event::{HubEvent, Wire};
 
 /// Committed batches the in-process feed holds for the hub task; past it batches are dropped
 /// and counted (the database keeps them; backfill will recover them).
@@ -219,6 +221,9 @@ struct Inner {
     /// `clients.len()`, kept beside the map (updated under its write lock) so that
     /// [`Hub::deliver`] can read it under the log's lock without taking the map's.
     client_count: AtomicUsize,
+    /// How many of them are SSE clients, kept the same way: events are given their SSE
+    /// message only while there is one.
+    sse_count: AtomicUsize,
     /// What was fanned out, in order. Lock order: `clients`, then `log`.
     log: Mutex<DeliveryLog>,
     /// A lower bound on the free slots of every client's queue: the least room the last look
@@ -243,6 +248,8 @@ struct Inner {
 struct ClientSlot {
     /// `None` for a client that takes every event.
     filter: Option<EventFilter>,
+    /// Which of an event's frames the client is sent.
+    wire: Wire,
     /// The client's bounded frame queue.
     frames: mpsc::Sender<Bytes>,
     /// Cancelled when the client is dropped as a slow consumer.
@@ -307,6 +314,7 @@ impl Hub {
             inner: Arc::new(Inner {
                 clients: RwLock::new(HashMap::new()),
                 client_count: AtomicUsize::new(0),
+                sse_count: AtomicUsize::new(0),
                 room_hint: AtomicUsize::new(0),
                 log: Mutex::new(DeliveryLog::new(DELIVERY_LOG_EVENTS)),
                 backfill_from_ms: AtomicI64::new(NO_BACKFILL),
@@ -333,25 +341,33 @@ impl Hub {
         self.inner.client_count.load(Ordering::Acquire)
     }
 
-    /// Adds a client that wants the events `filter` matches.
+    /// SSE clients connected now (they are also counted in [`Hub::client_count`]).
+    pub fn sse_client_count(&self) -> usize {
+        self.inner.sse_count.load(Ordering::Acquire)
+    }
+
+    /// Adds a WebSocket client that wants the events `filter` matches.
     pub fn register(&self, filter: EventFilter) -> Result<Registration, RegisterError> {
-        self.register_inner(filter, None)
+        self.join(Wire::WebSocket, filter, None)
             .map(|(registration, _)| registration)
     }
 
-    /// Adds a client that resumes after the event `since`, and says where `since` stands in
-    /// the delivery log (`None` when it is not there). Everything fanned out from now on
-    /// reaches the client's queue.
+    /// Adds a WebSocket client that resumes after the event `since`: [`Hub::join`].
     pub fn register_resuming(
         &self,
         filter: EventFilter,
         since: u64,
     ) -> Result<(Registration, Option<ResumePoint>), RegisterError> {
-        self.register_inner(filter, Some(since))
+        self.join(Wire::WebSocket, filter, Some(since))
     }
 
-    fn register_inner(
+    /// Adds a client on `wire` that wants the events `filter` matches. With `since` (the last
+    /// event id it saw, when it resumes), also says where `since` stands in the delivery log
+    /// (`None` when it is not there). Everything fanned out from now on reaches the client's
+    /// queue.
+    pub fn join(
         &self,
+        wire: Wire,
         filter: EventFilter,
         since: Option<u64>,
     ) -> Result<(Registration, Option<ResumePoint>), RegisterError> {
@@ -375,13 +391,15 @@ impl Hub {
                 id,
                 ClientSlot {
                     filter: (!filter.is_empty()).then_some(filter),
+                    wire,
                     frames: sender,
                     kick: kick.clone(),
                 },
             );
-            self.inner
-                .client_count
-                .store(clients.len(), Ordering::Release);
+            if wire == Wire::Sse {
+                self.inner.sse_count.fetch_add(1, Ordering::AcqRel);
+            }
+            self.counted(&clients);
             // Taken after the client joined (and before the map's lock is let go): an event
             // logged before this point is in the snapshot, one logged after it is fanned out
             // to this client (see `deliver`).
@@ -414,6 +432,7 @@ impl Hub {
             // Read under the log's lock: a client registering concurrently either is counted
             // here (and gets these events) or snapshots the log after them (and replays them).
             let listening = self.client_count() > 0;
+            let sse = self.sse_client_count() > 0;
             for json in messages {
                 let Some(id) = entry_id(json) else {
                     self.count_unreadable(json);
@@ -426,7 +445,7 @@ impl Hub {
                 admitted += 1;
                 // With no client connected, nothing more is parsed, and nothing framed.
                 if listening {
-                    match HubEvent::with_id(id, json) {
+                    match HubEvent::for_wires(id, json, sse) {
                         Some(event) => events.push(event),
                         None => self.count_unreadable(json),
                     }
@@ -544,7 +563,12 @@ impl Hub {
             // woken by the first, runs on the other worker; it writes them at once.
             for (&id, client) in clients.iter() {
                 for event in events.iter().filter(|event| client.wants(event)) {
-                    match client.frames.try_send(event.frame.clone()) {
+                    // An SSE client that joined after the event was taken in: not its event
+                    // (a resuming one replays it, from the log).
+                    let Some(frame) = event.frame_for(client.wire) else {
+                        continue;
+                    };
+                    match client.frames.try_send(frame.clone()) {
                         Ok(()) => queued += 1,
                         Err(TrySendError::Full(_)) => {
                             client.kick.cancel();
@@ -561,11 +585,9 @@ impl Hub {
         if !overflowed.is_empty() {
             let mut clients = self.write_clients();
             for id in &overflowed {
-                clients.remove(id);
+                self.take_out(&mut clients, *id);
             }
-            self.inner
-                .client_count
-                .store(clients.len(), Ordering::Release);
+            self.counted(&clients);
             drop(clients);
             stats
                 .slow_consumers
@@ -573,7 +595,7 @@ impl Hub {
             tracing::warn!(
                 clients = overflowed.len(),
                 queue = self.inner.settings.client_queue,
-                "websocket clients fell a full queue behind; closing them (1008 slow consumer)"
+                "realtime clients fell a full queue behind; closing them (slow consumer)"
             );
         }
     }
@@ -609,7 +631,22 @@ impl Hub {
 
     fn remove(&self, id: u64) {
         let mut clients = self.write_clients();
-        clients.remove(&id);
+        self.take_out(&mut clients, id);
+        self.counted(&clients);
+    }
+
+    /// Removes a client from the map (under its write lock), keeping the SSE count.
+    fn take_out(&self, clients: &mut HashMap<u64, ClientSlot>, id: u64) {
+        if clients
+            .remove(&id)
+            .is_some_and(|client| client.wire == Wire::Sse)
+        {
+            self.inner.sse_count.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Updates the count kept beside the map, under its write lock.
+    fn counted(&self, clients: &HashMap<u64, ClientSlot>) {
         self.inner
             .client_count
             .store(clients.len(), Ordering::Release);

@@ -37,7 +37,9 @@ pub mod event;
 pub mod hub;
 pub mod protocol;
 pub mod reader;
+pub mod resume;
+pub mod sse;
 
 pub use bridge::{Bridge, BridgeStats};
-pub use event::HubEvent;
+pub use event::{HubEvent, Wire};
 pub use hub::{Hub, HubSettings, HubStats, LocalFeed, RegisterError, Registration};

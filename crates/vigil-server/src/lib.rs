@@ -20,6 +20,7 @@
 pub mod api;
 pub mod cache;
 pub mod config;
+pub mod console;
 pub mod http;
 pub mod metrics;
 pub mod page;
@@ -346,25 +347,31 @@ impl Application {
         }
         tracing::info!(deadline_s = deadline.as_secs(), "shutting down");
         stopping.cancel();
-        let (served, ()) = tokio::join!(server, self.ingest.shutdown(deadline));
-        served.context("the accept loop panicked")?;
-        if let Some(publisher) = self.publisher {
-            publisher.shutdown(PUBLISH_DRAIN_DEADLINE).await;
-        }
-        match self.feed {
-            HubFeed::Redis(bridge) => bridge.stop().await,
-            HubFeed::Local(mut task) => {
-                // The batcher has stopped and dropped the feed: the task delivers what is
-                // queued, then ends.
-                if tokio::time::timeout(LOCAL_FEED_DRAIN_DEADLINE, &mut task)
-                    .await
-                    .is_err()
-                {
-                    task.abort();
+        // Realtime ends alongside the HTTP drain, not after it: an event stream is a response
+        // that lasts until the hub closes it, so the drain waits on the hub's shutdown.
+        let realtime = async {
+            // Once the batcher has stopped, nothing more is committed here.
+            self.ingest.shutdown(deadline).await;
+            if let Some(publisher) = self.publisher {
+                publisher.shutdown(PUBLISH_DRAIN_DEADLINE).await;
+            }
+            match self.feed {
+                HubFeed::Redis(bridge) => bridge.stop().await,
+                HubFeed::Local(mut task) => {
+                    // The batcher has stopped and dropped the feed: the task delivers what is
+                    // queued, then ends.
+                    if tokio::time::timeout(LOCAL_FEED_DRAIN_DEADLINE, &mut task)
+                        .await
+                        .is_err()
+                    {
+                        task.abort();
+                    }
                 }
             }
-        }
-        self.hub.shutdown(WS_CLOSE_DEADLINE).await;
+            self.hub.shutdown(WS_CLOSE_DEADLINE).await;
+        };
+        let (served, ()) = tokio::join!(server, realtime);
+        served.context("the accept loop panicked")?;
         let _ = self.backfill.await;
         if let Some(retention) = self.retention {
             retention.stop().await;

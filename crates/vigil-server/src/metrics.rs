@@ -453,12 +453,18 @@ impl Sources {
             encoder,
             "vigil_ws_clients",
             "WebSocket clients connected now",
-            saturating_i64(self.hub.client_count() as u64),
+            saturating_i64((self.hub.client_count() - self.hub.sse_client_count()) as u64),
+        )?;
+        gauge(
+            encoder,
+            "vigil_sse_clients",
+            "Server-Sent Events clients (GET /api/events/stream) connected now",
+            saturating_i64(self.hub.sse_client_count() as u64),
         )?;
         counter(
             encoder,
             "vigil_ws_frames_sent",
-            "Event frames handed to WebSocket clients' send queues",
+            "Event frames handed to live clients' send queues (WebSocket and SSE)",
             hub.frames_queued(),
         )?;
         counter(

@@ -9,12 +9,17 @@
 /// A route of the API, or [`Route::Unmatched`] for any other path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
+    /// The console page (`GET /`).
+    Console,
+    /// The console's files.
+    ConsoleFile,
     Health,
     Ready,
     OpenApi,
     Metrics,
     Ws,
     Events,
+    EventStream,
     Event,
     /// Any path the table does not know (a 404): one metrics label for all of them.
     Unmatched,
@@ -22,13 +27,16 @@ pub enum Route {
 
 impl Route {
     /// Every route that is served, in the table's order.
-    pub const SERVED: [Route; 7] = [
+    pub const SERVED: [Route; 10] = [
+        Route::Console,
+        Route::ConsoleFile,
         Route::Health,
         Route::Ready,
         Route::OpenApi,
         Route::Metrics,
         Route::Ws,
         Route::Events,
+        Route::EventStream,
         Route::Event,
     ];
 
@@ -46,16 +54,26 @@ impl Route {
     /// The route a request path belongs to.
     pub fn of(path: &str) -> Route {
         match path {
+            "/" => Route::Console,
             "/api/health" => Route::Health,
             "/api/ready" => Route::Ready,
             "/api/openapi.json" => Route::OpenApi,
             "/metrics" => Route::Metrics,
             "/api/events" => Route::Events,
+            "/api/events/stream" => Route::EventStream,
             "/ws" => Route::Ws,
-            _ => match path.strip_prefix("/api/events/") {
-                Some(id) if !id.contains('/') => Route::Event,
-                _ => Route::Unmatched,
-            },
+            _ => {
+                if let Some(id) = path.strip_prefix("/api/events/") {
+                    if !id.contains('/') {
+                        return Route::Event;
+                    }
+                } else if let Some(name) = path.strip_prefix("/console/")
+                    && !name.contains('/')
+                {
+                    return Route::ConsoleFile;
+                }
+                Route::Unmatched
+            }
         }
     }
 
@@ -77,12 +95,15 @@ impl Route {
     /// Pattern, methods, and the same methods as an `Allow` value.
     const fn spec(self) -> (&'static str, &'static [&'static str], &'static str) {
         match self {
+            Route::Console => ("/", &["GET", "HEAD"], "GET, HEAD"),
+            Route::ConsoleFile => ("/console/{name}", &["GET", "HEAD"], "GET, HEAD"),
             Route::Health => ("/api/health", &["GET", "HEAD"], "GET, HEAD"),
             Route::Ready => ("/api/ready", &["GET", "HEAD"], "GET, HEAD"),
             Route::OpenApi => ("/api/openapi.json", &["GET", "HEAD"], "GET, HEAD"),
             Route::Metrics => ("/metrics", &["GET", "HEAD"], "GET, HEAD"),
             Route::Ws => ("/ws", &["GET"], "GET"),
             Route::Events => ("/api/events", &["GET", "HEAD", "POST"], "GET, HEAD, POST"),
+            Route::EventStream => ("/api/events/stream", &["GET"], "GET"),
             Route::Event => ("/api/events/{id}", &["GET", "HEAD"], "GET, HEAD"),
             Route::Unmatched => ("unmatched", &[], ""),
         }
@@ -115,9 +136,14 @@ mod tests {
             ("/metrics", "/metrics"),
             ("/api/events", "/api/events"),
             ("/api/events/17", "/api/events/{id}"),
+            ("/api/events/stream", "/api/events/stream"),
             ("/api/events/abc", "/api/events/{id}"),
             ("/api/events/1/2", "unmatched"),
             ("/ws", "/ws"),
+            ("/", "/"),
+            ("/console/app.js", "/console/{name}"),
+            ("/console/a/b", "unmatched"),
+            ("/index.html", "unmatched"),
             ("/wp-admin/setup.php", "unmatched"),
         ] {
             assert_eq!(Route::of(path).pattern(), pattern, "{path}");
@@ -128,7 +154,11 @@ mod tests {
     fn allow_lists_the_routes_methods() {
         for route in Route::SERVED {
             assert_eq!(route.allow(), route.methods().join(", "), "{route:?}");
-            assert_eq!(Route::of(&route.pattern().replace("{id}", "7")), route);
+            let path = route
+                .pattern()
+                .replace("{id}", "7")
+                .replace("{name}", "app.js");
+            assert_eq!(Route::of(&path), route);
         }
     }
 }

@@ -9,12 +9,10 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::{
     ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER, SEC_WEBSOCKET_VERSION, UPGRADE, WWW_AUTHENTICATE,
 };
 use http::{HeaderValue, Response, StatusCode};
-use http_body_util::Full;
 use vigil_core::{FieldError, ParseError, write_json_string};
 
 use super::Body;
@@ -97,6 +95,21 @@ impl ApiError {
         )
     }
 
+    /// 400 `validation_failed` for a malformed request header, named in the details.
+    pub fn invalid_header(header: &str, problem: impl Into<String>) -> Self {
+        ApiError {
+            details: vec![FieldError {
+                index: None,
+                field: header.to_owned(),
+                message: problem.into(),
+            }],
+            ..ApiError::new(
+                ErrorCode::ValidationFailed,
+                format!("the {header} header is invalid"),
+            )
+        }
+    }
+
     pub fn invalid_json(message: impl Into<String>) -> Self {
         ApiError::new(ErrorCode::InvalidJson, message)
     }
@@ -161,7 +174,7 @@ impl ApiError {
         }
         json.push(b'}');
 
-        let mut response = Response::new(Full::new(Bytes::from(json)));
+        let mut response = Response::new(Body::full(json));
         *response.status_mut() = self.code.status();
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -208,7 +221,7 @@ impl From<Denial> for ApiError {
             .retry_after(whole_seconds_at_least_one(retry_after)),
             Denial::TooManyWebSockets => ApiError::new(
                 ErrorCode::RateLimited,
-                "too many websocket clients from this address; retry later",
+                "too many live clients (websockets and event streams) from this address; retry later",
             )
             .retry_after(WS_PER_ADDR_RETRY_AFTER_S),
         }

@@ -18,7 +18,7 @@ use std::net::IpAddr;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use sha2::{Digest as _, Sha256};
-use vigil_core::{EventParser, FieldError, NewEvent, ParsedBody, write_json_string};
+use vigil_core::{EventParser, NewEvent, ParsedBody, write_json_string};
 use vigil_ingest::{IngestError, KeyedRequest, Stored};
 use vigil_store::{Digest, IdempotencyRecord};
 
@@ -175,17 +175,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&[u8]>, ApiError> {
     };
     match problem {
         None => Ok(Some(key)),
-        Some(message) => Err(ApiError {
-            details: vec![FieldError {
-                index: None,
-                field: "Idempotency-Key".to_owned(),
-                message: message.to_owned(),
-            }],
-            ..ApiError::new(
-                ErrorCode::ValidationFailed,
-                "the Idempotency-Key header is invalid",
-            )
-        }),
+        Some(message) => Err(ApiError::invalid_header("Idempotency-Key", message)),
     }
 }
 

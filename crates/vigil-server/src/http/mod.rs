@@ -14,7 +14,11 @@ mod events;
 pub mod list;
 mod ready;
 pub mod request_id;
+mod response_body;
+mod stream;
 pub mod ws;
+
+pub use response_body::Body;
 
 pub use crate::api::{ROUTES, Route};
 
@@ -28,16 +32,12 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use http::header::{ACCESS_CONTROL_REQUEST_METHOD, CONTENT_TYPE, ORIGIN};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::Full;
 use hyper::body::Incoming;
 
 use crate::metrics::Exporter;
 use crate::security::Scope;
 use crate::state::AppState;
 use error::{ApiError, ErrorCode};
-
-/// Every response body is a complete buffer.
-pub type Body = Full<Bytes>;
 
 /// The OpenAPI 3.1 description of this API (`crates/vigil-server/openapi.json`), served at
 /// `GET /api/openapi.json`.
@@ -63,7 +63,7 @@ pub async fn serve(
     let client = state.security.client_addr(peer, request.headers());
     let routed = match preflight {
         Some(headers) => {
-            let mut response = Response::new(Full::new(Bytes::new()));
+            let mut response = Response::new(Body::empty());
             *response.status_mut() = StatusCode::NO_CONTENT;
             *response.headers_mut() = headers;
             Ok(Ok(response))
@@ -122,6 +122,11 @@ async fn route(
     let readable = method == Method::GET || method == Method::HEAD;
     let wrong_method = || Err(ApiError::method_not_allowed(matched.allow()));
     match matched {
+        Route::Console if readable => Ok(crate::console::page(request.headers())),
+        Route::ConsoleFile if readable => {
+            let name = request.uri().path().trim_start_matches("/console/");
+            crate::console::file(name, request.headers())
+        }
         Route::Health if readable => Ok(json(StatusCode::OK, Bytes::from_static(b"{\"ok\":true}"))),
         Route::Ready if readable => Ok(ready::ready(state).await),
         Route::OpenApi if readable => Ok(json(StatusCode::OK, OPENAPI_JSON)),
@@ -138,6 +143,7 @@ async fn route(
             authorize_read(state, &request)?;
             within_request_timeout(state, list::list(state, &request)).await
         }
+        Route::EventStream if method == Method::GET => stream::open(state, &request, client),
         Route::Event if readable => {
             authorize_read(state, &request)?;
             let id = request
@@ -199,7 +205,7 @@ pub fn serve_metrics_only(exporter: &Exporter, request: &Request<Incoming>) -> R
 }
 
 pub fn metrics_response(exporter: &Exporter) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(exporter.render())));
+    let mut response = Response::new(Body::full(exporter.render()));
     response.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
@@ -209,7 +215,7 @@ pub fn metrics_response(exporter: &Exporter) -> Response<Body> {
 
 /// A JSON response.
 pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut response = Response::new(Full::new(body.into()));
+    let mut response = Response::new(Body::full(body));
     *response.status_mut() = status;
     response
         .headers_mut()

@@ -11,15 +11,14 @@
 //! `rate_limited`. A client offering the subprotocol `vigil.v1` (browsers pass their token as
 //! a second one, `vigil.bearer.<token>`) is answered `Sec-WebSocket-Protocol: vigil.v1`.
 
-use bytes::Bytes;
 use std::net::IpAddr;
 
 use http::header::{HeaderValue, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION};
 use http::{Request, Response};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use vigil_core::EventFilter;
-use vigil_realtime::RegisterError;
+use vigil_realtime::resume::Resume;
+use vigil_realtime::{RegisterError, Registration, Wire};
 
 use crate::http::Body;
 use crate::http::error::{ApiError, ErrorCode};
@@ -70,33 +69,7 @@ pub async fn upgrade(
     // Held by the socket's task: the address's count drops when the socket closes.
     let slot = state.security.ws_slot(client)?;
 
-    let refused = |error| match error {
-        RegisterError::Full => ApiError::new(
-            ErrorCode::Overloaded,
-            "too many websocket clients are connected; retry later",
-        )
-        .retry_after(5),
-        RegisterError::ShuttingDown => {
-            ApiError::new(ErrorCode::Overloaded, "the server is shutting down")
-        }
-    };
-    let (registration, resume) = match since {
-        None => (state.hub.register(filter).map_err(refused)?, None),
-        Some(since) => {
-            let (registration, point) = state
-                .hub
-                .register_resuming(filter.clone(), since)
-                .map_err(refused)?;
-            let resume = vigil_realtime::client::Resume {
-                store: state.store.clone(),
-                since,
-                filter,
-                point,
-                max_events: state.config.ws.ws_resume_max as usize,
-            };
-            (registration, Some(resume))
-        }
-    };
+    let (registration, resume) = join_hub(state, Wire::WebSocket, filter, since)?;
     let (response, upgraded) = fastwebsockets::upgrade::upgrade(&mut request).map_err(|error| {
         // The headers were checked above; this is not expected.
         tracing::warn!(%error, "websocket upgrade refused");
@@ -113,7 +86,38 @@ pub async fn upgrade(
             HeaderValue::from_static(security::SUBPROTOCOL),
         );
     }
-    Ok(Response::from_parts(parts, Full::new(Bytes::new())))
+    Ok(Response::from_parts(parts, Body::empty()))
+}
+
+/// Adds a client on `wire` to the hub, with what it must be replayed first when it resumes
+/// after the event `since`. Refused when the hub is full or shutting down.
+pub(super) fn join_hub(
+    state: &AppState,
+    wire: Wire,
+    filter: EventFilter,
+    since: Option<u64>,
+) -> Result<(Registration, Option<Resume>), ApiError> {
+    let (registration, point) = state
+        .hub
+        .join(wire, filter.clone(), since)
+        .map_err(|error| match error {
+            RegisterError::Full => ApiError::new(
+                ErrorCode::Overloaded,
+                "too many live clients are connected; retry later",
+            )
+            .retry_after(5),
+            RegisterError::ShuttingDown => {
+                ApiError::new(ErrorCode::Overloaded, "the server is shutting down")
+            }
+        })?;
+    let resume = since.map(|since| Resume {
+        store: state.store.clone(),
+        since,
+        filter,
+        point,
+        max_events: state.config.ws.ws_resume_max as usize,
+    });
+    Ok((registration, resume))
 }
 
 /// The `type`, `level` and `source` filters of a `/ws` query (same syntax as the list API)

@@ -12,8 +12,13 @@ use crate::helpers::{TestApp, read_until_closed};
 #[tokio::test]
 async fn unknown_routes_are_404() {
     let app = TestApp::spawn().await;
+    // `/` is the console; nothing else outside the table is served.
     for path in [
-        "/",
+        "/index.html",
+        "/console",
+        "/console/",
+        "/console/app.js/x",
+        "/console/lib.rs",
         "/api",
         "/api/health/",
         "/api/eventsx",

@@ -29,6 +29,7 @@ mod request_id;
 mod retention;
 mod slow_readers;
 mod soak;
+mod sse;
 mod store_failure;
 mod tls;
 mod ws;

@@ -107,7 +107,7 @@ async fn bad_since_values_get_invalid_query(mode: Mode) {
 }
 
 /// Posts events one after another to `addr` until `stop`, and returns the acknowledged ids.
-fn keep_posting(
+pub fn keep_posting(
     app: &TestApp,
     addr: SocketAddr,
     name: &'static str,
