@@ -7,7 +7,7 @@
 (() => {
   const LEVELS = ['INFO', 'WARN', 'ERROR', 'CRITICAL'];
   // Shapes as well as colours, so a level reads without colour.
-  const ICONS = { INFO: 'ⓘ', WARN: '▲', ERROR: '✖', CRITICAL: '‼' };
+  const ICONS = { INFO: '●', WARN: '▲', ERROR: '✖', CRITICAL: '‼' };
   const INITIAL_EVENTS = 50;
   const MAX_ROWS = 500;
   const REMEMBERED_IDS = 50000;

@@ -13,7 +13,7 @@ use crate::helpers::{TestApp, event_json};
 use crate::ws::{eventually, post_one};
 
 /// Where Debian puts Chromium, or `VIGIL_TEST_CHROMIUM`.
-fn chromium() -> String {
+pub fn chromium() -> String {
     std::env::var("VIGIL_TEST_CHROMIUM").unwrap_or_else(|_| "chromium".to_owned())
 }
 

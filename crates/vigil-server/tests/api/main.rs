@@ -6,6 +6,7 @@ mod helpers;
 mod auth;
 mod browser;
 mod cache;
+mod console;
 mod cors;
 mod errors;
 mod galera;
