@@ -1,5 +1,6 @@
 //! One measuring client against a scripted WebSocket server on a loopback port: the upgrade,
-//! frames split across TCP writes, a masked pong, duplicates, foreign frames and a close code.
+//! frames split across TCP writes, a masked pong, duplicates, foreign frames and a close code;
+//! and one event-stream client against a scripted chunked `text/event-stream` response.
 //! (The run against a real Vigil is in loadtest/README.md.)
 
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use vigil_loadtest::fanout::client::{self, ClientSettings, Ending, Shared};
+use vigil_loadtest::fanout::client::{self, ClientSettings, Ending, Shared, Wire};
 use vigil_loadtest::fanout::system::Target;
 
 const RUN: u64 = 7;
@@ -84,6 +85,7 @@ async fn client_reads_events_answers_pings_and_records_the_close_code() {
     let server = tokio::spawn(scripted_server(listener));
     let settings = Arc::new(ClientSettings {
         target: Target::parse(&format!("http://127.0.0.1:{port}")).unwrap(),
+        wire: Wire::Ws,
         path: "/ws?type=GAS".to_owned(),
         read_buffer: 32,
         run: RUN,
@@ -117,4 +119,85 @@ async fn client_reads_events_answers_pings_and_records_the_close_code() {
         shared.delivered.load(std::sync::atomic::Ordering::Relaxed),
         2
     );
+}
+
+fn sse_event(id: u64, seq: u64, run: u64) -> String {
+    format!(
+        "id: {id}\ndata: {{\"id\":{id},\"source\":\"sensor-1\",\"type\":\"GAS\",\"level\":\"WARN\",\"payload\":{{\"t\":0,\"seq\":{seq},\"run\":{run}}},\"occurredAt\":null}}\n\n"
+    )
+}
+
+fn chunk(text: &str) -> Vec<u8> {
+    let mut out = format!("{:x}\r\n", text.len()).into_bytes();
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+#[tokio::test]
+async fn a_stream_client_reads_events_across_chunks_and_records_the_close() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            stream.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        let mut first = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+            transfer-encoding: chunked\r\n\r\n"
+            .to_vec();
+        first.extend(chunk("retry: 1000\n\n"));
+        first.extend(chunk(&sse_event(10, 0, RUN)));
+        stream.write_all(&first).await.unwrap();
+        let split = chunk(&format!("{}: keep-alive\n\n", sse_event(11, 1, RUN)));
+        stream.write_all(&split[..30]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        stream.write_all(&split[30..]).await.unwrap();
+        let mut rest = chunk(&sse_event(11, 1, RUN));
+        rest.extend(chunk(&sse_event(12, 2, RUN + 1)));
+        rest.extend(chunk(
+            "event: resume\ndata: {\"since\":9,\"replayed\":0,\"complete\":true}\n\n",
+        ));
+        rest.extend(chunk(
+            "event: close\ndata: {\"reason\":\"slow consumer\"}\n\n",
+        ));
+        rest.extend(b"0\r\n\r\n");
+        stream.write_all(&rest).await.unwrap();
+        String::from_utf8(head).unwrap()
+    });
+    let settings = Arc::new(ClientSettings {
+        target: Target::parse(&format!("http://127.0.0.1:{port}")).unwrap(),
+        wire: Wire::Sse,
+        path: "/api/events/stream?type=GAS".to_owned(),
+        read_buffer: 32,
+        run: RUN,
+        started: Instant::now(),
+        seq_bound: 100,
+        reconnect: false,
+    });
+    let shared = Arc::new(Shared::default());
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(10),
+        client::run(0, settings, shared.clone(), Arc::new(Semaphore::new(1))),
+    )
+    .await
+    .expect("the client ends when the stream ends");
+    let head = server.await.unwrap();
+    assert!(
+        head.starts_with("GET /api/events/stream?type=GAS HTTP/1.1\r\n"),
+        "{head}"
+    );
+    assert!(outcome.connected);
+    assert_eq!(outcome.received.len(), 2);
+    assert_eq!(outcome.duplicates, 1);
+    assert_eq!(outcome.foreign_frames, 1);
+    assert_eq!(outcome.control_frames, 1);
+    assert_eq!(
+        outcome.pings, 2,
+        "the retry field and the keep-alive comment"
+    );
+    assert_eq!(outcome.endings, [Ending::ServerClose(Some(1008))]);
 }

@@ -33,6 +33,7 @@ use super::frame::{
     close_code, masked_control_frame,
 };
 use super::seqset::{Insert, SeqSet};
+use super::sse::{Message, SseBuffer};
 
 /// Largest latency the histograms hold (larger values are recorded as this): one minute.
 pub const MAX_LATENCY_US: u64 = 60_000_000;
@@ -51,10 +52,31 @@ const RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// Close code the measurer sends when a run ends.
 const NORMAL_CLOSURE: u16 = 1000;
 
+/// How the clients receive events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Wire {
+    /// `/ws`: a WebSocket, one text frame per event.
+    Ws,
+    /// `/api/events/stream`: Server-Sent Events, one message per event.
+    Sse,
+}
+
+impl Wire {
+    /// The route the clients open.
+    pub fn route(self) -> &'static str {
+        match self {
+            Wire::Ws => "/ws",
+            Wire::Sse => "/api/events/stream",
+        }
+    }
+}
+
 /// What every client of a run shares.
 pub struct ClientSettings {
     pub target: super::system::Target,
-    /// `/ws` with the filter's query, without `since`.
+    pub wire: Wire,
+    /// The wire's route with the filter's query, without `since`.
     pub path: String,
     /// Bytes each client reads into at a time.
     pub read_buffer: usize,
@@ -194,9 +216,9 @@ pub async fn run(
     client.outcome.connected = true;
     shared.connected.fetch_add(1, Ordering::Relaxed);
 
-    let (mut stream, mut buffer) = first;
+    let (mut stream, mut reader) = first;
     loop {
-        let Some(ending) = client.read(&mut stream, &mut buffer, &mut stopped).await else {
+        let Some(ending) = client.read(&mut stream, &mut reader, &mut stopped).await else {
             return client.outcome;
         };
         client.outcome.endings.push(ending);
@@ -209,9 +231,9 @@ pub async fn run(
         tokio::time::sleep(RETRY_PAUSE).await;
         client.outcome.reconnects += 1;
         match client.open(client.last_event_id).await {
-            Ok((next_stream, next_buffer)) => {
+            Ok((next_stream, next_reader)) => {
                 stream = next_stream;
-                buffer = next_buffer;
+                reader = next_reader;
             }
             Err(error) => {
                 client.outcome.connect_error = Some(format!("reconnecting: {error}"));
@@ -219,6 +241,12 @@ pub async fn run(
             }
         }
     }
+}
+
+/// The bytes of one connection as they are taken apart.
+enum Reader {
+    Ws(FrameBuffer),
+    Sse(SseBuffer),
 }
 
 struct Client {
@@ -241,42 +269,65 @@ impl Client {
         x
     }
 
-    /// Connects and upgrades, resuming after `since` when given; returns the stream and a
-    /// buffer holding any frame bytes that came with the 101 response.
-    async fn open(&mut self, since: Option<u64>) -> Result<(TcpStream, FrameBuffer), ConnectError> {
+    /// Connects (and upgrades, for a WebSocket), resuming after `since` when given; returns
+    /// the stream and a reader holding any bytes that came with the response head.
+    async fn open(&mut self, since: Option<u64>) -> Result<(TcpStream, Reader), ConnectError> {
         let mut key = [0u8; 16];
         key[..8].copy_from_slice(&self.next_random().to_le_bytes());
         key[8..].copy_from_slice(&self.next_random().to_le_bytes());
-        let request = upgrade_request(&self.settings, since, &key);
+        let wire = self.settings.wire;
+        let request = match wire {
+            Wire::Ws => upgrade_request(&self.settings, since, &key),
+            Wire::Sse => stream_request(&self.settings, since),
+        };
         let read_buffer = self.settings.read_buffer;
         let addr = self.settings.target.addr;
         let attempt = async move {
             let mut stream = TcpStream::connect(addr).await?;
             stream.set_nodelay(true)?;
             stream.write_all(request.as_bytes()).await?;
-            let mut buffer = FrameBuffer::new(read_buffer);
+            let mut head = Vec::with_capacity(1024);
+            let mut scratch = [0u8; 4096];
             let head_len = loop {
-                if let Some(end) = memchr::memmem::find(buffer.pending(), b"\r\n\r\n") {
+                if let Some(end) = memchr::memmem::find(&head, b"\r\n\r\n") {
                     break end + 4;
                 }
-                if buffer.pending().len() > MAX_RESPONSE_HEAD {
+                if head.len() > MAX_RESPONSE_HEAD {
                     return Err(ConnectError::Refused("response head too long".to_owned()));
                 }
-                let read = stream.read(buffer.spare()).await?;
+                let read = stream.read(&mut scratch).await?;
                 if read == 0 {
                     return Err(ConnectError::Refused("connection closed".to_owned()));
                 }
-                buffer.filled(read);
+                head.extend_from_slice(&scratch[..read]);
             };
-            let head = &buffer.pending()[..head_len];
             let status_line = head.split(|&byte| byte == b'\r').next().unwrap_or_default();
-            if !status_line.starts_with(b"HTTP/1.1 101") {
+            let expected: &[u8] = match wire {
+                Wire::Ws => b"HTTP/1.1 101",
+                Wire::Sse => b"HTTP/1.1 200",
+            };
+            if !status_line.starts_with(expected) {
                 return Err(ConnectError::Refused(
                     String::from_utf8_lossy(status_line).into_owned(),
                 ));
             }
-            buffer.consume(head_len);
-            Ok((stream, buffer))
+            let rest = &head[head_len..];
+            let reader = match wire {
+                Wire::Ws => {
+                    let mut buffer = FrameBuffer::new(read_buffer.max(rest.len()));
+                    buffer.spare()[..rest.len()].copy_from_slice(rest);
+                    buffer.filled(rest.len());
+                    Reader::Ws(buffer)
+                }
+                Wire::Sse => {
+                    let mut buffer = SseBuffer::new(read_buffer);
+                    buffer.extend(rest).map_err(|()| {
+                        ConnectError::Refused("a malformed chunked body".to_owned())
+                    })?;
+                    Reader::Sse(buffer)
+                }
+            };
+            Ok((stream, reader))
         };
         tokio::time::timeout(CONNECT_TIMEOUT, attempt)
             .await
@@ -288,31 +339,84 @@ impl Client {
     async fn read(
         &mut self,
         stream: &mut TcpStream,
-        buffer: &mut FrameBuffer,
+        reader: &mut Reader,
         stopped: &mut Pin<Box<WaitForCancellationFutureOwned>>,
     ) -> Option<Ending> {
         loop {
-            // Bytes that came with the 101 response are parsed before the first read.
-            if let Some(ending) = self.take_frames(stream, buffer).await {
-                return Some(ending);
+            // Bytes that came with the response head are parsed before the first read.
+            let ending = match reader {
+                Reader::Ws(buffer) => self.take_frames(stream, buffer).await,
+                Reader::Sse(buffer) => self.take_messages(buffer),
+            };
+            if ending.is_some() {
+                return ending;
             }
+            let spare = match reader {
+                Reader::Ws(buffer) => buffer.spare(),
+                Reader::Sse(buffer) => buffer.spare(),
+            };
             let read = tokio::select! {
                 biased;
                 () = stopped.as_mut() => None,
-                read = stream.read(buffer.spare()) => Some(read),
+                read = stream.read(spare) => Some(read),
             };
             match read {
                 None => {
-                    self.send_control(stream, OPCODE_CLOSE, &NORMAL_CLOSURE.to_be_bytes())
-                        .await
-                        .ok();
+                    // A stream client just goes; a WebSocket says goodbye first.
+                    if let Reader::Ws(_) = reader {
+                        self.send_control(stream, OPCODE_CLOSE, &NORMAL_CLOSURE.to_be_bytes())
+                            .await
+                            .ok();
+                    }
                     return None;
                 }
                 Some(Ok(0)) => return Some(Ending::Eof),
-                Some(Ok(count)) => buffer.filled(count),
+                Some(Ok(count)) => match reader {
+                    Reader::Ws(buffer) => buffer.filled(count),
+                    Reader::Sse(buffer) => {
+                        if buffer.filled(count).is_err() {
+                            return Some(Ending::Protocol);
+                        }
+                    }
+                },
                 Some(Err(error)) => return Some(Ending::Io(error.kind())),
             }
         }
+    }
+
+    /// Handles every whole message of an event stream; an ending when the stream ended.
+    fn take_messages(&mut self, buffer: &mut SseBuffer) -> Option<Ending> {
+        let now_us = self.settings.started.elapsed().as_micros() as u64;
+        let mut delivered = 0;
+        let ending = loop {
+            match buffer.next_message() {
+                None => break buffer.ended().then_some(Ending::Eof),
+                Some(Message::Event(data)) => {
+                    if self.take_event(buffer.bytes(data), now_us) {
+                        delivered += 1;
+                    }
+                }
+                Some(Message::Named(name, data)) => match buffer.bytes(name) {
+                    b"resume" => self.outcome.control_frames += 1,
+                    // Counted under the close code a WebSocket client would have seen.
+                    b"close" => {
+                        let slow = memchr::memmem::find(buffer.bytes(data), b"slow consumer");
+                        let code = if slow.is_some() { 1008 } else { 1001 };
+                        break Some(Ending::ServerClose(Some(code)));
+                    }
+                    _ => self.outcome.unexpected_frames += 1,
+                },
+                // Keep-alive comments (the stream's pings) and the retry field.
+                Some(Message::Other) => self.outcome.pings += 1,
+            }
+        };
+        if delivered > 0 {
+            self.outcome.last_delivery_us = now_us;
+            self.shared
+                .delivered
+                .fetch_add(delivered, Ordering::Relaxed);
+        }
+        ending
     }
 
     /// Handles every complete frame in the buffer; an ending when one of them ended the
@@ -436,6 +540,18 @@ fn upgrade_request(settings: &ClientSettings, since: Option<u64>, key: &[u8; 16]
     )
 }
 
+/// The request for an event stream (with the filter, and `Last-Event-ID` when resuming, as a
+/// browser's `EventSource` sends it).
+fn stream_request(settings: &ClientSettings, since: Option<u64>) -> String {
+    let resume = since
+        .map(|since| format!("Last-Event-ID: {since}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n{resume}\r\n",
+        settings.path, settings.target.authority
+    )
+}
+
 /// Standard base64 of a 16-byte key: 22 characters and `==`.
 fn base64_key(key: &[u8; 16]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -479,6 +595,7 @@ mod tests {
     fn resuming_requests_carry_since_after_the_filter() {
         let settings = ClientSettings {
             target: super::super::system::Target::parse("http://127.0.0.1:1").unwrap(),
+            wire: Wire::Ws,
             path: "/ws?type=GAS".to_owned(),
             read_buffer: 1024,
             run: 1,

@@ -1,5 +1,6 @@
-//! The WebSocket fan-out measurer: how many events a Vigil server delivers to how many `/ws`
-//! clients, how late, whether any is lost or doubled, and what the connections cost it.
+//! The fan-out measurer: how many events a Vigil server delivers to how many `/ws` clients (or
+//! Server-Sent Events clients of `/api/events/stream`, with `--wire sse`), how late, whether
+//! any is lost or doubled, and what the connections cost it.
 //!
 //! A fan-out run ([`run`] without `--idle`):
 //! 1. opens the clients at a bounded concurrency and waits until all are up ([`client`]);
@@ -22,6 +23,7 @@ pub mod frame;
 pub mod poster;
 pub mod report;
 pub mod seqset;
+pub mod sse;
 pub mod system;
 pub mod workload;
 
@@ -33,7 +35,7 @@ use anyhow::{Context, bail};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use client::{ClientOutcome, ClientSettings, Shared};
+use client::{ClientOutcome, ClientSettings, Shared, Wire};
 use poster::PosterSettings;
 use report::{FanoutReport, IdleReport};
 use seqset::SeqSet;
@@ -55,15 +57,18 @@ const SPARE_FILES: u64 = 64;
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
     name = "fanout",
-    about = "Measure Vigil's WebSocket fan-out: latency, loss and duplicates of events posted at a fixed rate, seen by N /ws clients"
+    about = "Measure Vigil's fan-out: latency, loss and duplicates of events posted at a fixed rate, seen by N /ws (or /api/events/stream) clients"
 )]
 pub struct Args {
     /// The server, as http://host:port; loopback addresses only.
     #[arg(long, default_value = "http://127.0.0.1:3000")]
     pub host: String,
-    /// WebSocket clients to open.
+    /// Clients to open.
     #[arg(long, default_value_t = 1000)]
     pub clients: u64,
+    /// How the clients receive events: ws (/ws) or sse (/api/events/stream).
+    #[arg(long, value_enum, default_value_t = Wire::Ws)]
+    pub wire: Wire,
     /// Filter query for /ws, e.g. 'type=GAS' or 'type=GAS,SMOKE&level=WARN'.
     #[arg(long)]
     pub filter: Option<String>,
@@ -194,12 +199,13 @@ async fn fanout(args: &Args, target: Target) -> anyhow::Result<FanoutReport> {
     };
     let events = poster_settings.events();
     let path = if filter.query.is_empty() {
-        "/ws".to_owned()
+        args.wire.route().to_owned()
     } else {
-        format!("/ws?{}", filter.query)
+        format!("{}?{}", args.wire.route(), filter.query)
     };
     let client_settings = Arc::new(ClientSettings {
         target: target.clone(),
+        wire: args.wire,
         path,
         read_buffer: args.read_buffer,
         run: poster_settings.run,
@@ -245,6 +251,7 @@ async fn fanout(args: &Args, target: Target) -> anyhow::Result<FanoutReport> {
         .map(|cpu| cpu * 1e6 / deliveries.delivered as f64);
     Ok(FanoutReport {
         host: args.host.clone(),
+        wire: args.wire,
         filter: args.filter.clone(),
         clients: args.clients,
         rate: args.rate,
@@ -277,7 +284,8 @@ async fn fanout(args: &Args, target: Target) -> anyhow::Result<FanoutReport> {
 async fn idle(args: &Args, target: Target, connections: u64) -> anyhow::Result<IdleReport> {
     let settings = Arc::new(ClientSettings {
         target,
-        path: "/ws".to_owned(),
+        wire: args.wire,
+        path: args.wire.route().to_owned(),
         read_buffer: IDLE_READ_BUFFER,
         run: run_id(),
         started: Instant::now(),

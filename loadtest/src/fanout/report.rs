@@ -106,6 +106,7 @@ pub fn tally(clients: &[ClientOutcome], expected: &SeqSet) -> DeliveryTally {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FanoutReport {
     pub host: String,
+    pub wire: super::client::Wire,
     pub filter: Option<String>,
     pub clients: u64,
     /// Events per second asked for.
@@ -203,8 +204,10 @@ impl fmt::Display for FanoutReport {
         let filter = self.filter.as_deref().unwrap_or("none");
         writeln!(
             f,
-            "vigil fanout: {} clients on {} (filter: {filter})",
-            self.clients, self.host
+            "vigil fanout: {} {} clients on {} (filter: {filter})",
+            self.clients,
+            self.wire.route(),
+            self.host
         )?;
         writeln!(
             f,
@@ -379,6 +382,7 @@ mod tests {
         let expected = SeqSet::from_fn(10, |seq| seq < 4);
         FanoutReport {
             host: "http://127.0.0.1:3950".to_owned(),
+            wire: crate::fanout::client::Wire::Ws,
             filter: Some("type=GAS".to_owned()),
             clients: 1,
             rate: 500.0,
@@ -411,7 +415,7 @@ mod tests {
     fn text_reports_name_every_figure() {
         let text = report().to_string();
         for needle in [
-            "1 clients on http://127.0.0.1:3950 (filter: type=GAS)",
+            "1 /ws clients on http://127.0.0.1:3950 (filter: type=GAS)",
             "10 events posted, 9 acked, 1 failed (201: 9, 503: 1)",
             "expected 4 (4 matching × 1 clients), delivered 4, missing 0, duplicates 0",
             "p50 1.50",

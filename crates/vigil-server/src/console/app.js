@@ -37,6 +37,10 @@
   let replayNote = null;
   const shown = new Set();
   const shownOrder = [];
+  // Rows waiting for the next frame: the table is updated once per frame, however fast events
+  // come, and not at all while the page is hidden (the counts still are).
+  let pending = [];
+  let flushing = false;
   const counts = Object.fromEntries(LEVELS.map((level) => [level, 0]));
   const perSecond = new Map();
 
@@ -310,6 +314,7 @@
   // --- events -----------------------------------------------------------------------------
 
   function clearEvents() {
+    pending = [];
     ui.rows.replaceChildren();
     shown.clear();
     shownOrder.length = 0;
@@ -337,9 +342,24 @@
       bucket[level] += 1;
       perSecond.set(second, bucket);
     }
-    ui.rows.prepend(row(event, level, live));
+    pending.push([event, level, live]);
+    if (pending.length > 2 * MAX_ROWS) pending = pending.slice(-MAX_ROWS);
+    if (!flushing) {
+      flushing = true;
+      requestAnimationFrame(flush);
+    }
+  }
+
+  function flush() {
+    flushing = false;
+    const rows = document.createDocumentFragment();
+    for (const [event, level, live] of pending.slice(-MAX_ROWS).reverse()) {
+      rows.append(row(event, level, live));
+    }
+    pending = [];
+    ui.rows.prepend(rows);
     while (ui.rows.childElementCount > MAX_ROWS) ui.rows.lastElementChild.remove();
-    ui.empty.hidden = true;
+    ui.empty.hidden = ui.rows.childElementCount > 0;
     renderCounters();
   }
 
@@ -373,20 +393,21 @@
     return tr;
   }
 
+  const countCells = Object.fromEntries(LEVELS.map((level) => {
+    const li = document.createElement('li');
+    li.className = `level-${level}`;
+    li.dataset.level = level;
+    const label = document.createElement('span');
+    label.textContent = `${ICONS[level]} ${level}`;
+    const count = document.createElement('span');
+    count.className = 'count';
+    li.append(label, count);
+    ui.counters.append(li);
+    return [level, count];
+  }));
+
   function renderCounters() {
-    const items = LEVELS.map((level) => {
-      const li = document.createElement('li');
-      li.className = `level-${level}`;
-      li.dataset.level = level;
-      const label = document.createElement('span');
-      label.textContent = `${ICONS[level]} ${level}`;
-      const count = document.createElement('span');
-      count.className = 'count';
-      count.textContent = counts[level].toLocaleString();
-      li.append(label, count);
-      return li;
-    });
-    ui.counters.replaceChildren(...items);
+    for (const level of LEVELS) countCells[level].textContent = counts[level].toLocaleString();
   }
 
   // --- chart: events per second by level, stacked -------------------------------------------
