@@ -7,7 +7,11 @@
 #    passes 50 ms; the last rate that passed is reported;
 # 3. many clients: 10,000 clients at rising rates until a run misses an event or its p99
 #    passes 100 ms (a million deliveries a second is 100 events/s);
-# 4. idle cost: a freshly started server, 10,000 idle connections, RSS growth per connection.
+# 4. the wires: 1,000 WebSocket clients against 1,000 Server-Sent Events clients
+#    (/api/events/stream) at 500 events/s, alternating, WIRE_ROUNDS rounds each;
+# 5. the console: 1,000 /ws clients at 500 events/s with and without the console (GET /) open
+#    in headless Chromium, alternating, WIRE_ROUNDS rounds each (skipped without chromium);
+# 6. idle cost: a freshly started server, 10,000 idle connections, RSS growth per connection.
 # Every run reports the server's CPU time per 1,000 deliveries (from /proc/PID/stat).
 #
 # Usage: bash scripts/bench-fanout.sh            (writes target/bench/fanout.jsonl, the
@@ -15,6 +19,7 @@
 #        to target/bench/fanout-verdict.json)
 # Settings: PORT (3950), RATES ("500 750 1000 1250 1500 2000"), DURATION (10s),
 # RATES_10K ("50 100 150 200 300"), CLIENTS_10K (10000), IDLE_CONNECTIONS (10000),
+# WIRE_ROUNDS (3; the wire and console runs go to target/bench/fanout-wires.jsonl),
 # FANOUT_OUT (target/bench/fanout.jsonl), SKIP_BUILD=1 (binaries already built, as
 # scripts/bench.sh does). Binaries are taken from $CARGO_TARGET_DIR/release.
 set -euo pipefail
@@ -31,16 +36,21 @@ CLIENTS_10K=${CLIENTS_10K:-10000}
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
 OUT=${FANOUT_OUT:-target/bench/fanout.jsonl}
 OUT_10K=${OUT%.jsonl}-10k.jsonl
+OUT_WIRES=${OUT%.jsonl}-wires.jsonl
+WIRE_ROUNDS=${WIRE_ROUNDS:-3}
 VERDICT=${OUT%.jsonl}-verdict.json
 BIN=${CARGO_TARGET_DIR:-target}/release
 mkdir -p "$(dirname "$OUT")"
 : > "$OUT"
 : > "$OUT_10K"
+: > "$OUT_WIRES"
 
 [ "${SKIP_BUILD:-0}" = 1 ] || cargo build --release --locked -p vigil-server -p vigil-loadtest
 mariadb -uroot -e "DROP DATABASE IF EXISTS $DB; CREATE DATABASE $DB"
 
 PID=
+CONSOLE_PID=
+CONSOLE_PROFILE=
 start_vigil() {
   DATABASE_URL=mysql://root@127.0.0.1:3306/$DB \
   REDIS_URL=redis://127.0.0.1:6379 \
@@ -53,7 +63,12 @@ start_vigil() {
 stop_vigil() {
   if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; PID=; fi
 }
+close_console() {
+  if [ -n "$CONSOLE_PID" ]; then kill "$CONSOLE_PID" 2>/dev/null || true; wait "$CONSOLE_PID" 2>/dev/null || true; CONSOLE_PID=; fi
+  if [ -n "$CONSOLE_PROFILE" ]; then rm -rf "$CONSOLE_PROFILE"; CONSOLE_PROFILE=; fi
+}
 cleanup() {
+  close_console
   stop_vigil
   redis-cli -h 127.0.0.1 DEL "$PREFIX:events:recent" "$PREFIX:events:recent:gap" >/dev/null || true
   mariadb -uroot -e "DROP DATABASE IF EXISTS $DB" || true
@@ -101,6 +116,41 @@ echo "$verdict_10k"
 # The verdict, for scripts/bench.sh: the rates (as in RATES and RATES_10K) of the last run
 # that passed and of the run that failed (null when none did).
 echo "{\"clients_1000\":$verdict_1k,\"clients_10000\":$verdict_10k}" > "$VERDICT"
+
+# wire_run LABEL ARGS...: one 1,000-client run at 500 events/s, recorded with its label.
+wire_run() {
+  local label=$1 run
+  shift
+  run=$(fanout --clients 1000 --rate 500 --duration "$DURATION" "$@")
+  echo "{\"label\":\"$label\",\"run\":$run}" >> "$OUT_WIRES"
+  field "$run" '"'"$label"': missing %d, duplicates %d, p50 %.1f ms, p99 %.1f ms, server CPU %.2f ms per 1,000 deliveries" % (missing, duplicates, latency_ms["p50"], latency_ms["p99"], server_cpu_ms_per_1000_deliveries or 0)'
+}
+
+echo "== wires: 1,000 clients × 500 events/s, WebSocket and SSE alternating ($WIRE_ROUNDS rounds)"
+for _ in $(seq 1 "$WIRE_ROUNDS"); do
+  wire_run ws --wire ws
+  wire_run sse --wire sse
+done
+
+echo "== console: 1,000 /ws clients × 500 events/s, without and with the console open"
+if command -v chromium >/dev/null 2>&1; then
+  for _ in $(seq 1 "$WIRE_ROUNDS"); do
+    wire_run no-console
+    CONSOLE_PROFILE=$(mktemp -d -t vigil-console.XXXXXX)
+    chromium --headless=new --no-sandbox --disable-gpu --disable-dev-shm-usage --no-first-run \
+      --user-data-dir="$CONSOLE_PROFILE" "http://127.0.0.1:$PORT/" >/dev/null 2>&1 &
+    CONSOLE_PID=$!
+    # The console is live once its /ws client is in the hub.
+    for _ in $(seq 1 300); do
+      curl -sf "http://127.0.0.1:$PORT/metrics" | grep -q '^vigil_ws_clients 1$' && break
+      sleep 0.1
+    done
+    wire_run console
+    close_console
+  done
+else
+  echo "skipped: no chromium (scripts/test.sh installs Debian's package)"
+fi
 
 echo "== idle connections: RSS per connection at $IDLE_CONNECTIONS (fresh server)"
 stop_vigil

@@ -16,7 +16,8 @@ use http::header::{
 /// Methods a preflight may ask for.
 const ALLOW_METHODS: &str = "GET, HEAD, POST, OPTIONS";
 /// Request headers a cross-origin caller may send.
-const ALLOW_HEADERS: &str = "Authorization, Content-Type, Idempotency-Key, X-Request-Id";
+const ALLOW_HEADERS: &str =
+    "Authorization, Content-Type, Idempotency-Key, Last-Event-ID, X-Request-Id";
 /// Response headers a cross-origin caller may read (besides the CORS-safelisted ones).
 const EXPOSE_HEADERS: &str = "X-Request-Id, Retry-After, X-Cache, Idempotent-Replayed";
 /// Seconds a browser may cache a preflight answer.
