@@ -302,6 +302,48 @@ IDLE_KIB=$(json "${FANOUT[FAN_LAST]}" '"%.1f" % kib_per_connection')
 IDLE=$(json "${FANOUT[FAN_LAST]}" '"%.1f KiB per connection (%d connections, RSS %.0f → %.0f MiB)" % (kib_per_connection, connected, server_rss_kib_before / 1024, server_rss_kib_after / 1024)')
 
 log "index costs (scripts/bench-indexes.sh)"
+# The wires and the console (bench-fanout.sh, alternating runs): medians per label.
+WIRES=$(python3 - "$WORK/fanout-wires.jsonl" <<'PY'
+import json, statistics, sys
+labels = {
+    "ws": "1,000 WebSocket clients (`/ws`)",
+    "sse": "1,000 Server-Sent Events clients (`/api/events/stream`)",
+    "no-console": "1,000 `/ws` clients, no console open",
+    "console": "1,000 `/ws` clients and the console open in headless Chromium",
+}
+runs = {}
+for line in open(sys.argv[1]):
+    row = json.loads(line)
+    runs.setdefault(row["label"], []).append(row["run"])
+def median(label, get):
+    return statistics.median(get(run) for run in runs[label])
+print("| clients | rounds | server CPU ms per 1,000 deliveries | p50 ms | p99 ms | measurer CPU | missing, duplicates |")
+print("| --- | --- | --- | --- | --- | --- | --- |")
+for label, words in labels.items():
+    if label not in runs:
+        print(f"| {words} | 0 | not run (no chromium) | | | | |")
+        continue
+    cpu = median(label, lambda r: r["server_cpu_ms_per_1000_deliveries"] or 0)
+    p50 = median(label, lambda r: r["latency_ms"]["p50"])
+    p99 = median(label, lambda r: r["latency_ms"]["p99"])
+    measurer = median(label, lambda r: r["cpu_percent"])
+    lost = sum(r["deliveries"]["missing"] for r in runs[label])
+    doubled = sum(r["deliveries"]["duplicates"] for r in runs[label])
+    print(f"| {words} | {len(runs[label])} | {cpu:.2f} | {p50:.1f} | {p99:.1f} | {measurer:.0f} % | {lost}, {doubled} |")
+def ratio(a, b):
+    if a not in runs or b not in runs:
+        return None
+    get = lambda r: r["server_cpu_ms_per_1000_deliveries"] or 0
+    return 100 * median(a, get) / median(b, get)
+sse, console = ratio("sse", "ws"), ratio("console", "no-console")
+print()
+if sse is not None:
+    print(f"Server CPU per delivery, SSE against WebSocket: **{sse:.0f} %**.", end=" ")
+if console is not None:
+    print(f"With the console open against without: **{console:.0f} %**.", end="")
+print()
+PY
+)
 INDEX_ROUNDS=${INDEX_ROUNDS:-3}
 INDEX_SECONDS=${INDEX_SECONDS:-8}
 INDEXES=$(ROUNDS=$INDEX_ROUNDS SECONDS_EACH=$INDEX_SECONDS bash scripts/bench-indexes.sh "$BIN/raw_insert" | tee "$WORK/indexes.md")
@@ -368,6 +410,16 @@ Each target beside its reference, both measured in this run.
 | 1,000 clients × 1,000 events/s, every event, p99 ≤ 50 ms | p99 **$FAN_1000_P99 ms**, server CPU $FAN_CPU ms per 1,000 deliveries | — | $(verdict "$FAN_1000_P99 <= 50" "f'p99 {$FAN_1000_P99 - 50:.1f} ms over'") |
 | 10,000 clients get every event with p99 < 100 ms at ≥ 100 events/s | $FAN_BEST_10K | — | $(verdict "$FAN_10K_RATE >= 100") |
 | ≤ 12 KiB resident memory per idle WebSocket at $IDLE_CONNECTIONS connections | **$IDLE_KIB KiB** | — | $(verdict "$IDLE_KIB <= 12") |
+
+## Live clients: WebSocket, Server-Sent Events and the console
+
+The fan-out server above, 1,000 clients × 500 events/s × $FANOUT_DURATION each run, the two
+kinds of run of each pair alternating in the same run; medians. The measurer and the server
+share the machine's cores, so the measurer's own CPU (reading chunked \`text/event-stream\`
+costs it more than WebSocket frames) is part of every latency here. The console runs have a
+headless Chromium (at nice 19) rendering every event on the same cores too.
+
+$WIRES
 
 ## What each index costs
 

@@ -12,12 +12,20 @@
 //! (`VIGIL_WS_CLIENT_QUEUE`). Sources hand the hub events in slices of at most a quarter of a
 //! queue ([`Hub::deliver_paced`]); before a slice, the hub waits until every client has room
 //! for it, at most [`SLOW_CONSUMER_GRACE`]. A burst (the publisher draining its backlog after
-//! Redis came back, a backfill) thus reaches every client that keeps reading, however large.
-//! A client whose queue is still full after the grace is removed from the hub at once (it
+//! Redis came back, a backfill) thus reaches every client that keeps reading it.
+//! A client whose queue is full when a frame is queued is removed from the hub at once (it
 //! gets no further events) and its socket task closes it with 1008 (policy violation) and the
 //! reason "slow consumer", after at most a short grace for the write in progress; it is counted
-//! in [`HubStats::slow_consumers`]. So a stuck client costs the others one grace period, once,
-//! and must reconnect and resume from the last id it saw (`/ws?since=<id>`).
+//! in [`HubStats::slow_consumers`]. It must reconnect and resume from the last id it saw
+//! (`/ws?since=<id>`).
+//!
+//! **No client holds the others back for long.** The time the hub spends waiting for room is
+//! charged to each client it waited for, against a budget of [`SLOW_CONSUMER_GRACE`] that
+//! refills over [`WAIT_BUDGET_REFILL`]. A client whose budget is spent is not waited for: the
+//! others get their events at their own pace, and it keeps up or its queue fills and it is
+//! closed as above. So a stuck client, and a slow one that catches up in bursts now and then
+//! (a browser tab starved of CPU), delays the others by at most one grace period in every
+//! refill period, not one per slice.
 //!
 //! **Delivery log.** The hub remembers the ids it fanned out, in fan-out order, for the last
 //! [`DELIVERY_LOG_EVENTS`] events. Every source goes through it ([`Hub::deliver`]): an id
@@ -57,6 +65,8 @@ pub const DELIVERY_LOG_EVENTS: usize = 1 << 18;
 /// How long the hub waits for a full client queue to make room before closing that client as a
 /// slow consumer (see the module docs).
 pub const SLOW_CONSUMER_GRACE: Duration = Duration::from_millis(250);
+/// How long a client's spent wait budget takes to refill.
+pub const WAIT_BUDGET_REFILL: Duration = Duration::from_secs(10);
 /// How often the room in client queues is looked at while waiting.
 const ROOM_POLL: Duration = Duration::from_millis(2);
 
@@ -236,6 +246,8 @@ struct Inner {
     backfill_wake: Notify,
     /// The next client id.
     next_client_id: AtomicU64,
+    /// When the hub started: the clients' wait budgets count from it.
+    started: tokio::time::Instant,
     settings: HubSettings,
     stats: HubStats,
     /// Cancelled at server shutdown: every socket task sends Close 1001 and ends.
@@ -254,6 +266,11 @@ struct ClientSlot {
     frames: mpsc::Sender<Bytes>,
     /// Cancelled when the client is dropped as a slow consumer.
     kick: CancellationToken,
+    /// The part of its wait budget the client has spent, in ms, as of `charged_at_ms`; at
+    /// [`SLOW_CONSUMER_GRACE`] it is waited for no more.
+    waited_ms: AtomicU64,
+    /// When `waited_ms` was last brought up to date, in ms since the hub started.
+    charged_at_ms: AtomicU64,
 }
 
 impl ClientSlot {
@@ -320,6 +337,7 @@ impl Hub {
                 backfill_from_ms: AtomicI64::new(NO_BACKFILL),
                 backfill_wake: Notify::new(),
                 next_client_id: AtomicU64::new(1),
+                started: tokio::time::Instant::now(),
                 settings,
                 stats: HubStats::default(),
                 shutdown: CancellationToken::new(),
@@ -394,6 +412,8 @@ impl Hub {
                     wire,
                     frames: sender,
                     kick: kick.clone(),
+                    waited_ms: AtomicU64::new(0),
+                    charged_at_ms: AtomicU64::new(0),
                 },
             );
             if wire == Wire::Sse {
@@ -483,28 +503,61 @@ impl Hub {
         admitted
     }
 
-    /// Waits until every client's queue has room for `frames` more, at most
-    /// [`SLOW_CONSUMER_GRACE`].
+    /// Waits until every client still waited for has room for `frames` more, at most
+    /// [`SLOW_CONSUMER_GRACE`]; each wait is charged to the clients short of room.
     async fn wait_for_room(&self, frames: usize) {
         let deadline = tokio::time::Instant::now() + SLOW_CONSUMER_GRACE;
+        let mut looked = tokio::time::Instant::now();
+        let mut charge = Duration::ZERO;
         loop {
-            let room = self.least_room();
+            let room = self.least_room(frames, charge);
             self.inner.room_hint.store(room, Ordering::Release);
             if room >= frames || tokio::time::Instant::now() >= deadline {
                 return;
             }
             tokio::time::sleep(ROOM_POLL).await;
+            let now = tokio::time::Instant::now();
+            charge = now - looked;
+            looked = now;
         }
     }
 
-    /// The fewest free frame slots among the connected clients' queues (the queue size when
-    /// none is connected).
-    fn least_room(&self) -> usize {
-        self.read_clients()
-            .values()
-            .map(|client| client.frames.capacity())
-            .min()
-            .unwrap_or(self.inner.settings.client_queue)
+    /// The fewest free frame slots among the queues of the clients still waited for (the
+    /// queue size when there is none). `charge`, the time just waited, is taken from the wait
+    /// budget of each of those with less room than `frames`.
+    fn least_room(&self, frames: usize, charge: Duration) -> usize {
+        let grace = SLOW_CONSUMER_GRACE.as_millis() as u64;
+        let refill = WAIT_BUDGET_REFILL.as_millis() as u64;
+        let charge = charge.as_millis() as u64;
+        let now_ms = self.inner.started.elapsed().as_millis() as u64;
+        let mut least = self.inner.settings.client_queue.max(1);
+        for client in self.read_clients().values() {
+            let room = client.frames.capacity();
+            if room >= frames && room >= least {
+                // Not short of room, and not the least: nothing to charge or to count.
+                continue;
+            }
+            // What was spent, less what refilled since (grace per refill period).
+            let since = now_ms.saturating_sub(client.charged_at_ms.load(Ordering::Relaxed));
+            let mut spent = client
+                .waited_ms
+                .load(Ordering::Relaxed)
+                .saturating_sub(since * grace / refill);
+            if room < frames && charge > 0 && spent < grace {
+                spent += charge;
+                if spent >= grace {
+                    tracing::debug!(
+                        "a realtime client spent its wait budget; the others no longer wait for it"
+                    );
+                }
+            }
+            client.waited_ms.store(spent, Ordering::Relaxed);
+            client.charged_at_ms.store(now_ms, Ordering::Relaxed);
+            if spent < grace {
+                least = least.min(room);
+            }
+        }
+        least
     }
 
     /// Asks the backfill task (see `crate::backfill`) to re-read the events created from
@@ -793,6 +846,82 @@ mod tests {
         // Shared, not copied.
         assert_eq!(gas_frames[0].as_ptr(), all_frames[0].as_ptr());
         assert_eq!(hub.stats().frames_queued(), 4);
+    }
+
+    fn encoded(id: u64) -> Vec<u8> {
+        NewEvent {
+            source: "sensor-1".into(),
+            event_type: "GAS".into(),
+            level: Level::Warn,
+            payload: None,
+            occurred_at: None,
+        }
+        .as_stored(id, UnixMillis(0), "r")
+        .encode()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_client_holds_the_others_back_for_one_grace_period_in_all() {
+        let hub = Hub::new(settings(8, 10));
+        let mut fast = hub.register(EventFilter::default()).unwrap();
+        let slow = hub.register(EventFilter::default()).unwrap();
+        // Reads a frame every 100 ms: never stuck, always behind.
+        let reader = tokio::spawn(async move {
+            let mut slow = slow;
+            while !slow.kick.is_cancelled() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let _ = slow.try_next_frame();
+            }
+        });
+        let started = tokio::time::Instant::now();
+        let mut received = 0;
+        for run in 0..40u64 {
+            let messages: Vec<Vec<u8>> = (run * 2..run * 2 + 2).map(|id| encoded(id + 1)).collect();
+            let slices: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+            hub.deliver_paced(&slices).await;
+            received += drain(&mut fast).len();
+        }
+        assert_eq!(received, 80, "the fast client got every event");
+        // Waiting for the slow one on every slice would take 40 × ~200 ms.
+        assert!(
+            started.elapsed() < SLOW_CONSUMER_GRACE * 2,
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(hub.stats().slow_consumers(), 1);
+        reader.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_whose_budget_refilled_is_waited_for_again() {
+        let hub = Hub::new(settings(8, 10));
+        let mut client = hub.register(EventFilter::default()).unwrap();
+        // A first burst it reads slowly: it spends much of its budget.
+        let messages: Vec<Vec<u8>> = (1..=8).map(encoded).collect();
+        let slices: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+        let delivering = hub.deliver_paced(&slices);
+        let reading = async {
+            let mut got = 0;
+            while got < 8 {
+                tokio::time::sleep(Duration::from_millis(40)).await;
+                got += drain(&mut client).len();
+            }
+        };
+        tokio::join!(delivering, reading);
+        // Its budget refills: a second burst waits for it again and loses nothing.
+        tokio::time::sleep(WAIT_BUDGET_REFILL).await;
+        let messages: Vec<Vec<u8>> = (9..=40).map(encoded).collect();
+        let slices: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+        let delivering = hub.deliver_paced(&slices);
+        let reading = async {
+            let mut got = 0;
+            while got < 32 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                got += drain(&mut client).len();
+            }
+        };
+        tokio::join!(delivering, reading);
+        assert_eq!(hub.stats().slow_consumers(), 0);
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! - for a resuming client (`Last-Event-ID` or `?since=`), the events it missed, then
 //!   `event: resume` with `{"since":N,"replayed":n,"complete":bool}`;
 //! - every matching event as `id: <id>` and `data: <the stored event JSON>`, skipping any it
-//!   was just replayed; a comment (`: keep-alive`) after each ping interval without one;
+//!   was just replayed; a comment (`: keep-alive`) at a ping interval's tick when nothing else
+//!   went out since the last tick;
 //! - at the end, `event: close` with `{"reason":"slow consumer"}` or
 //!   `{"reason":"server shutting down"}` (events queued before a shutdown are sent first).
 //!
@@ -53,8 +54,11 @@ pub struct SseStream {
     ready: VecDeque<Bytes>,
     /// Frames taken from the queue (allocated at the first: an idle client holds none).
     batch: Vec<Bytes>,
+    /// Fires every ping interval; the keep-alive goes out if nothing else did since the last.
     keep_alive: Pin<Box<Sleep>>,
     keep_alive_every: Duration,
+    /// Nothing was sent since the keep-alive timer last fired.
+    quiet: bool,
     kicked: Pin<Box<WaitForCancellationFutureOwned>>,
     shutting_down: Pin<Box<WaitForCancellationFutureOwned>>,
     /// Set once the closing message is queued: nothing follows it.
@@ -88,6 +92,7 @@ impl SseStream {
             batch: Vec::new(),
             keep_alive: Box::pin(tokio::time::sleep(keep_alive_every)),
             keep_alive_every,
+            quiet: true,
             ended: false,
             _guard: Box::new(guard),
         }
@@ -136,8 +141,12 @@ impl SseStream {
                 }
                 Poll::Pending => {
                     std::task::ready!(self.keep_alive.as_mut().poll(context));
-                    self.ready.push_back(Bytes::from_static(KEEP_ALIVE));
-                    self.sent_something();
+                    if self.quiet {
+                        self.ready.push_back(Bytes::from_static(KEEP_ALIVE));
+                    }
+                    self.quiet = true;
+                    let next = Instant::now() + self.keep_alive_every;
+                    self.keep_alive.as_mut().reset(next);
                 }
             }
         }
@@ -182,10 +191,9 @@ impl SseStream {
         self.ended = true;
     }
 
-    /// Something is on its way: the next keep-alive is due an interval from now.
+    /// Something is on its way: no keep-alive is due at the next tick. (A flag, not a timer
+    /// reset per chunk: resetting touches the runtime's timer wheel, once per chunk per client.)
     fn sent_something(&mut self) {
-        self.keep_alive
-            .as_mut()
-            .reset(Instant::now() + self.keep_alive_every);
+        self.quiet = false;
     }
 }

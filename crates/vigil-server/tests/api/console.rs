@@ -503,3 +503,58 @@ async fn the_console_survives_a_server_restart_and_shows_every_event_posted_mean
     other.stop().await;
     app.stop().await.drop_database().await;
 }
+
+#[tokio::test]
+async fn with_read_tokens_the_console_asks_for_one_and_never_puts_it_in_a_url() {
+    const TOKEN: &str = "console-reader-0123456789";
+    let app = TestApp::spawn_with(&["--read-tokens", TOKEN]).await;
+    let first = post_one(&app, event("site", "GAS", "WARN")).await;
+
+    let mut browser = Browser::open(&app.url("/")).await;
+    browser
+        .wait_for(
+            "the token form",
+            "document.getElementById('state').dataset.state === 'token' && !document.getElementById('token-form').hidden",
+        )
+        .await;
+    assert!(browser.rows().await.is_empty());
+    browser
+        .eval(&format!(
+            "document.getElementById('token').value = '{TOKEN}'; document.getElementById('token-form').requestSubmit(); true"
+        ))
+        .await;
+    browser
+        .wait_for(
+            "the live state",
+            "document.getElementById('state').dataset.state === 'live'",
+        )
+        .await;
+    browser.wait_for_rows(&[first]).await;
+    // Live over /ws, which needs the token: the page sent it as the subprotocol.
+    let live = post_one(&app, event("site", "SMOKE", "CRITICAL")).await;
+    browser.wait_for_rows(&[first, live]).await;
+    let urls = browser
+        .eval("performance.getEntries().map((entry) => entry.name).join(' ') + ' ' + location.href")
+        .await;
+    assert!(
+        !urls.as_str().unwrap().contains(TOKEN),
+        "the token is in a URL: {urls}"
+    );
+    // The keyboard pauses and resumes.
+    browser
+        .eval("document.body.dispatchEvent(new KeyboardEvent('keydown', { key: 'p', bubbles: true })); true")
+        .await;
+    assert_eq!(browser.state().await, "paused");
+    browser
+        .eval("document.body.dispatchEvent(new KeyboardEvent('keydown', { key: 'p', bubbles: true })); true")
+        .await;
+    browser
+        .wait_for(
+            "the live state",
+            "document.getElementById('state').dataset.state === 'live'",
+        )
+        .await;
+    browser.assert_clean_console();
+    browser.close().await;
+    app.stop().await;
+}
