@@ -153,8 +153,11 @@ if command -v chromium >/dev/null 2>&1; then
       curl -sf "http://127.0.0.1:$PORT/metrics" | grep -q '^vigil_ws_clients 1$' && break
       sleep 0.1
     done
-    # Chromium raises some of its processes' priority itself; put them all back to 19.
-    for pid in $(pgrep -s "$CONSOLE_PID"); do renice -n 19 -p "$pid" >/dev/null 2>&1 || true; done
+    # Chromium raises some of its threads' priority itself; put every thread of every one of
+    # its processes back to 19 (a nice value belongs to a thread).
+    for pid in $(pgrep -s "$CONSOLE_PID"); do
+      for task in /proc/"$pid"/task/*; do renice -n 19 -p "${task##*/}" >/dev/null 2>&1 || true; done
+    done
     # Let its start-up (a fresh profile) finish: the run measures an open console, not a
     # browser starting on the same cores.
     sleep 5

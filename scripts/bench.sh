@@ -317,19 +317,21 @@ for line in open(sys.argv[1]):
     runs.setdefault(row["label"], []).append(row["run"])
 def median(label, get):
     return statistics.median(get(run) for run in runs[label])
-print("| clients | rounds | server CPU ms per 1,000 deliveries | p50 ms | p99 ms | measurer CPU | missing, duplicates |")
-print("| --- | --- | --- | --- | --- | --- | --- |")
+print("| clients | rounds | server CPU ms per 1,000 deliveries | server CPU s per run | p50 ms | p99 ms | POST p99 ms | measurer CPU | missing, duplicates |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 for label, words in labels.items():
     if label not in runs:
-        print(f"| {words} | 0 | not run (no chromium) | | | | |")
+        print(f"| {words} | 0 | not run (no chromium) | | | | | | |")
         continue
     cpu = median(label, lambda r: r["server_cpu_ms_per_1000_deliveries"] or 0)
     p50 = median(label, lambda r: r["latency_ms"]["p50"])
     p99 = median(label, lambda r: r["latency_ms"]["p99"])
     measurer = median(label, lambda r: r["cpu_percent"])
-    lost = sum(r["deliveries"]["missing"] for r in runs[label])
-    doubled = sum(r["deliveries"]["duplicates"] for r in runs[label])
-    print(f"| {words} | {len(runs[label])} | {cpu:.2f} | {p50:.1f} | {p99:.1f} | {measurer:.0f} % | {lost}, {doubled} |")
+    server_s = median(label, lambda r: r["server_cpu_s"] or 0)
+    acks = median(label, lambda r: r["ack_latency_ms"]["p99"])
+    lost = sum(r["missing"] for r in runs[label])
+    doubled = sum(r["duplicates"] for r in runs[label])
+    print(f"| {words} | {len(runs[label])} | {cpu:.2f} | {server_s:.1f} | {p50:.1f} | {p99:.1f} | {acks:.1f} | {measurer:.0f} % | {lost}, {doubled} |")
 def ratio(a, b):
     if a not in runs or b not in runs:
         return None
@@ -417,7 +419,9 @@ The fan-out server above, 1,000 clients × 500 events/s × $FANOUT_DURATION each
 kinds of run of each pair alternating in the same run; medians. The measurer and the server
 share the machine's cores, so the measurer's own CPU (reading chunked \`text/event-stream\`
 costs it more than WebSocket frames) is part of every latency here. The console runs have a
-headless Chromium (at nice 19) rendering every event on the same cores too.
+headless Chromium (every thread at nice 19) rendering every event on the same two cores: when
+the server's own CPU time per run and the POST latency (a path the console does not touch)
+move too, the browser took the cores, which a console on an operator's own machine does not.
 
 $WIRES
 
