@@ -10,7 +10,8 @@
 # 4. the wires: 1,000 WebSocket clients against 1,000 Server-Sent Events clients
 #    (/api/events/stream) at 500 events/s, alternating, WIRE_ROUNDS rounds each;
 # 5. the console: 1,000 /ws clients at 500 events/s with and without the console (GET /) open
-#    in headless Chromium (at nice 19), alternating, WIRE_ROUNDS rounds each (skipped without
+#    in headless Chromium (capped at CONSOLE_CPU_PERCENT of one core where a CPU cgroup can
+#    be made, else at nice 19), alternating, WIRE_ROUNDS rounds each (skipped without
 #    chromium);
 # 6. idle cost: a freshly started server, 10,000 idle connections, RSS growth per connection.
 # Every run reports the server's CPU time per 1,000 deliveries (from /proc/PID/stat).
@@ -21,6 +22,7 @@
 # Settings: PORT (3950), RATES ("500 750 1000 1250 1500 2000"), DURATION (10s),
 # RATES_10K ("50 100 150 200 300"), CLIENTS_10K (10000), IDLE_CONNECTIONS (10000),
 # WIRE_ROUNDS (3; the wire and console runs go to target/bench/fanout-wires.jsonl),
+# CONSOLE_CPU_PERCENT (25: the browser's CPU cap in the console runs),
 # FANOUT_OUT (target/bench/fanout.jsonl), SKIP_BUILD=1 (binaries already built, as
 # scripts/bench.sh does). Binaries are taken from $CARGO_TARGET_DIR/release.
 set -euo pipefail
@@ -39,6 +41,7 @@ OUT=${FANOUT_OUT:-target/bench/fanout.jsonl}
 OUT_10K=${OUT%.jsonl}-10k.jsonl
 OUT_WIRES=${OUT%.jsonl}-wires.jsonl
 WIRE_ROUNDS=${WIRE_ROUNDS:-3}
+CONSOLE_CPU_PERCENT=${CONSOLE_CPU_PERCENT:-25}
 VERDICT=${OUT%.jsonl}-verdict.json
 BIN=${CARGO_TARGET_DIR:-target}/release
 mkdir -p "$(dirname "$OUT")"
@@ -75,6 +78,7 @@ close_console() {
 }
 cleanup() {
   close_console
+  [ -z "${CONSOLE_CGROUP:-}" ] || rmdir "$CONSOLE_CGROUP" 2>/dev/null || true
   stop_vigil
   redis-cli -h 127.0.0.1 DEL "$PREFIX:events:recent" "$PREFIX:events:recent:gap" >/dev/null || true
   mariadb -uroot -e "DROP DATABASE IF EXISTS $DB" || true
@@ -139,14 +143,25 @@ for _ in $(seq 1 "$WIRE_ROUNDS"); do
 done
 
 echo "== console: 1,000 /ws clients × 500 events/s, without and with the console open"
+CONSOLE_CGROUP=
+if [ -w /sys/fs/cgroup/cpu ] && mkdir -p /sys/fs/cgroup/cpu/vigil-console 2>/dev/null \
+  && echo 100000 > /sys/fs/cgroup/cpu/vigil-console/cpu.cfs_period_us \
+  && echo $((CONSOLE_CPU_PERCENT * 1000)) > /sys/fs/cgroup/cpu/vigil-console/cpu.cfs_quota_us; then
+  CONSOLE_CGROUP=/sys/fs/cgroup/cpu/vigil-console
+  echo "the browser gets at most $CONSOLE_CPU_PERCENT % of one core (cgroup $CONSOLE_CGROUP)"
+else
+  echo "no CPU cgroup to cap the browser with: it runs at nice 19"
+fi
 if command -v chromium >/dev/null 2>&1; then
   for _ in $(seq 1 "$WIRE_ROUNDS"); do
     wire_run no-console
     CONSOLE_PROFILE=$(mktemp -d -t vigil-console.XXXXXX)
-    # At the lowest CPU priority: it stands in for a browser on an operator's own machine, so
-    # what it takes from the server's cores should be what they leave over.
-    setsid nice -n 19 chromium --headless=new --no-sandbox --disable-gpu --disable-dev-shm-usage --no-first-run \
-      --user-data-dir="$CONSOLE_PROFILE" "http://127.0.0.1:$PORT/" >/dev/null 2>&1 &
+    # The browser stands in for one on an operator's own machine, so it must not take the
+    # server's cores: in a CPU cgroup capped at CONSOLE_CPU_PERCENT of one core when the
+    # machine has one (cgroup v1 cpu controller, as root), else at the lowest priority.
+    setsid sh -c 'if [ -n "$1" ]; then echo $$ > "$1/cgroup.procs"; fi; shift; exec nice -n 19 "$@"' \
+      console "$CONSOLE_CGROUP" chromium --headless=new --no-sandbox --disable-gpu --disable-dev-shm-usage \
+      --no-first-run --user-data-dir="$CONSOLE_PROFILE" "http://127.0.0.1:$PORT/" >/dev/null 2>&1 &
     CONSOLE_PID=$!
     # The console is live once its /ws client is in the hub.
     for _ in $(seq 1 300); do

@@ -419,9 +419,10 @@ The fan-out server above, 1,000 clients × 500 events/s × $FANOUT_DURATION each
 kinds of run of each pair alternating in the same run; medians. The measurer and the server
 share the machine's cores, so the measurer's own CPU (reading chunked \`text/event-stream\`
 costs it more than WebSocket frames) is part of every latency here. The console runs have a
-headless Chromium (every thread at nice 19) rendering every event on the same two cores: when
-the server's own CPU time per run and the POST latency (a path the console does not touch)
-move too, the browser took the cores, which a console on an operator's own machine does not.
+headless Chromium rendering every event on the same two cores, capped at a quarter of one core
+by a CPU cgroup where the machine allows one (else at nice 19): when the server's own CPU time
+per run and the POST latency (a path the console does not touch) move too, the browser took
+the cores, which a console on an operator's own machine does not.
 
 $WIRES
 
