@@ -321,9 +321,9 @@ impl Client {
                 }
                 Wire::Sse => {
                     let mut buffer = SseBuffer::new(read_buffer);
-                    buffer.extend(rest).map_err(|()| {
-                        ConnectError::Refused("a malformed chunked body".to_owned())
-                    })?;
+                    buffer
+                        .extend(rest)
+                        .map_err(|error| ConnectError::Refused(error.to_string()))?;
                     Reader::Sse(buffer)
                 }
             };

@@ -17,6 +17,12 @@ pub enum Message {
     Other,
 }
 
+/// The body's chunk framing is broken (a chunk size that is not hexadecimal, or data not
+/// followed by CRLF).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("malformed chunked transfer encoding")]
+pub struct MalformedChunk;
+
 /// A chunked event stream being read.
 pub struct SseBuffer {
     /// Bytes as read from the socket, `raw_start..raw_end` not yet de-chunked.
@@ -63,14 +69,14 @@ impl SseBuffer {
         &mut self.raw[self.raw_end..]
     }
 
-    /// `count` bytes were read into [`SseBuffer::spare`]. An error for a malformed chunk size.
-    pub fn filled(&mut self, count: usize) -> Result<(), ()> {
+    /// `count` bytes were read into [`SseBuffer::spare`].
+    pub fn filled(&mut self, count: usize) -> Result<(), MalformedChunk> {
         self.raw_end += count;
         self.dechunk()
     }
 
     /// Takes bytes already read (those that came with the response head).
-    pub fn extend(&mut self, bytes: &[u8]) -> Result<(), ()> {
+    pub fn extend(&mut self, bytes: &[u8]) -> Result<(), MalformedChunk> {
         let mut rest = bytes;
         while !rest.is_empty() {
             let spare = self.spare();
@@ -87,7 +93,7 @@ impl SseBuffer {
         self.ended
     }
 
-    fn dechunk(&mut self) -> Result<(), ()> {
+    fn dechunk(&mut self) -> Result<(), MalformedChunk> {
         while self.raw_start < self.raw_end && !self.ended {
             let available = &self.raw[self.raw_start..self.raw_end];
             if self.chunk_crlf {
@@ -95,7 +101,7 @@ impl SseBuffer {
                     return Ok(());
                 }
                 if &available[..2] != b"\r\n" {
-                    return Err(());
+                    return Err(MalformedChunk);
                 }
                 self.raw_start += 2;
                 self.chunk_crlf = false;
@@ -116,7 +122,7 @@ impl SseBuffer {
                 None => {
                     let Some(line_end) = memchr::memmem::find(available, b"\r\n") else {
                         return if available.len() > 64 {
-                            Err(())
+                            Err(MalformedChunk)
                         } else {
                             Ok(())
                         };
@@ -126,7 +132,7 @@ impl SseBuffer {
                     let size = std::str::from_utf8(digits)
                         .ok()
                         .and_then(|text| usize::from_str_radix(text.trim(), 16).ok())
-                        .ok_or(())?;
+                        .ok_or(MalformedChunk)?;
                     self.raw_start += line_end + 2;
                     if size == 0 {
                         self.ended = true;
