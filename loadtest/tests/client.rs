@@ -78,28 +78,39 @@ async fn scripted_server(listener: TcpListener) -> (String, Vec<u8>, Vec<u8>) {
     (String::from_utf8(head).unwrap(), pong.1, close.1)
 }
 
-#[tokio::test]
-async fn client_reads_events_answers_pings_and_records_the_close_code() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let server = tokio::spawn(scripted_server(listener));
+/// Runs one measuring client against the scripted server on `port` until the server ends
+/// the connection.
+async fn run_one_client(
+    port: u16,
+    wire: Wire,
+    path: &str,
+    shared: &Arc<Shared>,
+) -> client::ClientOutcome {
     let settings = Arc::new(ClientSettings {
         target: Target::parse(&format!("http://127.0.0.1:{port}")).unwrap(),
-        wire: Wire::Ws,
-        path: "/ws?type=GAS".to_owned(),
+        wire,
+        path: path.to_owned(),
         read_buffer: 32,
         run: RUN,
         started: Instant::now(),
         seq_bound: 100,
         reconnect: false,
     });
-    let shared = Arc::new(Shared::default());
-    let outcome = tokio::time::timeout(
+    tokio::time::timeout(
         Duration::from_secs(10),
         client::run(0, settings, shared.clone(), Arc::new(Semaphore::new(1))),
     )
     .await
-    .expect("the client ends when the server closes");
+    .expect("the client ends when the server ends the connection")
+}
+
+#[tokio::test]
+async fn client_reads_events_answers_pings_and_records_the_close_code() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(scripted_server(listener));
+    let shared = Arc::new(Shared::default());
+    let outcome = run_one_client(port, Wire::Ws, "/ws?type=GAS", &shared).await;
     let (head, pong, close) = server.await.unwrap();
 
     assert!(head.starts_with("GET /ws?type=GAS HTTP/1.1\r\n"), "{head}");
@@ -168,23 +179,8 @@ async fn a_stream_client_reads_events_across_chunks_and_records_the_close() {
         stream.write_all(&rest).await.unwrap();
         String::from_utf8(head).unwrap()
     });
-    let settings = Arc::new(ClientSettings {
-        target: Target::parse(&format!("http://127.0.0.1:{port}")).unwrap(),
-        wire: Wire::Sse,
-        path: "/api/events/stream?type=GAS".to_owned(),
-        read_buffer: 32,
-        run: RUN,
-        started: Instant::now(),
-        seq_bound: 100,
-        reconnect: false,
-    });
     let shared = Arc::new(Shared::default());
-    let outcome = tokio::time::timeout(
-        Duration::from_secs(10),
-        client::run(0, settings, shared.clone(), Arc::new(Semaphore::new(1))),
-    )
-    .await
-    .expect("the client ends when the stream ends");
+    let outcome = run_one_client(port, Wire::Sse, "/api/events/stream?type=GAS", &shared).await;
     let head = server.await.unwrap();
     assert!(
         head.starts_with("GET /api/events/stream?type=GAS HTTP/1.1\r\n"),

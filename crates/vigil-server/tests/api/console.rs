@@ -186,6 +186,13 @@ impl Browser {
         panic!("the page never showed {what} (state: {state})");
     }
 
+    /// Waits until the connection state the page shows is `state`.
+    async fn wait_for_state(&mut self, state: &str) {
+        let expression = format!("document.getElementById('state').dataset.state === '{state}'");
+        self.wait_for(&format!("the {state} state"), &expression)
+            .await;
+    }
+
     /// The event ids in the table, top to bottom.
     async fn rows(&mut self) -> Vec<u64> {
         let ids = self
@@ -303,12 +310,7 @@ async fn the_console_shows_the_newest_events_then_live_ones_filters_and_pauses()
     assert!(page.header("content-security-policy").is_some());
 
     let mut browser = Browser::open(&app.url("/")).await;
-    browser
-        .wait_for(
-            "the live state",
-            "document.getElementById('state').dataset.state === 'live'",
-        )
-        .await;
+    browser.wait_for_state("live").await;
     browser.wait_for_rows(&ids).await;
     // Newest on top.
     assert_eq!(browser.rows().await[0], ids[2]);
@@ -374,12 +376,7 @@ async fn the_console_shows_the_newest_events_then_live_ones_filters_and_pauses()
             json!({ "url": app.url("/?level=CRITICAL,ERROR") }),
         )
         .await;
-    browser
-        .wait_for(
-            "the live state",
-            "document.getElementById('state')?.dataset.state === 'live'",
-        )
-        .await;
+    browser.wait_for_state("live").await;
     browser.wait_for_rows(&[ids[2], live, smoke]).await;
     assert_eq!(
         browser
@@ -455,23 +452,13 @@ async fn the_console_survives_a_server_restart_and_shows_every_event_posted_mean
     ];
 
     let mut browser = Browser::open(&app.url("/")).await;
-    browser
-        .wait_for(
-            "the live state",
-            "document.getElementById('state').dataset.state === 'live'",
-        )
-        .await;
+    browser.wait_for_state("live").await;
     browser.wait_for_rows(&ids).await;
     ids.push(post_one(&app, event_json("live-1")).await);
     browser.wait_for_rows(&ids).await;
 
     let store = app.stop().await;
-    browser
-        .wait_for(
-            "the reconnecting state",
-            "document.getElementById('state').dataset.state === 'reconnecting'",
-        )
-        .await;
+    browser.wait_for_state("reconnecting").await;
     let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
         .build_http::<Full<Bytes>>();
     for n in 0..5 {
@@ -523,12 +510,7 @@ async fn with_read_tokens_the_console_asks_for_one_and_never_puts_it_in_a_url() 
             "document.getElementById('token').value = '{TOKEN}'; document.getElementById('token-form').requestSubmit(); true"
         ))
         .await;
-    browser
-        .wait_for(
-            "the live state",
-            "document.getElementById('state').dataset.state === 'live'",
-        )
-        .await;
+    browser.wait_for_state("live").await;
     browser.wait_for_rows(&[first]).await;
     // Live over /ws, which needs the token: the page sent it as the subprotocol.
     let live = post_one(&app, event("site", "SMOKE", "CRITICAL")).await;
@@ -548,12 +530,7 @@ async fn with_read_tokens_the_console_asks_for_one_and_never_puts_it_in_a_url() 
     browser
         .eval("document.body.dispatchEvent(new KeyboardEvent('keydown', { key: 'p', bubbles: true })); true")
         .await;
-    browser
-        .wait_for(
-            "the live state",
-            "document.getElementById('state').dataset.state === 'live'",
-        )
-        .await;
+    browser.wait_for_state("live").await;
     browser.assert_clean_console();
     browser.close().await;
     app.stop().await;
