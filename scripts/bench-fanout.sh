@@ -9,10 +9,12 @@
 #    passes 100 ms (a million deliveries a second is 100 events/s);
 # 4. the wires: 1,000 WebSocket clients against 1,000 Server-Sent Events clients
 #    (/api/events/stream) at 500 events/s, alternating, WIRE_ROUNDS rounds each;
-# 5. the console: 1,000 /ws clients at 500 events/s with and without the console (GET /) open
-#    in headless Chromium (capped at CONSOLE_CPU_PERCENT of one core where a CPU cgroup can
-#    be made, else at nice 19), alternating, WIRE_ROUNDS rounds each (skipped without
-#    chromium);
+# 5. the console: 1,000 /ws clients at 500 events/s, WIRE_ROUNDS rounds of three runs: no
+#    console; the console (GET /) open in headless Chromium (capped at CONSOLE_CPU_PERCENT of
+#    one core where a CPU cgroup can be made, else at nice 19); no console, with a busy loop
+#    in the browser's place using the CPU share the browser just used (the baseline that
+#    separates what the console costs the server from what a browser on the same two cores
+#    costs everything) (skipped without chromium);
 # 6. idle cost: a freshly started server, 10,000 idle connections, RSS growth per connection.
 # Every run reports the server's CPU time per 1,000 deliveries (from /proc/PID/stat).
 #
@@ -55,6 +57,11 @@ mariadb -uroot -e "DROP DATABASE IF EXISTS $DB; CREATE DATABASE $DB"
 PID=
 CONSOLE_PID=
 CONSOLE_PROFILE=
+BURNER_PID=
+# The console's browser, and the busy loop standing in for it, run in these cgroups: cpu
+# caps them, cpuacct counts what they used (empty when the machine has no writable v1 cgroups).
+CONSOLE_CGROUP=
+CONSOLE_ACCT=
 start_vigil() {
   DATABASE_URL=mysql://root@127.0.0.1:3306/$DB \
   REDIS_URL=redis://127.0.0.1:6379 \
@@ -76,9 +83,18 @@ close_console() {
   fi
   if [ -n "$CONSOLE_PROFILE" ]; then rm -rf "$CONSOLE_PROFILE" 2>/dev/null || true; CONSOLE_PROFILE=; fi
 }
+stop_burner() {
+  if [ -n "$BURNER_PID" ]; then
+    kill -- -"$BURNER_PID" 2>/dev/null || true
+    wait "$BURNER_PID" 2>/dev/null || true
+    BURNER_PID=
+  fi
+}
 cleanup() {
   close_console
-  [ -z "${CONSOLE_CGROUP:-}" ] || rmdir "$CONSOLE_CGROUP" 2>/dev/null || true
+  stop_burner
+  [ -z "$CONSOLE_CGROUP" ] || rmdir "$CONSOLE_CGROUP" 2>/dev/null || true
+  [ -z "$CONSOLE_ACCT" ] || rmdir "$CONSOLE_ACCT" 2>/dev/null || true
   stop_vigil
   redis-cli -h 127.0.0.1 DEL "$PREFIX:events:recent" "$PREFIX:events:recent:gap" >/dev/null || true
   mariadb -uroot -e "DROP DATABASE IF EXISTS $DB" || true
@@ -127,13 +143,30 @@ echo "$verdict_10k"
 # that passed and of the run that failed (null when none did).
 echo "{\"clients_1000\":$verdict_1k,\"clients_10000\":$verdict_10k}" > "$VERDICT"
 
-# wire_run LABEL ARGS...: one 1,000-client run at 500 events/s, recorded with its label.
+# side_cpu_ns: the CPU time (ns) used so far by whatever runs in the console's cgroups.
+side_cpu_ns() { if [ -n "$CONSOLE_ACCT" ]; then cat "$CONSOLE_ACCT/cpuacct.usage"; else echo 0; fi; }
+
+# wire_run LABEL ARGS...: one 1,000-client run at 500 events/s, recorded with its label and
+# the share of one core used meanwhile by the console's cgroups (the browser or its stand-in;
+# null when they cannot be counted). Sets SIDE_SHARE to that share.
+SIDE_SHARE=null
 wire_run() {
-  local label=$1 run
+  local label=$1 run cpu0 wall0 cpu1 wall1
   shift
+  cpu0=$(side_cpu_ns) wall0=$(date +%s%N)
   run=$(fanout --clients 1000 --rate 500 --duration "$DURATION" "$@")
-  echo "{\"label\":\"$label\",\"run\":$run}" >> "$OUT_WIRES"
-  field "$run" '"'"$label"': missing %d, duplicates %d, p50 %.1f ms, p99 %.1f ms, server CPU %.2f ms per 1,000 deliveries" % (missing, duplicates, latency_ms["p50"], latency_ms["p99"], server_cpu_ms_per_1000_deliveries or 0)'
+  cpu1=$(side_cpu_ns) wall1=$(date +%s%N)
+  SIDE_SHARE=null
+  [ -z "$CONSOLE_ACCT" ] || SIDE_SHARE=$(python3 -c "print(round(($cpu1 - $cpu0) / ($wall1 - $wall0), 4))")
+  echo "{\"label\":\"$label\",\"side_cpu_share\":$SIDE_SHARE,\"run\":$run}" >> "$OUT_WIRES"
+  field "$run" '"'"$label"': missing %d, duplicates %d, p50 %.1f ms, p99 %.1f ms, server CPU %.2f ms per 1,000 deliveries" % (missing, duplicates, latency_ms["p50"], latency_ms["p99"], server_cpu_ms_per_1000_deliveries or 0)'" + ', beside it $SIDE_SHARE of a core'"
+}
+
+# in_console_cgroups COMMAND...: runs COMMAND in its own session, in the console's cgroups,
+# at the lowest priority.
+in_console_cgroups() {
+  setsid sh -c 'for g in $1 $2; do echo $$ > "$g/cgroup.procs"; done; shift 2; exec nice -n 19 "$@"' \
+    side "${CONSOLE_CGROUP:-}" "${CONSOLE_ACCT:-}" "$@" &
 }
 
 echo "== wires: 1,000 clients × 500 events/s, WebSocket and SSE alternating ($WIRE_ROUNDS rounds)"
@@ -142,8 +175,7 @@ for _ in $(seq 1 "$WIRE_ROUNDS"); do
   wire_run sse --wire sse
 done
 
-echo "== console: 1,000 /ws clients × 500 events/s, without and with the console open"
-CONSOLE_CGROUP=
+echo "== console: 1,000 /ws clients × 500 events/s: no console; the console; its CPU share burnt without it"
 if [ -w /sys/fs/cgroup/cpu ] && mkdir -p /sys/fs/cgroup/cpu/vigil-console 2>/dev/null \
   && echo 100000 > /sys/fs/cgroup/cpu/vigil-console/cpu.cfs_period_us \
   && echo $((CONSOLE_CPU_PERCENT * 1000)) > /sys/fs/cgroup/cpu/vigil-console/cpu.cfs_quota_us; then
@@ -152,6 +184,11 @@ if [ -w /sys/fs/cgroup/cpu ] && mkdir -p /sys/fs/cgroup/cpu/vigil-console 2>/dev
 else
   echo "no CPU cgroup to cap the browser with: it runs at nice 19"
 fi
+if [ -w /sys/fs/cgroup/cpuacct ] && mkdir -p /sys/fs/cgroup/cpuacct/vigil-console 2>/dev/null; then
+  CONSOLE_ACCT=/sys/fs/cgroup/cpuacct/vigil-console
+else
+  echo "no cpuacct cgroup: the browser's CPU cannot be counted, so no equal-load baseline runs"
+fi
 if command -v chromium >/dev/null 2>&1; then
   for _ in $(seq 1 "$WIRE_ROUNDS"); do
     wire_run no-console
@@ -159,9 +196,8 @@ if command -v chromium >/dev/null 2>&1; then
     # The browser stands in for one on an operator's own machine, so it must not take the
     # server's cores: in a CPU cgroup capped at CONSOLE_CPU_PERCENT of one core when the
     # machine has one (cgroup v1 cpu controller, as root), else at the lowest priority.
-    setsid sh -c 'if [ -n "$1" ]; then echo $$ > "$1/cgroup.procs"; fi; shift; exec nice -n 19 "$@"' \
-      console "$CONSOLE_CGROUP" chromium --headless=new --no-sandbox --disable-gpu --disable-dev-shm-usage \
-      --no-first-run --user-data-dir="$CONSOLE_PROFILE" "http://127.0.0.1:$PORT/" >/dev/null 2>&1 &
+    in_console_cgroups chromium --headless=new --no-sandbox --disable-gpu --disable-dev-shm-usage \
+      --no-first-run --user-data-dir="$CONSOLE_PROFILE" "http://127.0.0.1:$PORT/" >/dev/null 2>&1
     CONSOLE_PID=$!
     # The console is live once its /ws client is in the hub.
     for _ in $(seq 1 300); do
@@ -178,6 +214,27 @@ if command -v chromium >/dev/null 2>&1; then
     sleep 5
     wire_run console
     close_console
+    if [ "$SIDE_SHARE" != null ]; then
+      # The same host load without the console: a busy loop that keeps its CPU time at the
+      # share of one core the browser just used (spinning in 1 ms slices while behind, else
+      # sleeping), in the browser's cgroups and at its priority. What differs from the
+      # console run is then only the console being a client of the server.
+      in_console_cgroups python3 -c '
+import sys, time
+share, wall0, cpu0 = float(sys.argv[1]), time.monotonic(), time.process_time()
+while True:
+    if time.process_time() - cpu0 < share * (time.monotonic() - wall0):
+        spin = time.perf_counter()
+        while time.perf_counter() - spin < 0.001:
+            pass
+    else:
+        time.sleep(0.001)
+' "$SIDE_SHARE"
+      BURNER_PID=$!
+      sleep 1
+      wire_run console-load
+      stop_burner
+    fi
   done
 else
   echo "skipped: no chromium (scripts/test.sh installs Debian's package)"

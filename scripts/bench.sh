@@ -310,39 +310,52 @@ labels = {
     "sse": "1,000 Server-Sent Events clients (`/api/events/stream`)",
     "no-console": "1,000 `/ws` clients, no console open",
     "console": "1,000 `/ws` clients and the console open in headless Chromium",
+    "console-load": "1,000 `/ws` clients, no console; a busy loop uses the browser's CPU share in its place",
 }
-runs = {}
+runs, side = {}, {}
 for line in open(sys.argv[1]):
     row = json.loads(line)
     runs.setdefault(row["label"], []).append(row["run"])
+    if row.get("side_cpu_share") is not None:
+        side.setdefault(row["label"], []).append(row["side_cpu_share"])
 def median(label, get):
     return statistics.median(get(run) for run in runs[label])
-print("| clients | rounds | server CPU ms per 1,000 deliveries | server CPU s per run | p50 ms | p99 ms | POST p99 ms | measurer CPU | missing, duplicates |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+def spread(label, get):
+    values = sorted(get(run) for run in runs[label])
+    return f"{statistics.median(values):.1f} ({values[0]:.1f}–{values[-1]:.1f})"
+print("| clients | rounds | server CPU ms per 1,000 deliveries | server CPU s per run | p50 ms | p99 ms (lowest–highest) | POST p99 ms | measurer CPU | beside them (share of one core) | missing, duplicates |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 for label, words in labels.items():
     if label not in runs:
-        print(f"| {words} | 0 | not run (no chromium) | | | | | | |")
+        print(f"| {words} | 0 | not run (no chromium or no cgroup) | | | | | | | |")
         continue
     cpu = median(label, lambda r: r["server_cpu_ms_per_1000_deliveries"] or 0)
     p50 = median(label, lambda r: r["latency_ms"]["p50"])
-    p99 = median(label, lambda r: r["latency_ms"]["p99"])
+    p99 = spread(label, lambda r: r["latency_ms"]["p99"])
     measurer = median(label, lambda r: r["cpu_percent"])
     server_s = median(label, lambda r: r["server_cpu_s"] or 0)
     acks = median(label, lambda r: r["ack_latency_ms"]["p99"])
+    beside = f"{statistics.median(side[label]):.2f}" if label in side else "—"
     lost = sum(r["missing"] for r in runs[label])
     doubled = sum(r["duplicates"] for r in runs[label])
-    print(f"| {words} | {len(runs[label])} | {cpu:.2f} | {server_s:.1f} | {p50:.1f} | {p99:.1f} | {acks:.1f} | {measurer:.0f} % | {lost}, {doubled} |")
+    print(f"| {words} | {len(runs[label])} | {cpu:.2f} | {server_s:.1f} | {p50:.1f} | {p99} | {acks:.1f} | {measurer:.0f} % | {beside} | {lost}, {doubled} |")
 def ratio(a, b):
     if a not in runs or b not in runs:
         return None
     get = lambda r: r["server_cpu_ms_per_1000_deliveries"] or 0
     return 100 * median(a, get) / median(b, get)
-sse, console = ratio("sse", "ws"), ratio("console", "no-console")
+def p99(label):
+    return median(label, lambda r: r["latency_ms"]["p99"])
 print()
+sse = ratio("sse", "ws")
 if sse is not None:
     print(f"Server CPU per delivery, SSE against WebSocket: **{sse:.0f} %**.", end=" ")
+console = ratio("console", "no-console")
 if console is not None:
-    print(f"With the console open against without: **{console:.0f} %**.", end="")
+    print(f"With the console open against a quiet machine without it: **{console:.0f} %**, p99 {p99('console'):.1f} against {p99('no-console'):.1f} ms.", end=" ")
+loaded = ratio("console", "console-load")
+if loaded is not None:
+    print(f"With the console open against the same CPU load without it (what the console itself costs the server): **{loaded:.0f} %**, p99 {p99('console'):.1f} against {p99('console-load'):.1f} ms.", end="")
 print()
 PY
 )
@@ -420,9 +433,11 @@ kinds of run of each pair alternating in the same run; medians. The measurer and
 share the machine's cores, so the measurer's own CPU (reading chunked \`text/event-stream\`
 costs it more than WebSocket frames) is part of every latency here. The console runs have a
 headless Chromium rendering every event on the same two cores, capped at a quarter of one core
-by a CPU cgroup where the machine allows one (else at nice 19): when the server's own CPU time
-per run and the POST latency (a path the console does not touch) move too, the browser took
-the cores, which a console on an operator's own machine does not.
+by a CPU cgroup where the machine allows one (else at nice 19). A console on an operator's own
+machine takes none of the server's cores, so each console run is followed by one without the
+console in which a busy loop, in the browser's cgroup, uses the share of one core the browser
+just used (*beside them*): the console against that run is what the console itself costs the
+server; the console against the quiet run adds what a browser on the server's cores costs.
 
 $WIRES
 
