@@ -26,6 +26,12 @@
 #     7. 1,000 clients × 500 and × 1,000 events/s, then rising rates until a run misses an
 #        event or its p99 passes 50 ms; 10,000 clients at rising rates until p99 passes
 #        100 ms; server CPU per 1,000 deliveries; RSS per idle connection at 10,000;
+#   several instances (scripts/bench-scale.sh, ports 3971… and HAProxy on 3980):
+#     1, 2 and 4 full-mode instances behind HAProxy sharing MariaDB and Redis: single-event
+#     ingest and fan-out with clients on every instance, CPU and Redis work per event, loss;
+#   unit costs: CPU per event of each process (single and bulk), Redis commands and bytes per
+#     event (INFO stats), CPU per 1,000 deliveries, memory per idle client, as a table with
+#     keys that scripts/capacity.sh reads;
 #   failover (scripts/bench-failover.sh, the high-availability tests on private servers):
 #     8. a mariadbd, a Galera node behind HAProxy, an instance's own Galera node and a Redis
 #        Sentinel primary killed under load: time to the first 201 again, slowest answer.
@@ -189,12 +195,21 @@ wrk -t2 -c64 -d3s -s scripts/wrk/post_event.lua "http://$FULL" > /dev/null
 MARIADB_PID=$(cat "$(mariadb -uroot -h127.0.0.1 -N -e 'SELECT @@pid_file')" 2>/dev/null || pgrep -o -x mariadbd)
 REDIS_PID=$(redis-cli -h 127.0.0.1 INFO server | tr -d '\r' | awk -F: '/^process_id/ {print $2}')
 CPU_BEFORE=$(cpu_snapshot "$PID" "$MARIADB_PID" "$REDIS_PID")
+REDIS_BEFORE=$(redis_counters)
 read -r SINGLE_RPS SINGLE_P50 SINGLE_P99 SINGLE_ERR < <(wrk_run single -t2 -c64 -d"$DURATION" -s scripts/wrk/post_event.lua "http://$FULL")
 CPU_AFTER=$(cpu_snapshot "$PID" "$MARIADB_PID" "$REDIS_PID")
+REDIS_AFTER=$(redis_counters)
 read -r CPU_VIGIL CPU_MARIADB CPU_REDIS SINGLE_IDLE SINGLE_STEAL < <(cpu_per_event "$CPU_BEFORE" "$CPU_AFTER" "$(wrk_acked single)")
 CPU_SERVER=$(python3 -c "print(f'{$CPU_VIGIL + $CPU_MARIADB + $CPU_REDIS:.1f}')")
 echo "single-event ingest: $SINGLE_RPS req/s, p50 $SINGLE_P50 ms, p99 $SINGLE_P99 ms, $SINGLE_ERR errors"
 echo "  CPU per acknowledged event: Vigil $CPU_VIGIL µs, MariaDB $CPU_MARIADB µs, Redis $CPU_REDIS µs = $CPU_SERVER µs; machine idle $SINGLE_IDLE %, stolen by the hypervisor $SINGLE_STEAL %"
+# Redis's work per acknowledged event: commands, bytes in and bytes out (out includes the
+# events:new message to this instance's own subscriber).
+read -r REDIS_COMMANDS REDIS_IN REDIS_OUT < <(python3 -c "
+import sys
+b, a, n = list(map(int, '$REDIS_BEFORE'.split())), list(map(int, '$REDIS_AFTER'.split())), max($(wrk_acked single), 1)
+print(*(f'{(y - x) / n:.{p}f}' for x, y, p in zip(b, a, (2, 0, 0))))")
+echo "  Redis per acknowledged event: $REDIS_COMMANDS commands, $REDIS_IN bytes in, $REDIS_OUT bytes out"
 
 # The HTTP ceiling: the same load against a server that only reads the body and answers the
 # 201 Vigil answers (its headers but date and length, and its body).
@@ -214,8 +229,12 @@ SINGLE_SHARE=$(python3 -c "print(round(100 * $SINGLE_RPS / max($BARE_RPS, 1)))")
 echo "baseline, bare hyper answering the same 201: $BARE_RPS req/s, p99 $BARE_P99 ms, $CPU_BARE µs CPU per request ($BARE_ERR errors, machine idle $BARE_IDLE %, stolen $BARE_STEAL %); Vigil reaches $SINGLE_SHARE %"
 read -r KEYED_RPS KEYED_P50 KEYED_P99 KEYED_ERR < <(VIGIL_WRK_IDEMPOTENCY=1 wrk_run keyed -t2 -c64 -d"$DURATION" -s scripts/wrk/post_event.lua "http://$FULL")
 echo "single-event ingest with an Idempotency-Key each: $KEYED_RPS req/s, p50 $KEYED_P50 ms, p99 $KEYED_P99 ms, $KEYED_ERR errors"
+BULK_BEFORE=$(cpu_snapshot "$PID" "$MARIADB_PID" "$REDIS_PID")
 read -r BULK_RPS BULK_P50 BULK_P99 BULK_ERR < <(wrk_run bulk -t1 -c4 -d"$DURATION" -s scripts/wrk/post_bulk.lua "http://$FULL")
+BULK_AFTER=$(cpu_snapshot "$PID" "$MARIADB_PID" "$REDIS_PID")
+read -r BULK_CPU_VIGIL BULK_CPU_MARIADB BULK_CPU_REDIS _ _ < <(cpu_per_event "$BULK_BEFORE" "$BULK_AFTER" "$(( $(wrk_acked bulk) * 1000 ))")
 BULK_EPS=$(python3 -c "print(round($BULK_RPS * 1000))")
+echo "  bulk CPU per acknowledged event: Vigil $BULK_CPU_VIGIL µs, MariaDB $BULK_CPU_MARIADB µs, Redis $BULK_CPU_REDIS µs"
 echo "bulk ingest: $BULK_EPS events/s ($BULK_RPS req/s of 1,000), p99 $BULK_P99 ms, $BULK_ERR errors"
 RAW=$("$BIN/raw_insert" "$URL" 1000 "${DURATION%s}" | tee "$WORK/raw-insert.txt" | grep -o '[0-9]* rows/s$' | cut -d' ' -f1)
 BULK_SHARE=$(python3 -c "print(round(100 * $BULK_EPS / max($RAW, 1)))")
@@ -359,6 +378,20 @@ if loaded is not None:
 print()
 PY
 )
+log "several instances behind HAProxy (scripts/bench-scale.sh)"
+SKIP_BUILD=1 DURATION="$DURATION" SCALE_OUT="$WORK/scale.jsonl" bash scripts/bench-scale.sh
+SCALE=$(python3 - "$WORK/scale.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+print("| instances | ingest req/s (p99 ms) | stored, acknowledged | CPU µs per event: instances, MariaDB, Redis, HAProxy (sum) | Redis per event: commands, bytes in, bytes out | fan-out: delivered of expected, missing, duplicates | fan-out p99 ms | instances' CPU ms per 1,000 deliveries | Redis bytes out per fan-out event |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+for row in rows:
+    i, f = row["ingest"], row["fanout"]
+    c, r, run = i["cpu_us_per_event"], i["redis_per_event"], f["run"]
+    total = sum(c.values())
+    print(f"| {row['instances']} | {i['req_per_s']:.0f} ({i['p99_ms']:.2f}) | {i['stored']}, {i['acked']} | {c['vigil']:.1f}, {c['mariadb']:.1f}, {c['redis']:.1f}, {c['haproxy']:.1f} ({total:.1f}) | {r['commands']:.2f}, {r['bytes_in']:.0f}, {r['bytes_out']:.0f} | {run['delivered']} of {run['expected_deliveries']}, {run['missing']}, {run['duplicates']} (stored {f['stored']} of {run['events_acked']} acknowledged) | {run['latency_ms']['p99']:.1f} | {run['server_cpu_ms_per_1000_deliveries'] or 0:.2f} | {f['redis_per_event']['bytes_out']:.0f} |")
+PY
+)
 INDEX_ROUNDS=${INDEX_ROUNDS:-3}
 INDEX_SECONDS=${INDEX_SECONDS:-8}
 INDEXES=$(ROUNDS=$INDEX_ROUNDS SECONDS_EACH=$INDEX_SECONDS bash scripts/bench-indexes.sh "$BIN/raw_insert" | tee "$WORK/indexes.md")
@@ -440,6 +473,43 @@ just used (*beside them*): the console against that run is what the console itse
 server; the console against the quiet run adds what a browser on the server's cores costs.
 
 $WIRES
+
+## Unit costs
+
+What one unit of work cost in this run, for sizing a deployment ([docs/scaling.md](docs/scaling.md);
+\`bash scripts/capacity.sh\` reads this table by its keys). CPU is from \`/proc/PID/stat\`
+around the runs above, Redis's work from its \`INFO stats\` counters; µs per event is the same
+number as ms per 1,000 events.
+
+| unit cost | key | value |
+| --- | --- | --- |
+| Vigil CPU per acknowledged single-event POST | \`vigil_us_per_event\` | $CPU_VIGIL µs |
+| MariaDB CPU per single event (its own batch share) | \`mariadb_us_per_event\` | $CPU_MARIADB µs |
+| Redis CPU per single event | \`redis_us_per_event\` | $CPU_REDIS µs |
+| Vigil CPU per event in 1,000-event bulk POSTs | \`vigil_us_per_bulk_event\` | $BULK_CPU_VIGIL µs |
+| MariaDB CPU per event in 1,000-event bulks | \`mariadb_us_per_bulk_event\` | $BULK_CPU_MARIADB µs |
+| Redis CPU per event in 1,000-event bulks | \`redis_us_per_bulk_event\` | $BULK_CPU_REDIS µs |
+| Redis commands per single event (LPUSH, LTRIM and PUBLISH, pipelined per batch) | \`redis_commands_per_event\` | $REDIS_COMMANDS |
+| Redis bytes in per single event | \`redis_bytes_in_per_event\` | $REDIS_IN B |
+| Redis bytes out per event, one instance subscribed (each further instance adds its \`events:new\` copy: see *Several instances*) | \`redis_bytes_out_per_event\` | $REDIS_OUT B |
+| server CPU per 1,000 WebSocket deliveries (1,000 clients × 1,000 events/s) | \`ws_ms_per_1000_deliveries\` | $FAN_CPU ms |
+| resident memory per idle WebSocket client ($IDLE_CONNECTIONS connections) | \`ws_idle_kib\` | $IDLE_KIB KiB |
+| single-event ingest, one instance, this machine | \`single_events_per_s\` | $SINGLE_RPS |
+| bulk ingest, one instance, this machine | \`bulk_events_per_s\` | $BULK_EPS |
+| CPUs of this machine (the rates above used all of them, load generators included) | \`cpus\` | $(nproc) |
+
+## Several instances
+
+1, 2 and 4 full-mode instances sharing this MariaDB and Redis behind HAProxy (round-robin
+over HTTP), on the same $(nproc) CPUs (\`scripts/bench-scale.sh\`, ${DURATION} runs). Ingest is
+\`wrk -t2 -c64\` single-event POSTs through HAProxy; *stored* may exceed *acknowledged* by
+the POSTs still in flight when wrk stopped. Fan-out posts through HAProxy at 500 events/s to
+1,000 \`/ws\` clients spread over the instances (each client on one instance): every event
+must reach every client of every instance, once. Every instance subscribes to \`events:new\`,
+so Redis sends each event once per instance: its bytes out per event grow with the count, and
+that, not Vigil's CPU per event, is what grows with instances.
+
+$SCALE
 
 ## What each index costs
 

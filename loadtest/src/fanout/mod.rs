@@ -60,9 +60,14 @@ const SPARE_FILES: u64 = 64;
     about = "Measure Vigil's fan-out: latency, loss and duplicates of events posted at a fixed rate, seen by N /ws (or /api/events/stream) clients"
 )]
 pub struct Args {
-    /// The server, as http://host:port; loopback addresses only.
+    /// The server, as http://host:port; loopback addresses only. The poster posts here, and
+    /// the clients connect here unless --client-host names other servers.
     #[arg(long, default_value = "http://127.0.0.1:3000")]
     pub host: String,
+    /// Servers the clients connect to, in turn (repeat the flag; e.g. each instance behind
+    /// the load balancer --host names, so that every instance has clients). Default: --host.
+    #[arg(long = "client-host", value_name = "URL")]
+    pub client_hosts: Vec<String>,
     /// Clients to open.
     #[arg(long, default_value_t = 1000)]
     pub clients: u64,
@@ -100,9 +105,9 @@ pub struct Args {
     #[arg(long)]
     pub reconnect: bool,
     /// The server's process id, to report its RSS (VmRSS) before and after, and the CPU time
-    /// it spent per 1,000 deliveries.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// it spent per 1,000 deliveries; repeat it for several instances (their sums).
+    #[arg(long = "server-pid", value_name = "PID")]
+    pub server_pids: Vec<u32>,
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -203,22 +208,27 @@ async fn fanout(args: &Args, target: Target) -> anyhow::Result<FanoutReport> {
     } else {
         format!("{}?{}", args.wire.route(), filter.query)
     };
-    let client_settings = Arc::new(ClientSettings {
-        target: target.clone(),
-        wire: args.wire,
-        path,
-        read_buffer: args.read_buffer,
-        run: poster_settings.run,
-        started,
-        seq_bound: events,
-        reconnect: args.reconnect,
-    });
-    let rss_before = server_rss(args.server_pid)?;
+    let client_settings = client_targets(args, &target)?
+        .into_iter()
+        .map(|target| {
+            Arc::new(ClientSettings {
+                target,
+                wire: args.wire,
+                path: path.clone(),
+                read_buffer: args.read_buffer,
+                run: poster_settings.run,
+                started,
+                seq_bound: events,
+                reconnect: args.reconnect,
+            })
+        })
+        .collect::<Vec<_>>();
+    let rss_before = servers_rss(&args.server_pids)?;
     let shared = Arc::new(Shared::default());
-    let clients = open_clients(args, client_settings, &shared, args.clients).await;
+    let clients = open_clients(args, &client_settings, &shared, args.clients).await;
 
     let cpu_before = system::process_cpu_time();
-    let server_cpu_before = server_cpu(args.server_pid)?;
+    let server_cpu_before = servers_cpu(&args.server_pids)?;
     let wall_before = Instant::now();
     let posted = poster::spawn(poster_settings).context("start the poster thread")?;
     let posted = posted.await.context("the poster thread failed")?;
@@ -235,10 +245,10 @@ async fn fanout(args: &Args, target: Target) -> anyhow::Result<FanoutReport> {
     }
     let wall = wall_before.elapsed();
     let cpu = system::process_cpu_time().saturating_sub(cpu_before);
-    let server_cpu_s = server_cpu(args.server_pid)?
+    let server_cpu_s = servers_cpu(&args.server_pids)?
         .zip(server_cpu_before)
         .map(|(after, before)| after.saturating_sub(before).as_secs_f64());
-    let rss_after = server_rss(args.server_pid)?;
+    let rss_after = servers_rss(&args.server_pids)?;
 
     let outcomes = close_clients(&shared, clients).await;
     let deliveries = report::tally(&outcomes, &expected);
@@ -251,6 +261,7 @@ async fn fanout(args: &Args, target: Target) -> anyhow::Result<FanoutReport> {
         .map(|cpu| cpu * 1e6 / deliveries.delivered as f64);
     Ok(FanoutReport {
         host: args.host.clone(),
+        client_hosts: args.client_hosts.clone(),
         wire: args.wire,
         filter: args.filter.clone(),
         clients: args.clients,
@@ -282,23 +293,29 @@ async fn fanout(args: &Args, target: Target) -> anyhow::Result<FanoutReport> {
 
 /// An idle run: `connections` clients that only answer pings.
 async fn idle(args: &Args, target: Target, connections: u64) -> anyhow::Result<IdleReport> {
-    let settings = Arc::new(ClientSettings {
-        target,
-        wire: args.wire,
-        path: args.wire.route().to_owned(),
-        read_buffer: IDLE_READ_BUFFER,
-        run: run_id(),
-        started: Instant::now(),
-        seq_bound: 0,
-        reconnect: false,
-    });
-    let rss_before = server_rss(args.server_pid)?;
+    let (run, started) = (run_id(), Instant::now());
+    let settings = client_targets(args, &target)?
+        .into_iter()
+        .map(|target| {
+            Arc::new(ClientSettings {
+                target,
+                wire: args.wire,
+                path: args.wire.route().to_owned(),
+                read_buffer: IDLE_READ_BUFFER,
+                run,
+                started,
+                seq_bound: 0,
+                reconnect: false,
+            })
+        })
+        .collect::<Vec<_>>();
+    let rss_before = servers_rss(&args.server_pids)?;
     let shared = Arc::new(Shared::default());
     let connecting = Instant::now();
-    let clients = open_clients(args, settings, &shared, connections).await;
+    let clients = open_clients(args, &settings, &shared, connections).await;
     let connect_s = connecting.elapsed().as_secs_f64();
     tokio::time::sleep(args.settle).await;
-    let rss_after = server_rss(args.server_pid)?;
+    let rss_after = servers_rss(&args.server_pids)?;
     let outcomes = close_clients(&shared, clients).await;
     let tally = report::tally(&outcomes, &SeqSet::new(0));
     Ok(IdleReport {
@@ -321,10 +338,22 @@ async fn idle(args: &Args, target: Target, connections: u64) -> anyhow::Result<I
     })
 }
 
-/// Spawns `count` clients and waits until each is connected or has given up.
+/// Where the clients connect: each --client-host, or --host when none is given.
+fn client_targets(args: &Args, host: &Target) -> anyhow::Result<Vec<Target>> {
+    if args.client_hosts.is_empty() {
+        return Ok(vec![host.clone()]);
+    }
+    args.client_hosts
+        .iter()
+        .map(|url| Target::parse(url).map_err(anyhow::Error::msg))
+        .collect()
+}
+
+/// Spawns `count` clients, spread in turn over `settings` (one per server), and waits until
+/// each is connected or has given up.
 async fn open_clients(
     args: &Args,
-    settings: Arc<ClientSettings>,
+    settings: &[Arc<ClientSettings>],
     shared: &Arc<Shared>,
     count: u64,
 ) -> Vec<JoinHandle<ClientOutcome>> {
@@ -333,7 +362,7 @@ async fn open_clients(
         .map(|index| {
             tokio::spawn(client::run(
                 index,
-                settings.clone(),
+                settings[index as usize % settings.len()].clone(),
                 shared.clone(),
                 slots.clone(),
             ))
@@ -368,16 +397,30 @@ async fn close_clients(
     outcomes
 }
 
-fn server_cpu(pid: Option<u32>) -> anyhow::Result<Option<Duration>> {
-    pid.map(|pid| {
-        system::cpu_time_of(pid).with_context(|| format!("read the CPU time of process {pid}"))
-    })
-    .transpose()
+/// The CPU time the server processes have spent, summed (None without any).
+fn servers_cpu(pids: &[u32]) -> anyhow::Result<Option<Duration>> {
+    read_servers(pids, "CPU time", system::cpu_time_of)
 }
 
-fn server_rss(pid: Option<u32>) -> anyhow::Result<Option<u64>> {
-    pid.map(|pid| system::rss_kib(pid).with_context(|| format!("read the RSS of process {pid}")))
-        .transpose()
+/// The server processes' resident memory in KiB, summed (None without any).
+fn servers_rss(pids: &[u32]) -> anyhow::Result<Option<u64>> {
+    read_servers(pids, "RSS", system::rss_kib)
+}
+
+/// `read` of every process in `pids`, summed; None when `pids` is empty.
+fn read_servers<T: std::iter::Sum<T>>(
+    pids: &[u32],
+    what: &str,
+    read: impl Fn(u32) -> std::io::Result<T>,
+) -> anyhow::Result<Option<T>> {
+    if pids.is_empty() {
+        return Ok(None);
+    }
+    let values = pids
+        .iter()
+        .map(|&pid| read(pid).with_context(|| format!("read the {what} of process {pid}")))
+        .collect::<anyhow::Result<Vec<T>>>()?;
+    Ok(Some(values.into_iter().sum()))
 }
 
 /// A run id that differs between runs, below 2^53 so that JSON readers keep it exact.
@@ -436,7 +479,53 @@ mod tests {
         assert_eq!((args.bulk, args.threads), (1, 1));
         assert_eq!(args.idle, None);
         let idle = Args::parse_from(["fanout", "--idle", "10000", "--server-pid", "42"]);
-        assert_eq!((idle.idle, idle.server_pid), (Some(10_000), Some(42)));
+        assert_eq!(
+            (idle.idle, idle.server_pids.as_slice()),
+            (Some(10_000), &[42][..])
+        );
+    }
+
+    #[test]
+    fn clients_spread_over_every_client_host_in_turn() {
+        let args = Args::parse_from(["fanout", "--host", "http://127.0.0.1:3980"]);
+        let host = Target::parse(&args.host).unwrap();
+        let only = client_targets(&args, &host).unwrap();
+        assert_eq!(
+            only.iter().map(|t| t.addr.port()).collect::<Vec<_>>(),
+            [3980]
+        );
+
+        let args = Args::parse_from([
+            "fanout",
+            "--host",
+            "http://127.0.0.1:3980",
+            "--client-host",
+            "http://127.0.0.1:3971",
+            "--client-host",
+            "http://127.0.0.1:3972",
+            "--server-pid",
+            "7",
+            "--server-pid",
+            "8",
+        ]);
+        let targets = client_targets(&args, &host).unwrap();
+        assert_eq!(
+            targets.iter().map(|t| t.addr.port()).collect::<Vec<_>>(),
+            [3971, 3972]
+        );
+        assert_eq!(args.server_pids, [7, 8]);
+        let refused = Args::parse_from(["fanout", "--client-host", "http://192.0.2.1:80"]);
+        assert!(client_targets(&refused, &host).is_err());
+    }
+
+    #[test]
+    fn several_servers_are_read_as_their_sum() {
+        let me = std::process::id();
+        let one = servers_rss(&[me]).unwrap().unwrap();
+        let twice = read_servers(&[me, me], "RSS", |_| Ok::<u64, std::io::Error>(one)).unwrap();
+        assert_eq!(twice, Some(2 * one));
+        assert_eq!(servers_cpu(&[]).unwrap(), None);
+        assert!(servers_cpu(&[me]).unwrap().is_some());
     }
 
     #[test]

@@ -106,6 +106,8 @@ pub fn tally(clients: &[ClientOutcome], expected: &SeqSet) -> DeliveryTally {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FanoutReport {
     pub host: String,
+    /// The servers the clients connected to, in turn, when not `host`.
+    pub client_hosts: Vec<String>,
     pub wire: super::client::Wire,
     pub filter: Option<String>,
     pub clients: u64,
@@ -202,12 +204,16 @@ impl fmt::Display for FanoutReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let d = &self.deliveries;
         let filter = self.filter.as_deref().unwrap_or("none");
+        let servers = if self.client_hosts.is_empty() {
+            self.host.clone()
+        } else {
+            format!("{} (posts to {})", self.client_hosts.join(", "), self.host)
+        };
         writeln!(
             f,
-            "vigil fanout: {} {} clients on {} (filter: {filter})",
+            "vigil fanout: {} {} clients on {servers} (filter: {filter})",
             self.clients,
             self.wire.route(),
-            self.host
         )?;
         writeln!(
             f,
@@ -382,6 +388,7 @@ mod tests {
         let expected = SeqSet::from_fn(10, |seq| seq < 4);
         FanoutReport {
             host: "http://127.0.0.1:3950".to_owned(),
+            client_hosts: Vec::new(),
             wire: crate::fanout::client::Wire::Ws,
             filter: Some("type=GAS".to_owned()),
             clients: 1,

@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# Several Vigil instances on this machine (for BENCHMARKS.md and docs/scaling.md): 1, 2 and 4
+# full-mode instances sharing one MariaDB and one Redis, behind HAProxy (Debian's package,
+# round-robin over HTTP), everything on the same cores. For each instance count:
+#
+# 1. ingest: wrk -t2 -c64 single-event POSTs through HAProxy for DURATION. Reports the
+#    acknowledged rate; the rows stored against the 201s (a POST still in flight when wrk stops
+#    may be stored unacknowledged, never the other way); CPU per acknowledged event of the
+#    instances together, MariaDB, Redis and HAProxy (/proc/PID/stat); Redis's work per event
+#    from INFO (commands processed, bytes in, bytes out): every instance subscribes to
+#    events:new, so Redis's egress per event grows with the instance count;
+# 2. fan-out: the `fanout` measurer posting through HAProxy at RATE events/s for DURATION with
+#    CLIENTS /ws clients spread over the instances (each client connects to one instance, in
+#    turn): every event to every client of every instance, each once, p99, the instances' CPU
+#    per 1,000 deliveries, Redis's egress per event; then the stored rows against the POSTs
+#    acknowledged.
+#
+# On two cores the total rate cannot grow with instances; what must not grow is the cost per
+# event, and the loss must stay zero.
+#
+# Usage: bash scripts/bench-scale.sh   (writes target/bench/scale.jsonl, a line per count)
+# Settings: COUNTS ("1 2 4"), DURATION (15s), RATE (500), CLIENTS (1000), SCALE_OUT
+# (target/bench/scale.jsonl), SKIP_BUILD=1 (binaries already built, as scripts/bench.sh does).
+# Ports: HAProxy 3980, instances 3971…
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/services.sh
+
+COUNTS=${COUNTS:-"1 2 4"}
+DURATION=${DURATION:-15s}
+RATE=${RATE:-500}
+CLIENTS=${CLIENTS:-1000}
+OUT=${SCALE_OUT:-target/bench/scale.jsonl}
+BIN=${CARGO_TARGET_DIR:-target}/release
+DB=vigil_bench_scale
+PREFIX=benchscale
+PROXY=127.0.0.1:3980
+FIRST_PORT=3971
+mkdir -p "$(dirname "$OUT")"
+: > "$OUT"
+
+ensure_mariadb
+ensure_redis
+command -v wrk >/dev/null 2>&1 || apt_install wrk
+command -v haproxy >/dev/null 2>&1 || apt_install haproxy
+[ "${SKIP_BUILD:-0}" = 1 ] || cargo build --release --locked -p vigil-server -p vigil-loadtest --bin vigil --bin fanout
+
+WORK=$(mktemp -d -t vigil-scale.XXXXXX)
+PIDS=()
+PROXY_PID=
+stop_all() {
+  local pid
+  for pid in "${PIDS[@]}" $PROXY_PID; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}" $PROXY_PID; do wait "$pid" 2>/dev/null || true; done
+  PIDS=()
+  PROXY_PID=
+}
+cleanup() {
+  stop_all
+  redis-cli -h 127.0.0.1 DEL "$PREFIX:events:recent" "$PREFIX:events:recent:gap" >/dev/null 2>&1 || true
+  mariadb -uroot -h127.0.0.1 -e "DROP DATABASE IF EXISTS $DB" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# start_instances N: a fresh database, N instances on FIRST_PORT…, HAProxy in front of them.
+start_instances() {
+  local count=$1 port i
+  mariadb -uroot -h127.0.0.1 -e "DROP DATABASE IF EXISTS $DB; CREATE DATABASE $DB"
+  redis-cli -h 127.0.0.1 DEL "$PREFIX:events:recent" "$PREFIX:events:recent:gap" >/dev/null
+  {
+    printf 'global\n  maxconn 8000\n'
+    printf 'defaults\n  mode http\n  timeout connect 2s\n  timeout client 60s\n  timeout server 60s\n'
+    printf 'frontend vigil\n  bind %s\n  default_backend instances\n' "$PROXY"
+    printf 'backend instances\n  balance roundrobin\n'
+    for i in $(seq 1 "$count"); do
+      printf '  server vigil%d 127.0.0.1:%d\n' "$i" $((FIRST_PORT + i - 1))
+    done
+  } > "$WORK/haproxy.cfg"
+  for i in $(seq 1 "$count"); do
+    port=$((FIRST_PORT + i - 1))
+    DATABASE_URL=mysql://root@127.0.0.1:3306/$DB REDIS_URL=redis://127.0.0.1:6379 \
+    VIGIL_REDIS_CHANNEL=$PREFIX:events:new VIGIL_REDIS_RECENT_KEY=$PREFIX:events:recent \
+    VIGIL_WS_MAX_CLIENTS=20000 VIGIL_WS_MAX_CLIENTS_PER_ADDR=20000 RUST_LOG=error \
+      "$BIN/vigil" --addr "127.0.0.1:$port" 2>>"$WORK/vigil.log" &
+    PIDS+=("$!")
+    wait_healthy "127.0.0.1:$port"
+  done
+  haproxy -f "$WORK/haproxy.cfg" -db 2>>"$WORK/haproxy.log" &
+  PROXY_PID=$!
+  wait_healthy "$PROXY"
+}
+
+# Counters around a run: CPU ticks of the instances (summed), mariadbd, redis-server and
+# HAProxy, then Redis's commands processed, bytes in and bytes out.
+MARIADB_PID=$(cat "$(mariadb -uroot -h127.0.0.1 -N -e 'SELECT @@pid_file')" 2>/dev/null || pgrep -o -x mariadbd)
+REDIS_PID=$(redis-cli -h 127.0.0.1 INFO server | tr -d '\r' | awk -F: '/^process_id/ {print $2}')
+counters() {
+  local pid sum=0
+  for pid in "${PIDS[@]}"; do sum=$((sum + $(cpu_ticks "$pid"))); done
+  printf '%s %s %s %s ' "$sum" "$(cpu_ticks "$MARIADB_PID")" "$(cpu_ticks "$REDIS_PID")" "$(cpu_ticks "$PROXY_PID")"
+  redis_counters
+}
+stored() { mariadb -uroot -h127.0.0.1 -N -e "SELECT COUNT(*) FROM $DB.events"; }
+
+for count in $COUNTS; do
+  echo "== $count instance(s) behind HAProxy"
+  start_instances "$count"
+  # Warm the pools and the proxy's connections; the rows it stores are counted out below.
+  wrk -t2 -c64 -d2s -s scripts/wrk/post_event.lua "http://$PROXY" > /dev/null
+  rows_before=$(stored)
+  before=$(counters)
+  wrk --latency -t2 -c64 -d"$DURATION" -s scripts/wrk/post_event.lua "http://$PROXY" > "$WORK/wrk.txt"
+  after=$(counters)
+  rows_after=$(stored)
+
+  fan_before=$(counters)
+  client_hosts=()
+  for i in $(seq 1 "$count"); do client_hosts+=(--client-host "http://127.0.0.1:$((FIRST_PORT + i - 1))"); done
+  server_pids=()
+  for pid in "${PIDS[@]}"; do server_pids+=(--server-pid "$pid"); done
+  fan_rows_before=$(stored)
+  fan=$("$BIN/fanout" --host "http://$PROXY" "${client_hosts[@]}" "${server_pids[@]}" \
+    --clients "$CLIENTS" --rate "$RATE" --duration "$DURATION" --json)
+  fan_after=$(counters)
+  fan_rows=$(( $(stored) - fan_rows_before ))
+  stop_all
+
+  python3 - "$count" "$WORK/wrk.txt" "$before" "$after" "$((rows_after - rows_before))" \
+    "$fan" "$fan_before" "$fan_after" "$fan_rows" "$(getconf CLK_TCK)" >> "$OUT" <<'PY'
+import json, re, sys
+count, wrk_file = int(sys.argv[1]), sys.argv[2]
+before, after = (list(map(int, text.split())) for text in sys.argv[3:5])
+rows = int(sys.argv[5])
+fan = json.loads(sys.argv[6])
+fan_before, fan_after = (list(map(int, text.split())) for text in sys.argv[7:9])
+fan_rows, hz = int(sys.argv[9]), int(sys.argv[10])
+text = open(wrk_file).read()
+def ms(value):
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value).groups()
+    return float(number) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit]
+requests = int(re.search(r"(\d+) requests in", text).group(1))
+bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+acked = requests - (int(bad.group(1)) if bad else 0)
+def costs(before, after, events):
+    d = [b - a for a, b in zip(before, after)]
+    per = lambda ticks: round(ticks / hz * 1e6 / max(events, 1), 2)
+    return {
+        "cpu_us_per_event": {"vigil": per(d[0]), "mariadb": per(d[1]), "redis": per(d[2]), "haproxy": per(d[3])},
+        "redis_per_event": {"commands": round(d[4] / max(events, 1), 2),
+                             "bytes_in": round(d[5] / max(events, 1), 1),
+                             "bytes_out": round(d[6] / max(events, 1), 1)},
+    }
+ingest = {
+    "req_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)),
+    "p99_ms": ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1)),
+    "acked": acked,
+    "stored": rows,
+    "unanswered_stored": rows - acked,
+    **costs(before, after, acked),
+}
+fanout = {
+    "run": fan,
+    "stored": fan_rows,
+    **costs(fan_before, fan_after, fan["events_acked"]),
+}
+print(json.dumps({"instances": count, "ingest": ingest, "fanout": fanout}))
+PY
+  tail -1 "$OUT" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+i, f = r["ingest"], r["fanout"]
+run, c, ri, rf = f["run"], i["cpu_us_per_event"], i["redis_per_event"], f["redis_per_event"]
+print("ingest: %.0f req/s, p99 %.2f ms, %d acknowledged, %d stored; CPU µs per event: instances %s, MariaDB %s, Redis %s, HAProxy %s; Redis per event: %s commands, %.0f bytes in, %.0f bytes out"
+      % (i["req_per_s"], i["p99_ms"], i["acked"], i["stored"], c["vigil"], c["mariadb"], c["redis"], c["haproxy"], ri["commands"], ri["bytes_in"], ri["bytes_out"]))
+print("fan-out: %d/%d delivered, missing %d, duplicates %d, p99 %.1f ms, instances CPU %.2f ms per 1,000 deliveries; %d acknowledged, %d stored; Redis %.0f bytes out per event"
+      % (run["delivered"], run["expected_deliveries"], run["missing"], run["duplicates"], run["latency_ms"]["p99"], run["server_cpu_ms_per_1000_deliveries"] or 0, run["events_acked"], f["stored"], rf["bytes_out"]))
+'
+done
