@@ -15,10 +15,18 @@
 #    per 1,000 deliveries, Redis's egress per event; then the stored rows against the POSTs
 #    acknowledged.
 #
-# On two cores the total rate cannot grow with instances; what must not grow is the cost per
-# event, and the loss must stay zero.
+# 3. one more instance that takes no posts (a "listener") beside one that takes them all
+#    (wrk -t2 -c64 straight to it): the listener's CPU per event is what each instance adds
+#    for every event any instance takes (its subscription, bridge and hub), and Redis's CPU
+#    per event against the one-instance ingest run is what each further subscriber costs it.
 #
-# Usage: bash scripts/bench-scale.sh   (writes target/bench/scale.jsonl, a line per count)
+# On two cores the total rate cannot grow with instances; what must not grow is the cost per
+# event, and the loss must stay zero. At a fixed total rate each of N instances forms batches
+# of about 1/N the rows, so the table also reports the mean batch (from each instance's
+# /metrics), which says how much of a cost per event is per batch.
+#
+# Usage: bash scripts/bench-scale.sh   (writes target/bench/scale.jsonl, a line per count, and
+#        the listener run to target/bench/scale-listener.json)
 # Settings: COUNTS ("1 2 4"), DURATION (15s), RATE (500), CLIENTS (1000), SCALE_OUT
 # (target/bench/scale.jsonl), SKIP_BUILD=1 (binaries already built, as scripts/bench.sh does).
 # Ports: HAProxy 3980, instances 3971…
@@ -102,6 +110,13 @@ counters() {
   redis_counters
 }
 stored() { mariadb -uroot -h127.0.0.1 -N -e "SELECT COUNT(*) FROM $DB.events"; }
+# batches: "batches_committed events_committed", summed over the instances' /metrics.
+batches() {
+  local i
+  for i in $(seq 1 "${#PIDS[@]}"); do
+    curl -sf "http://127.0.0.1:$((FIRST_PORT + i - 1))/metrics"
+  done | awk '/^vigil_batches_total / {b += $2} /^vigil_events_accepted_total / {e += $2} END {print b + 0, e + 0}'
+}
 
 for count in $COUNTS; do
   echo "== $count instance(s) behind HAProxy"
@@ -109,9 +124,11 @@ for count in $COUNTS; do
   # Warm the pools and the proxy's connections; the rows it stores are counted out below.
   wrk -t2 -c64 -d2s -s scripts/wrk/post_event.lua "http://$PROXY" > /dev/null
   rows_before=$(stored)
+  batches_before=$(batches)
   before=$(counters)
   wrk --latency -t2 -c64 -d"$DURATION" -s scripts/wrk/post_event.lua "http://$PROXY" > "$WORK/wrk.txt"
   after=$(counters)
+  batches_after=$(batches)
   rows_after=$(stored)
 
   fan_before=$(counters)
@@ -127,9 +144,10 @@ for count in $COUNTS; do
   stop_all
 
   python3 - "$count" "$WORK/wrk.txt" "$before" "$after" "$((rows_after - rows_before))" \
-    "$fan" "$fan_before" "$fan_after" "$fan_rows" "$(getconf CLK_TCK)" >> "$OUT" <<'PY'
+    "$fan" "$fan_before" "$fan_after" "$fan_rows" "$(getconf CLK_TCK)" "$batches_before" "$batches_after" >> "$OUT" <<'PY'
 import json, re, sys
 count, wrk_file = int(sys.argv[1]), sys.argv[2]
+(b0, e0), (b1, e1) = (map(int, text.split()) for text in sys.argv[11:13])
 before, after = (list(map(int, text.split())) for text in sys.argv[3:5])
 rows = int(sys.argv[5])
 fan = json.loads(sys.argv[6])
@@ -157,6 +175,7 @@ ingest = {
     "acked": acked,
     "stored": rows,
     "unanswered_stored": rows - acked,
+    "mean_batch_rows": round((e1 - e0) / max(b1 - b0, 1), 1),
     **costs(before, after, acked),
 }
 fanout = {
@@ -171,9 +190,57 @@ import json, sys
 r = json.load(sys.stdin)
 i, f = r["ingest"], r["fanout"]
 run, c, ri, rf = f["run"], i["cpu_us_per_event"], i["redis_per_event"], f["redis_per_event"]
-print("ingest: %.0f req/s, p99 %.2f ms, %d acknowledged, %d stored; CPU µs per event: instances %s, MariaDB %s, Redis %s, HAProxy %s; Redis per event: %s commands, %.0f bytes in, %.0f bytes out"
-      % (i["req_per_s"], i["p99_ms"], i["acked"], i["stored"], c["vigil"], c["mariadb"], c["redis"], c["haproxy"], ri["commands"], ri["bytes_in"], ri["bytes_out"]))
+print("ingest: %.0f req/s, p99 %.2f ms, %d acknowledged, %d stored, batches of %.1f rows; CPU µs per event: instances %s, MariaDB %s, Redis %s, HAProxy %s; Redis per event: %s commands, %.0f bytes in, %.0f bytes out"
+      % (i["req_per_s"], i["p99_ms"], i["acked"], i["stored"], i["mean_batch_rows"], c["vigil"], c["mariadb"], c["redis"], c["haproxy"], ri["commands"], ri["bytes_in"], ri["bytes_out"]))
 print("fan-out: %d/%d delivered, missing %d, duplicates %d, p99 %.1f ms, instances CPU %.2f ms per 1,000 deliveries; %d acknowledged, %d stored; Redis %.0f bytes out per event"
       % (run["delivered"], run["expected_deliveries"], run["missing"], run["duplicates"], run["latency_ms"]["p99"], run["server_cpu_ms_per_1000_deliveries"] or 0, run["events_acked"], f["stored"], rf["bytes_out"]))
 '
 done
+
+echo "== a listener: one instance takes every post, one more only receives; then without it"
+start_instances 2
+LISTENER_PID=${PIDS[1]}
+wrk -t2 -c64 -d2s -s scripts/wrk/post_event.lua "http://127.0.0.1:$FIRST_PORT" > /dev/null
+# listener_run NAME: wrk straight to the first instance; writes "before" and "after" counters
+# (the posting instance, the listener, mariadbd, redis-server, then Redis's INFO counters).
+listener_run() {
+  local listener_ticks=0
+  [ -z "$LISTENER_PID" ] || listener_ticks=$(cpu_ticks "$LISTENER_PID")
+  echo "$(cpu_ticks "${PIDS[0]}") $listener_ticks $(cpu_ticks "$MARIADB_PID") $(cpu_ticks "$REDIS_PID") $(redis_counters)" > "$WORK/$1.before"
+  wrk -t2 -c64 -d"$DURATION" -s scripts/wrk/post_event.lua "http://127.0.0.1:$FIRST_PORT" > "$WORK/$1.txt"
+  [ -z "$LISTENER_PID" ] || listener_ticks=$(cpu_ticks "$LISTENER_PID")
+  echo "$(cpu_ticks "${PIDS[0]}") $listener_ticks $(cpu_ticks "$MARIADB_PID") $(cpu_ticks "$REDIS_PID") $(redis_counters)" > "$WORK/$1.after"
+}
+listener_run with-listener
+# The same run without the listener: Redis then has one subscriber, and the batches are as
+# large as before, so the difference is what one more subscribed instance costs Redis.
+kill "$LISTENER_PID"
+wait "$LISTENER_PID" 2>/dev/null || true
+PIDS=("${PIDS[0]}")
+LISTENER_PID=
+listener_run alone
+stop_all
+python3 - "$WORK" "$(getconf CLK_TCK)" > "${OUT%.jsonl}-listener.json" <<'PY'
+import json, re, sys
+work, hz = sys.argv[1], int(sys.argv[2])
+def run(name):
+    text = open(f"{work}/{name}.txt").read()
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    acked = int(re.search(r"(\d+) requests in", text).group(1)) - (int(bad.group(1)) if bad else 0)
+    before, after = (list(map(int, open(f"{work}/{name}.{end}").read().split())) for end in ("before", "after"))
+    d = [b - a for a, b in zip(before, after)]
+    per = lambda ticks: round(ticks / hz * 1e6 / max(acked, 1), 2)
+    return {
+        "acked": acked,
+        "cpu_us_per_event": {"posting_instance": per(d[0]), "listener": per(d[1]), "mariadb": per(d[2]), "redis": per(d[3])},
+        "redis_per_event": {"commands": round(d[4] / max(acked, 1), 2), "bytes_in": round(d[5] / max(acked, 1), 1), "bytes_out": round(d[6] / max(acked, 1), 1)},
+    }
+print(json.dumps({"with_listener": run("with-listener"), "alone": run("alone")}))
+PY
+python3 -c '
+import json, sys
+r = json.load(open(sys.argv[1]))
+for name, run in r.items():
+    c = run["cpu_us_per_event"]
+    print("%s: %d events; CPU µs per event: posting instance %s, listener %s, MariaDB %s, Redis %s; Redis %.0f bytes out per event" % (name, run["acked"], c["posting_instance"], c["listener"], c["mariadb"], c["redis"], run["redis_per_event"]["bytes_out"]))
+' "${OUT%.jsonl}-listener.json"

@@ -48,7 +48,7 @@
 #   BENCH_OUT (BENCHMARKS.md), BENCH_DIR (target/bench: raw outputs, goose reports)
 #   SKIP_BUILD=1            use the release binaries already in $CARGO_TARGET_DIR/release
 #   SKIP_FAILOVER=1         leave out 8 (it builds and runs the test binary, ~3 minutes)
-# Needs wrk (installed with apt if missing). Takes about 6 minutes with the defaults, plus
+# Needs wrk and haproxy (installed with apt if missing). Takes about 30 minutes with the defaults, plus
 # the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -76,6 +76,7 @@ log "services and build"
 ensure_mariadb
 ensure_redis
 command -v wrk >/dev/null 2>&1 || apt_install wrk
+command -v haproxy >/dev/null 2>&1 || apt_install haproxy
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 [ "${SKIP_BUILD:-0}" = 1 ] || cargo build --release --locked -p vigil-server -p vigil-loadtest -p vigil-benches \
   --bin vigil --bin fanout --bin vigil-load --bin plot-latency --bin sample_bulk --bin raw_insert \
@@ -320,7 +321,6 @@ FAN_1000_P99=$(json "${FANOUT[1]}" '"%.1f" % latency_ms["p99"]')
 IDLE_KIB=$(json "${FANOUT[FAN_LAST]}" '"%.1f" % kib_per_connection')
 IDLE=$(json "${FANOUT[FAN_LAST]}" '"%.1f KiB per connection (%d connections, RSS %.0f → %.0f MiB)" % (kib_per_connection, connected, server_rss_kib_before / 1024, server_rss_kib_after / 1024)')
 
-log "index costs (scripts/bench-indexes.sh)"
 # The wires and the console (bench-fanout.sh, alternating runs): medians per label.
 WIRES=$(python3 - "$WORK/fanout-wires.jsonl" <<'PY'
 import json, statistics, sys
@@ -383,15 +383,32 @@ SKIP_BUILD=1 DURATION="$DURATION" SCALE_OUT="$WORK/scale.jsonl" bash scripts/ben
 SCALE=$(python3 - "$WORK/scale.jsonl" <<'PY'
 import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
-print("| instances | ingest req/s (p99 ms) | stored, acknowledged | CPU µs per event: instances, MariaDB, Redis, HAProxy (sum) | Redis per event: commands, bytes in, bytes out | fan-out: delivered of expected, missing, duplicates | fan-out p99 ms | instances' CPU ms per 1,000 deliveries | Redis bytes out per fan-out event |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+print("| instances | ingest req/s (p99 ms) | stored, acknowledged | mean batch rows | CPU µs per event: instances, MariaDB, Redis, HAProxy (sum) | Redis per event: commands, bytes in, bytes out | fan-out: delivered of expected, missing, duplicates | fan-out p99 ms | instances' CPU ms per 1,000 deliveries | Redis bytes out per fan-out event |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 for row in rows:
     i, f = row["ingest"], row["fanout"]
     c, r, run = i["cpu_us_per_event"], i["redis_per_event"], f["run"]
     total = sum(c.values())
-    print(f"| {row['instances']} | {i['req_per_s']:.0f} ({i['p99_ms']:.2f}) | {i['stored']}, {i['acked']} | {c['vigil']:.1f}, {c['mariadb']:.1f}, {c['redis']:.1f}, {c['haproxy']:.1f} ({total:.1f}) | {r['commands']:.2f}, {r['bytes_in']:.0f}, {r['bytes_out']:.0f} | {run['delivered']} of {run['expected_deliveries']}, {run['missing']}, {run['duplicates']} (stored {f['stored']} of {run['events_acked']} acknowledged) | {run['latency_ms']['p99']:.1f} | {run['server_cpu_ms_per_1000_deliveries'] or 0:.2f} | {f['redis_per_event']['bytes_out']:.0f} |")
+    print(f"| {row['instances']} | {i['req_per_s']:.0f} ({i['p99_ms']:.2f}) | {i['stored']}, {i['acked']} | {i['mean_batch_rows']:.1f} | {c['vigil']:.1f}, {c['mariadb']:.1f}, {c['redis']:.1f}, {c['haproxy']:.1f} ({total:.1f}) | {r['commands']:.2f}, {r['bytes_in']:.0f}, {r['bytes_out']:.0f} | {run['delivered']} of {run['expected_deliveries']}, {run['missing']}, {run['duplicates']} (stored {f['stored']} of {run['events_acked']} acknowledged) | {run['latency_ms']['p99']:.1f} | {run['server_cpu_ms_per_1000_deliveries'] or 0:.2f} | {f['redis_per_event']['bytes_out']:.0f} |")
 PY
 )
+# The listener run and the one-instance row: what each further instance costs per event.
+read -r LISTENER_US REDIS_SUB_US REDIS_SUB_BYTES LISTENER_TEXT < <(python3 - "$WORK/scale-listener.json" <<'PY'
+import json, sys
+runs = json.load(open(sys.argv[1]))
+both, alone = runs["with_listener"], runs["alone"]
+c, a = both["cpu_us_per_event"], alone["cpu_us_per_event"]
+sub_us = c["redis"] - a["redis"]
+sub_bytes = both["redis_per_event"]["bytes_out"] - alone["redis_per_event"]["bytes_out"]
+text = (f"One instance taking every post straight (no HAProxy) with one more instance that takes none, then "
+        f"without it ({both['acked']} and {alone['acked']} events): the listener spent **{c['listener']} µs** per event; "
+        f"Redis {c['redis']} µs per event with two subscribers against {a['redis']} with one, and sent "
+        f"{both['redis_per_event']['bytes_out']:.0f} bytes per event against {alone['redis_per_event']['bytes_out']:.0f}; "
+        f"the posting instance {c['posting_instance']} against {a['posting_instance']} µs, MariaDB {c['mariadb']} against {a['mariadb']}.")
+print(c["listener"], f"{sub_us:.2f}", f"{sub_bytes:.0f}", text)
+PY
+)
+log "index costs (scripts/bench-indexes.sh)"
 INDEX_ROUNDS=${INDEX_ROUNDS:-3}
 INDEX_SECONDS=${INDEX_SECONDS:-8}
 INDEXES=$(ROUNDS=$INDEX_ROUNDS SECONDS_EACH=$INDEX_SECONDS bash scripts/bench-indexes.sh "$BIN/raw_insert" | tee "$WORK/indexes.md")
@@ -491,7 +508,10 @@ number as ms per 1,000 events.
 | Redis CPU per event in 1,000-event bulks | \`redis_us_per_bulk_event\` | $BULK_CPU_REDIS µs |
 | Redis commands per single event (LPUSH, LTRIM and PUBLISH, pipelined per batch) | \`redis_commands_per_event\` | $REDIS_COMMANDS |
 | Redis bytes in per single event | \`redis_bytes_in_per_event\` | $REDIS_IN B |
-| Redis bytes out per event, one instance subscribed (each further instance adds its \`events:new\` copy: see *Several instances*) | \`redis_bytes_out_per_event\` | $REDIS_OUT B |
+| Redis bytes out per event, one instance subscribed | \`redis_bytes_out_per_event\` | $REDIS_OUT B |
+| Vigil CPU per event on each further instance, posts or none (its subscription, bridge and hub) | \`vigil_us_per_event_received\` | $LISTENER_US µs |
+| Redis CPU per event for each further subscribed instance | \`redis_us_per_event_per_subscriber\` | $REDIS_SUB_US µs |
+| Redis bytes out per event for each further subscribed instance | \`redis_bytes_out_per_event_per_subscriber\` | $REDIS_SUB_BYTES B |
 | server CPU per 1,000 WebSocket deliveries (1,000 clients × 1,000 events/s) | \`ws_ms_per_1000_deliveries\` | $FAN_CPU ms |
 | resident memory per idle WebSocket client ($IDLE_CONNECTIONS connections) | \`ws_idle_kib\` | $IDLE_KIB KiB |
 | single-event ingest, one instance, this machine | \`single_events_per_s\` | $SINGLE_RPS |
@@ -506,10 +526,14 @@ over HTTP), on the same $(nproc) CPUs (\`scripts/bench-scale.sh\`, ${DURATION} r
 the POSTs still in flight when wrk stopped. Fan-out posts through HAProxy at 500 events/s to
 1,000 \`/ws\` clients spread over the instances (each client on one instance): every event
 must reach every client of every instance, once. Every instance subscribes to \`events:new\`,
-so Redis sends each event once per instance: its bytes out per event grow with the count, and
-that, not Vigil's CPU per event, is what grows with instances.
+so Redis sends each event once per instance, and every instance reads every event: Redis's
+bytes out and CPU per event, and the instances' CPU per event, grow with the count (the
+listener run below measures by how much per instance). At a fixed total rate each instance also forms smaller batches, and a
+batch's commit, round trips and wake-ups are then shared by fewer events (*mean batch rows*).
 
 $SCALE
+
+$LISTENER_TEXT
 
 ## What each index costs
 
@@ -553,10 +577,12 @@ $FAILOVER
 ## Reproduce
 
 \`\`\`sh
-bash scripts/bench.sh                                   # everything above, ~6 min + build
+bash scripts/bench.sh                                   # everything above, about 30 min + build
 DURATION=5s STEP_DURATION=3s bash scripts/bench.sh      # a quicker, noisier pass
 cargo bench -p vigil-benches                             # the criterion micro-benchmarks
 bash scripts/bench-failover.sh                           # the failover table alone
+bash scripts/bench-scale.sh                              # several instances behind HAProxy alone
+bash scripts/capacity.sh --sensors 10000 --dashboards 200   # the capacity model on this page's unit costs
 \`\`\`
 EOF
 echo "wrote $OUT and $SVG"
