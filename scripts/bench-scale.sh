@@ -15,6 +15,9 @@
 #    per 1,000 deliveries, Redis's egress per event; then the stored rows against the POSTs
 #    acknowledged.
 #
+#    For N above 1, a control follows: one instance through HAProxy with 64/N connections, so
+#    that its batches are about the size each of the N instances formed: the N instances'
+#    cost per event beyond it is what running N instances costs, apart from smaller batches.
 # 3. one more instance that takes no posts (a "listener") beside one that takes them all
 #    (wrk -t2 -c64 straight to it): the listener's CPU per event is what each instance adds
 #    for every event any instance takes (its subscription, bridge and hub), and Redis's CPU
@@ -143,10 +146,25 @@ for count in $COUNTS; do
   fan_rows=$(( $(stored) - fan_rows_before ))
   stop_all
 
+  # The control: one instance through HAProxy with 64/N connections, so that its batches are
+  # about as large as each of the N instances' were. What the N instances cost per event
+  # beyond it is what running N instances costs, apart from the smaller batches.
+  rm -f "$WORK"/control.*
+  if [ "$count" -gt 1 ]; then
+    start_instances 1
+    wrk -t2 -c$((64 / count)) -d2s -s scripts/wrk/post_event.lua "http://$PROXY" > /dev/null
+    batches > "$WORK/control.batches-before"
+    counters > "$WORK/control.before"
+    wrk -t2 -c$((64 / count)) -d"$DURATION" -s scripts/wrk/post_event.lua "http://$PROXY" > "$WORK/control.txt"
+    counters > "$WORK/control.after"
+    batches > "$WORK/control.batches-after"
+    stop_all
+  fi
+
   python3 - "$count" "$WORK/wrk.txt" "$before" "$after" "$((rows_after - rows_before))" \
-    "$fan" "$fan_before" "$fan_after" "$fan_rows" "$(getconf CLK_TCK)" "$batches_before" "$batches_after" >> "$OUT" <<'PY'
-import json, re, sys
-count, wrk_file = int(sys.argv[1]), sys.argv[2]
+    "$fan" "$fan_before" "$fan_after" "$fan_rows" "$(getconf CLK_TCK)" "$batches_before" "$batches_after" "$WORK" >> "$OUT" <<'PY'
+import json, os, re, sys
+count, wrk_file, work = int(sys.argv[1]), sys.argv[2], sys.argv[13]
 (b0, e0), (b1, e1) = (map(int, text.split()) for text in sys.argv[11:13])
 before, after = (list(map(int, text.split())) for text in sys.argv[3:5])
 rows = int(sys.argv[5])
@@ -157,9 +175,10 @@ text = open(wrk_file).read()
 def ms(value):
     number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value).groups()
     return float(number) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit]
-requests = int(re.search(r"(\d+) requests in", text).group(1))
-bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
-acked = requests - (int(bad.group(1)) if bad else 0)
+def acked_of(text):
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    return int(re.search(r"(\d+) requests in", text).group(1)) - (int(bad.group(1)) if bad else 0)
+acked = acked_of(text)
 def costs(before, after, events):
     d = [b - a for a, b in zip(before, after)]
     per = lambda ticks: round(ticks / hz * 1e6 / max(events, 1), 2)
@@ -183,7 +202,18 @@ fanout = {
     "stored": fan_rows,
     **costs(fan_before, fan_after, fan["events_acked"]),
 }
-print(json.dumps({"instances": count, "ingest": ingest, "fanout": fanout}))
+control = None
+if os.path.exists(f"{work}/control.txt"):
+    read = lambda name: list(map(int, open(f"{work}/control.{name}").read().split()))
+    control_acked = acked_of(open(f"{work}/control.txt").read())
+    (cb0, ce0), (cb1, ce1) = read("batches-before"), read("batches-after")
+    control = {
+        "connections": 64 // count,
+        "acked": control_acked,
+        "mean_batch_rows": round((ce1 - ce0) / max(cb1 - cb0, 1), 1),
+        **costs(read("before"), read("after"), control_acked),
+    }
+print(json.dumps({"instances": count, "ingest": ingest, "fanout": fanout, "control": control}))
 PY
   tail -1 "$OUT" | python3 -c '
 import json, sys
@@ -214,7 +244,7 @@ listener_run() {
 listener_run with-listener
 # The same run without the listener: Redis then has one subscriber, and the batches are as
 # large as before, so the difference is what one more subscribed instance costs Redis.
-kill "$LISTENER_PID"
+kill "$LISTENER_PID" 2>/dev/null || true
 wait "$LISTENER_PID" 2>/dev/null || true
 PIDS=("${PIDS[0]}")
 LISTENER_PID=

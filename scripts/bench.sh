@@ -297,7 +297,7 @@ FAN_1000=$(fan 1)
 # The last line is the idle run; before it, the runs at rising rates. bench-fanout.sh decides
 # which passed (its verdict file); this only words it.
 FAN_LAST=$(( ${#FANOUT[@]} - 1 ))
-FAN_CPU=$(json "${FANOUT[1]}" '"%.1f" % server_cpu_ms_per_1000_deliveries')
+FAN_CPU=$(json "${FANOUT[1]}" '"%.2f" % server_cpu_ms_per_1000_deliveries')
 # fan_best CLIENTS: the sweep's verdict (bench-fanout.sh decides which runs passed) in words;
 # the sweep's runs on standard input.
 fan_best() {
@@ -379,10 +379,18 @@ print()
 PY
 )
 log "several instances behind HAProxy (scripts/bench-scale.sh)"
-SKIP_BUILD=1 DURATION="$DURATION" SCALE_OUT="$WORK/scale.jsonl" bash scripts/bench-scale.sh
+# A failure here (a port taken, HAProxy missing) must not cost the page the rest of the run.
+if ! SKIP_BUILD=1 DURATION="$DURATION" SCALE_OUT="$WORK/scale.jsonl" bash scripts/bench-scale.sh; then
+  echo "scripts/bench-scale.sh failed; the page says so" >&2
+  : > "$WORK/scale.jsonl"
+  echo '{"failed": true}' > "$WORK/scale-listener.json"
+fi
 SCALE=$(python3 - "$WORK/scale.jsonl" <<'PY'
 import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
+if not rows:
+    print("Not measured in this run: `scripts/bench-scale.sh` failed (its output is in the run's log).")
+    sys.exit(0)
 print("| instances | ingest req/s (p99 ms) | stored, acknowledged | mean batch rows | CPU µs per event: instances, MariaDB, Redis, HAProxy (sum) | Redis per event: commands, bytes in, bytes out | fan-out: delivered of expected, missing, duplicates | fan-out p99 ms | instances' CPU ms per 1,000 deliveries | Redis bytes out per fan-out event |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 for row in rows:
@@ -390,12 +398,26 @@ for row in rows:
     c, r, run = i["cpu_us_per_event"], i["redis_per_event"], f["run"]
     total = sum(c.values())
     print(f"| {row['instances']} | {i['req_per_s']:.0f} ({i['p99_ms']:.2f}) | {i['stored']}, {i['acked']} | {i['mean_batch_rows']:.1f} | {c['vigil']:.1f}, {c['mariadb']:.1f}, {c['redis']:.1f}, {c['haproxy']:.1f} ({total:.1f}) | {r['commands']:.2f}, {r['bytes_in']:.0f}, {r['bytes_out']:.0f} | {run['delivered']} of {run['expected_deliveries']}, {run['missing']}, {run['duplicates']} (stored {f['stored']} of {run['events_acked']} acknowledged) | {run['latency_ms']['p99']:.1f} | {run['server_cpu_ms_per_1000_deliveries'] or 0:.2f} | {f['redis_per_event']['bytes_out']:.0f} |")
+controls = [row for row in rows if row.get("control")]
+if controls:
+    print()
+    print("Each count against one instance at about the same batch size (64/N connections through HAProxy), CPU µs per event:")
+    print()
+    print("| instances | their mean batch rows | their CPU: instances, MariaDB, Redis | one instance, connections | its mean batch rows | its CPU: instance, MariaDB, Redis | the instances' CPU beyond it |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for row in controls:
+        i, k = row["ingest"], row["control"]
+        c, kc = i["cpu_us_per_event"], k["cpu_us_per_event"]
+        print(f"| {row['instances']} | {i['mean_batch_rows']:.1f} | {c['vigil']:.1f}, {c['mariadb']:.1f}, {c['redis']:.1f} | 1, {k['connections']} | {k['mean_batch_rows']:.1f} | {kc['vigil']:.1f}, {kc['mariadb']:.1f}, {kc['redis']:.1f} | {c['vigil'] - kc['vigil']:+.1f} |")
 PY
 )
 # The listener run and the one-instance row: what each further instance costs per event.
 read -r LISTENER_US REDIS_SUB_US REDIS_SUB_BYTES LISTENER_TEXT < <(python3 - "$WORK/scale-listener.json" <<'PY'
 import json, sys
 runs = json.load(open(sys.argv[1]))
+if runs.get("failed"):
+    print("n/a n/a n/a The listener run was not measured (scripts/bench-scale.sh failed).")
+    sys.exit(0)
 both, alone = runs["with_listener"], runs["alone"]
 c, a = both["cpu_us_per_event"], alone["cpu_us_per_event"]
 sub_us = c["redis"] - a["redis"]
@@ -506,7 +528,7 @@ number as ms per 1,000 events.
 | Vigil CPU per event in 1,000-event bulk POSTs | \`vigil_us_per_bulk_event\` | $BULK_CPU_VIGIL µs |
 | MariaDB CPU per event in 1,000-event bulks | \`mariadb_us_per_bulk_event\` | $BULK_CPU_MARIADB µs |
 | Redis CPU per event in 1,000-event bulks | \`redis_us_per_bulk_event\` | $BULK_CPU_REDIS µs |
-| Redis commands per single event (LPUSH, LTRIM and PUBLISH, pipelined per batch) | \`redis_commands_per_event\` | $REDIS_COMMANDS |
+| Redis commands per single event (one PUBLISH per event, and one merge script, LPUSH and LTRIM in one EVALSHA, per publisher round trip) | \`redis_commands_per_event\` | $REDIS_COMMANDS |
 | Redis bytes in per single event | \`redis_bytes_in_per_event\` | $REDIS_IN B |
 | Redis bytes out per event, one instance subscribed | \`redis_bytes_out_per_event\` | $REDIS_OUT B |
 | Vigil CPU per event on each further instance, posts or none (its subscription, bridge and hub) | \`vigil_us_per_event_received\` | $LISTENER_US µs |
@@ -529,7 +551,9 @@ must reach every client of every instance, once. Every instance subscribes to \`
 so Redis sends each event once per instance, and every instance reads every event: Redis's
 bytes out and CPU per event, and the instances' CPU per event, grow with the count (the
 listener run below measures by how much per instance). At a fixed total rate each instance also forms smaller batches, and a
-batch's commit, round trips and wake-ups are then shared by fewer events (*mean batch rows*).
+batch's commit, round trips and wake-ups are then shared by fewer events (*mean batch rows*);
+the second table sets each count against one instance forming batches of about the same size,
+which separates the two.
 
 $SCALE
 

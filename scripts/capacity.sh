@@ -18,21 +18,20 @@
 #   --benchmarks FILE  where the unit costs are (BENCHMARKS.md)
 #   --json             the answer as one JSON object
 set -euo pipefail
-cd "$(dirname "$0")/.."
-exec python3 - "$@" <<'PY'
-import argparse, json, math, re, sys
+VIGIL_BENCHMARKS_DEFAULT="$(dirname "$0")/../BENCHMARKS.md" exec python3 - "$@" <<'PY'
+import argparse, json, math, os, re, sys
 
 parser = argparse.ArgumentParser(prog="scripts/capacity.sh", description="Vigil's capacity model")
-parser.add_argument("--sensors", type=int, required=True)
-parser.add_argument("--hz", type=float, default=1.0)
-parser.add_argument("--dashboards", type=int, default=0)
-parser.add_argument("--sites", type=int, default=1)
-parser.add_argument("--per-site", action="store_true")
-parser.add_argument("--bulk", action="store_true")
-parser.add_argument("--cores", type=float, default=2.0)
-parser.add_argument("--utilisation", type=float, default=0.5)
-parser.add_argument("--benchmarks", default="BENCHMARKS.md")
-parser.add_argument("--json", action="store_true")
+parser.add_argument("--sensors", type=int, required=True, help="producers posting events")
+parser.add_argument("--hz", type=float, default=1.0, help="events per second per sensor (1)")
+parser.add_argument("--dashboards", type=int, default=0, help="live clients on /ws or /api/events/stream (0)")
+parser.add_argument("--sites", type=int, default=1, help="sites the sensors are spread over evenly (1)")
+parser.add_argument("--per-site", action="store_true", help="each dashboard watches one site, so receives 1/sites of the events")
+parser.add_argument("--bulk", action="store_true", help="events arrive in bulk POSTs from gateways (the bulk unit costs)")
+parser.add_argument("--cores", type=float, default=2.0, help="CPUs per Vigil instance (2)")
+parser.add_argument("--utilisation", type=float, default=0.5, help="share of an instance's CPUs to plan for (0.5)")
+parser.add_argument("--benchmarks", default=os.environ["VIGIL_BENCHMARKS_DEFAULT"], help="where the unit costs are (the repository's BENCHMARKS.md)")
+parser.add_argument("--json", action="store_true", help="the answer as one JSON object")
 args = parser.parse_args(sys.argv[1:])
 if args.sensors < 0 or args.hz <= 0 or args.dashboards < 0 or args.sites < 1:
     parser.error("sensors and dashboards must be 0 or more, hz above 0, sites 1 or more")
@@ -123,7 +122,7 @@ print()
 rows = [
     ("Vigil instances", f"{instances}, of {args.cores:g} CPUs each, planned at {args.utilisation:.0%} of them (at least 2)",
      f"CPU = events × {costs['vigil_us_per' + suffix]:g} µs + deliveries × {costs['ws_ms_per_1000_deliveries']:g} ms/1,000 + (instances − 1) × events × {received_us:g} µs = {vigil_cores:.2f} CPUs"),
-    ("per instance", f"{answer['vigil_cores_per_instance']:.2f} CPUs, {clients_per_instance} clients, {answer['client_memory_mib_per_instance']:.0f} MiB for them",
+    ("per instance", f"{answer['vigil_cores_per_instance']:.2f} CPUs, {clients_per_instance} clients, {answer['client_memory_mib_per_instance']:.1f} MiB for them",
      f"clients × {costs['ws_idle_kib']:g} KiB idle, plus the process itself"),
     ("database", f"{events:,.0f} rows/s, {answer['database_cores']:.2f} CPUs", f"events × {costs['mariadb_us_per' + suffix]:g} µs"),
     ("Redis", f"{answer['redis_cores']:.2f} CPU, in {answer['redis_ingress_mib_per_s']:.1f} MiB/s, out {answer['redis_egress_mib_per_s']:.1f} MiB/s",

@@ -34,7 +34,10 @@ fn answer(args: &[&str]) -> Value {
 
 fn close(value: &Value, expected: f64) {
     let got = value.as_f64().expect("a number");
-    assert!((got - expected).abs() < 1e-6 * expected.max(1.0), "{got} != {expected}");
+    assert!(
+        (got - expected).abs() < 1e-6 * expected.max(1.0),
+        "{got} != {expected}"
+    );
 }
 
 #[test]
@@ -102,7 +105,12 @@ fn nonsense_is_refused_with_a_reason() {
     let output = capacity(&["--sensors", "10", "--hz", "0"]);
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("hz above 0"));
-    let output = capacity(&["--sensors", "10", "--benchmarks", "/nonexistent/BENCHMARKS.md"]);
+    let output = capacity(&[
+        "--sensors",
+        "10",
+        "--benchmarks",
+        "/nonexistent/BENCHMARKS.md",
+    ]);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot read"));
 }

@@ -359,10 +359,11 @@ async fn open_clients(
 ) -> Vec<JoinHandle<ClientOutcome>> {
     let slots = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
     let clients: Vec<_> = (0..count)
-        .map(|index| {
+        .zip(settings.iter().cycle())
+        .map(|(index, settings)| {
             tokio::spawn(client::run(
                 index,
-                settings[index as usize % settings.len()].clone(),
+                settings.clone(),
                 shared.clone(),
                 slots.clone(),
             ))
@@ -416,11 +417,10 @@ fn read_servers<T: std::iter::Sum<T>>(
     if pids.is_empty() {
         return Ok(None);
     }
-    let values = pids
-        .iter()
+    pids.iter()
         .map(|&pid| read(pid).with_context(|| format!("read the {what} of process {pid}")))
-        .collect::<anyhow::Result<Vec<T>>>()?;
-    Ok(Some(values.into_iter().sum()))
+        .sum::<anyhow::Result<T>>()
+        .map(Some)
 }
 
 /// A run id that differs between runs, below 2^53 so that JSON readers keep it exact.

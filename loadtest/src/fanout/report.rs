@@ -205,9 +205,9 @@ impl fmt::Display for FanoutReport {
         let d = &self.deliveries;
         let filter = self.filter.as_deref().unwrap_or("none");
         let servers = if self.client_hosts.is_empty() {
-            self.host.clone()
+            std::borrow::Cow::Borrowed(self.host.as_str())
         } else {
-            format!("{} (posts to {})", self.client_hosts.join(", "), self.host)
+            format!("{} (posts to {})", self.client_hosts.join(", "), self.host).into()
         };
         writeln!(
             f,
