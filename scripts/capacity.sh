@@ -30,7 +30,7 @@ parser.add_argument("--per-site", action="store_true", help="each dashboard watc
 parser.add_argument("--bulk", action="store_true", help="events arrive in bulk POSTs from gateways (the bulk unit costs)")
 parser.add_argument("--cores", type=float, default=2.0, help="CPUs per Vigil instance (2)")
 parser.add_argument("--utilisation", type=float, default=0.5, help="share of an instance's CPUs to plan for (0.5)")
-parser.add_argument("--benchmarks", default=os.environ["VIGIL_BENCHMARKS_DEFAULT"], help="where the unit costs are (the repository's BENCHMARKS.md)")
+parser.add_argument("--benchmarks", default=os.path.normpath(os.environ["VIGIL_BENCHMARKS_DEFAULT"]), help="where the unit costs are (the repository's BENCHMARKS.md)")
 parser.add_argument("--json", action="store_true", help="the answer as one JSON object")
 args = parser.parse_args(sys.argv[1:])
 if args.sensors < 0 or args.hz <= 0 or args.dashboards < 0 or args.sites < 1:
