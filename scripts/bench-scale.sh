@@ -57,6 +57,24 @@ command -v haproxy >/dev/null 2>&1 || apt_install haproxy
 [ "${SKIP_BUILD:-0}" = 1 ] || cargo build --release --locked -p vigil-server -p vigil-loadtest --bin vigil --bin fanout
 
 WORK=$(mktemp -d -t vigil-scale.XXXXXX)
+# What every run's summary needs, in one place: a wrk run's acknowledged requests, and costs
+# per event from counters taken around it (four processes' CPU ticks, then Redis's commands,
+# bytes in and bytes out, as counters() and listener_run() write them).
+cat > "$WORK/scale_costs.py" <<'PY'
+import re
+
+def acked_of(text):
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    return int(re.search(r"(\d+) requests in", text).group(1)) - (int(bad.group(1)) if bad else 0)
+
+def per_event(before, after, events, processes, hz):
+    d = [b - a for a, b in zip(before, after)]
+    n = max(events, 1)
+    return {
+        "cpu_us_per_event": {name: round(ticks / hz * 1e6 / n, 2) for name, ticks in zip(processes, d)},
+        "redis_per_event": {"commands": round(d[4] / n, 2), "bytes_in": round(d[5] / n, 1), "bytes_out": round(d[6] / n, 1)},
+    }
+PY
 PIDS=()
 PROXY_PID=
 stop_all() {
@@ -165,6 +183,8 @@ for count in $COUNTS; do
     "$fan" "$fan_before" "$fan_after" "$fan_rows" "$(getconf CLK_TCK)" "$batches_before" "$batches_after" "$WORK" >> "$OUT" <<'PY'
 import json, os, re, sys
 count, wrk_file, work = int(sys.argv[1]), sys.argv[2], sys.argv[13]
+sys.path.insert(0, work)
+from scale_costs import acked_of, per_event
 (b0, e0), (b1, e1) = (map(int, text.split()) for text in sys.argv[11:13])
 before, after = (list(map(int, text.split())) for text in sys.argv[3:5])
 rows = int(sys.argv[5])
@@ -175,19 +195,9 @@ text = open(wrk_file).read()
 def ms(value):
     number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value).groups()
     return float(number) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit]
-def acked_of(text):
-    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
-    return int(re.search(r"(\d+) requests in", text).group(1)) - (int(bad.group(1)) if bad else 0)
 acked = acked_of(text)
 def costs(before, after, events):
-    d = [b - a for a, b in zip(before, after)]
-    per = lambda ticks: round(ticks / hz * 1e6 / max(events, 1), 2)
-    return {
-        "cpu_us_per_event": {"vigil": per(d[0]), "mariadb": per(d[1]), "redis": per(d[2]), "haproxy": per(d[3])},
-        "redis_per_event": {"commands": round(d[4] / max(events, 1), 2),
-                             "bytes_in": round(d[5] / max(events, 1), 1),
-                             "bytes_out": round(d[6] / max(events, 1), 1)},
-    }
+    return per_event(before, after, events, ("vigil", "mariadb", "redis", "haproxy"), hz)
 ingest = {
     "req_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)),
     "p99_ms": ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1)),
@@ -251,20 +261,14 @@ LISTENER_PID=
 listener_run alone
 stop_all
 python3 - "$WORK" "$(getconf CLK_TCK)" > "${OUT%.jsonl}-listener.json" <<'PY'
-import json, re, sys
+import json, sys
 work, hz = sys.argv[1], int(sys.argv[2])
+sys.path.insert(0, work)
+from scale_costs import acked_of, per_event
 def run(name):
-    text = open(f"{work}/{name}.txt").read()
-    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
-    acked = int(re.search(r"(\d+) requests in", text).group(1)) - (int(bad.group(1)) if bad else 0)
+    acked = acked_of(open(f"{work}/{name}.txt").read())
     before, after = (list(map(int, open(f"{work}/{name}.{end}").read().split())) for end in ("before", "after"))
-    d = [b - a for a, b in zip(before, after)]
-    per = lambda ticks: round(ticks / hz * 1e6 / max(acked, 1), 2)
-    return {
-        "acked": acked,
-        "cpu_us_per_event": {"posting_instance": per(d[0]), "listener": per(d[1]), "mariadb": per(d[2]), "redis": per(d[3])},
-        "redis_per_event": {"commands": round(d[4] / max(acked, 1), 2), "bytes_in": round(d[5] / max(acked, 1), 1), "bytes_out": round(d[6] / max(acked, 1), 1)},
-    }
+    return {"acked": acked, **per_event(before, after, acked, ("posting_instance", "listener", "mariadb", "redis"), hz)}
 print(json.dumps({"with_listener": run("with-listener"), "alone": run("alone")}))
 PY
 python3 -c '
