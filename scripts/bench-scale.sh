@@ -18,10 +18,19 @@
 #    For N above 1, a control follows: one instance through HAProxy with 64/N connections, so
 #    that its batches are about the size each of the N instances formed: the N instances'
 #    cost per event beyond it is what running N instances costs, apart from smaller batches.
-# 3. one more instance that takes no posts (a "listener") beside one that takes them all
-#    (wrk -t2 -c64 straight to it): the listener's CPU per event is what each instance adds
-#    for every event any instance takes (its subscription, bridge and hub), and Redis's CPU
-#    per event against the one-instance ingest run is what each further subscriber costs it.
+# 3. for each count N, N - 1 instances that take no posts ("listeners"; one for N = 1) beside
+#    one that takes them all (wrk -t2 with 64/N connections straight to it, so that its
+#    batches are about the size each of N instances formed), then the same without the
+#    listeners: the listeners' CPU per event is what each further instance adds for every
+#    event any instance takes (its subscription, bridge and hub), and Redis's CPU per event
+#    against the run without them is what further subscribers cost Redis. The run holds as
+#    many subscribed instances as the N-instance run, but one publisher.
+#
+# Each of N instances gets max(1, CPUs/N) HTTP worker threads (VIGIL_WORKER_THREADS), as an
+# operator stacking instances on one machine should set them: N instances with a thread per CPU
+# each would run N times as many threads as there are cores, and what they cost each other in
+# context switches would be charged to the instance count. The control and the one-instance run
+# keep the default (one per CPU), so every run has as many worker threads as cores.
 #
 # On two cores the total rate cannot grow with instances; what must not grow is the cost per
 # event, and the loss must stay zero. At a fixed total rate each of N instances forms batches
@@ -29,7 +38,7 @@
 # /metrics), which says how much of a cost per event is per batch.
 #
 # Usage: bash scripts/bench-scale.sh   (writes target/bench/scale.jsonl, a line per count, and
-#        the listener run to target/bench/scale-listener.json)
+#        the listener runs to target/bench/scale-listener.json)
 # Settings: COUNTS ("1 2 4"), DURATION (15s), RATE (500), CLIENTS (1000), SCALE_OUT
 # (target/bench/scale.jsonl), SKIP_BUILD=1 (binaries already built, as scripts/bench.sh does).
 # Ports: HAProxy 3980, instances 3971…
@@ -47,6 +56,7 @@ DB=vigil_bench_scale
 PREFIX=benchscale
 PROXY=127.0.0.1:3980
 FIRST_PORT=3971
+CPUS=$(nproc)
 mkdir -p "$(dirname "$OUT")"
 : > "$OUT"
 
@@ -59,7 +69,8 @@ command -v haproxy >/dev/null 2>&1 || apt_install haproxy
 WORK=$(mktemp -d -t vigil-scale.XXXXXX)
 # What every run's summary needs, in one place: a wrk run's acknowledged requests, and costs
 # per event from counters taken around it (four processes' CPU ticks, then Redis's commands,
-# bytes in and bytes out, as counters() and listener_run() write them).
+# bytes in, bytes out, socket reads and socket writes, as counters() and listener_run() write
+# them).
 cat > "$WORK/scale_costs.py" <<'PY'
 import re
 
@@ -72,7 +83,8 @@ def per_event(before, after, events, processes, hz):
     n = max(events, 1)
     return {
         "cpu_us_per_event": {name: round(ticks / hz * 1e6 / n, 2) for name, ticks in zip(processes, d)},
-        "redis_per_event": {"commands": round(d[4] / n, 2), "bytes_in": round(d[5] / n, 1), "bytes_out": round(d[6] / n, 1)},
+        "redis_per_event": {"commands": round(d[4] / n, 2), "bytes_in": round(d[5] / n, 1), "bytes_out": round(d[6] / n, 1),
+                            "reads": round(d[7] / n, 3), "writes": round(d[8] / n, 3)},
     }
 PY
 PIDS=()
@@ -92,9 +104,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# start_instances N: a fresh database, N instances on FIRST_PORT…, HAProxy in front of them.
+# start_instances N: a fresh database, N instances on FIRST_PORT…, HAProxy in front of them;
+# each instance has worker_threads N HTTP worker threads.
+worker_threads() { echo $(( $1 >= CPUS ? 1 : CPUS / $1 )); }
 start_instances() {
-  local count=$1 port i
+  local count=$1 threads port i
+  threads=$(worker_threads "$count")
   mariadb -uroot -h127.0.0.1 -e "DROP DATABASE IF EXISTS $DB; CREATE DATABASE $DB"
   redis-cli -h 127.0.0.1 DEL "$PREFIX:events:recent" "$PREFIX:events:recent:gap" >/dev/null
   {
@@ -111,6 +126,7 @@ start_instances() {
     DATABASE_URL=mysql://root@127.0.0.1:3306/$DB REDIS_URL=redis://127.0.0.1:6379 \
     VIGIL_REDIS_CHANNEL=$PREFIX:events:new VIGIL_REDIS_RECENT_KEY=$PREFIX:events:recent \
     VIGIL_WS_MAX_CLIENTS=20000 VIGIL_WS_MAX_CLIENTS_PER_ADDR=20000 RUST_LOG=error \
+    VIGIL_WORKER_THREADS=$threads \
       "$BIN/vigil" --addr "127.0.0.1:$port" 2>>"$WORK/vigil.log" &
     PIDS+=("$!")
     wait_healthy "127.0.0.1:$port"
@@ -131,12 +147,13 @@ counters() {
   redis_counters
 }
 stored() { mariadb -uroot -h127.0.0.1 -N -e "SELECT COUNT(*) FROM $DB.events"; }
-# batches: "batches_committed events_committed", summed over the instances' /metrics.
+# batches [PORT]: "batches_committed events_committed" from one instance's /metrics, or summed
+# over all the instances'.
 batches() {
-  local i
-  for i in $(seq 1 "${#PIDS[@]}"); do
-    curl -sf "http://127.0.0.1:$((FIRST_PORT + i - 1))/metrics"
-  done | awk '/^vigil_batches_total / {b += $2} /^vigil_events_accepted_total / {e += $2} END {print b + 0, e + 0}'
+  local i port ports=("$@")
+  [ "${#ports[@]}" -gt 0 ] || for i in $(seq 1 "${#PIDS[@]}"); do ports+=($((FIRST_PORT + i - 1))); done
+  for port in "${ports[@]}"; do curl -sf "http://127.0.0.1:$port/metrics"; done |
+    awk '/^vigil_batches_total / {b += $2} /^vigil_events_accepted_total / {e += $2} END {print b + 0, e + 0}'
 }
 
 for count in $COUNTS; do
@@ -180,7 +197,7 @@ for count in $COUNTS; do
   fi
 
   python3 - "$count" "$WORK/wrk.txt" "$before" "$after" "$((rows_after - rows_before))" \
-    "$fan" "$fan_before" "$fan_after" "$fan_rows" "$(getconf CLK_TCK)" "$batches_before" "$batches_after" "$WORK" >> "$OUT" <<'PY'
+    "$fan" "$fan_before" "$fan_after" "$fan_rows" "$(getconf CLK_TCK)" "$batches_before" "$batches_after" "$WORK" "$(worker_threads "$count")" >> "$OUT" <<'PY'
 import json, os, re, sys
 count, wrk_file, work = int(sys.argv[1]), sys.argv[2], sys.argv[13]
 sys.path.insert(0, work)
@@ -223,7 +240,7 @@ if os.path.exists(f"{work}/control.txt"):
         "mean_batch_rows": round((ce1 - ce0) / max(cb1 - cb0, 1), 1),
         **costs(read("before"), read("after"), control_acked),
     }
-print(json.dumps({"instances": count, "ingest": ingest, "fanout": fanout, "control": control}))
+print(json.dumps({"instances": count, "worker_threads": int(sys.argv[14]), "ingest": ingest, "fanout": fanout, "control": control}))
 PY
   tail -1 "$OUT" | python3 -c '
 import json, sys
@@ -237,30 +254,47 @@ print("fan-out: %d/%d delivered, missing %d, duplicates %d, p99 %.1f ms, instanc
 '
 done
 
-echo "== a listener: one instance takes every post, one more only receives; then without it"
-start_instances 2
-LISTENER_PID=${PIDS[1]}
-wrk -t2 -c64 -d2s -s scripts/wrk/post_event.lua "http://127.0.0.1:$FIRST_PORT" > /dev/null
-# listener_run NAME: wrk straight to the first instance; writes "before" and "after" counters
-# (the posting instance, the listener, mariadbd, redis-server, then Redis's INFO counters).
-listener_run() {
-  local listener_ticks=0
-  [ -z "$LISTENER_PID" ] || listener_ticks=$(cpu_ticks "$LISTENER_PID")
-  echo "$(cpu_ticks "${PIDS[0]}") $listener_ticks $(cpu_ticks "$MARIADB_PID") $(cpu_ticks "$REDIS_PID") $(redis_counters)" > "$WORK/$1.before"
-  wrk -t2 -c64 -d"$DURATION" -s scripts/wrk/post_event.lua "http://127.0.0.1:$FIRST_PORT" > "$WORK/$1.txt"
-  [ -z "$LISTENER_PID" ] || listener_ticks=$(cpu_ticks "$LISTENER_PID")
-  echo "$(cpu_ticks "${PIDS[0]}") $listener_ticks $(cpu_ticks "$MARIADB_PID") $(cpu_ticks "$REDIS_PID") $(redis_counters)" > "$WORK/$1.after"
+# The listener runs, one pair per count N: one instance takes every post (wrk -t2 with 64/N
+# connections straight to it, so that its batches are about as large as each of N instances
+# formed) with N - 1 more instances that take none (one for N = 1: the unit costs' further
+# instance), then the same without them. A listener reads every published batch in one piece,
+# so what it costs per event depends on the batch size as the instances' own work does. The
+# listeners' CPU is what the N - 1 further instances add in the N-instance run, and Redis's CPU
+# with them against without is what N - 1 further subscribers cost it: on top of the control,
+# what the model expects the N instances to cost. What the N-instance run costs beyond that
+# comes from the posts being spread over N publishers.
+# listener_run NAME CONNECTIONS: writes "before" and "after" counters (the posting instance,
+# the listeners together, mariadbd, redis-server, then Redis's INFO counters) and the posting
+# instance's batches.
+listener_ticks() {
+  local pid sum=0
+  for pid in "${PIDS[@]:1}"; do sum=$((sum + $(cpu_ticks "$pid"))); done
+  echo "$sum"
 }
-listener_run with-listener
-# The same run without the listener: Redis then has one subscriber, and the batches are as
-# large as before, so the difference is what one more subscribed instance costs Redis.
-kill "$LISTENER_PID" 2>/dev/null || true
-wait "$LISTENER_PID" 2>/dev/null || true
-PIDS=("${PIDS[0]}")
-LISTENER_PID=
-listener_run alone
-stop_all
-python3 - "$WORK" "$(getconf CLK_TCK)" > "${OUT%.jsonl}-listener.json" <<'PY'
+listener_run() {
+  batches "$FIRST_PORT" > "$WORK/$1.batches-before"
+  echo "$(cpu_ticks "${PIDS[0]}") $(listener_ticks) $(cpu_ticks "$MARIADB_PID") $(cpu_ticks "$REDIS_PID") $(redis_counters)" > "$WORK/$1.before"
+  wrk -t2 -c"$2" -d"$DURATION" -s scripts/wrk/post_event.lua "http://127.0.0.1:$FIRST_PORT" > "$WORK/$1.txt"
+  echo "$(cpu_ticks "${PIDS[0]}") $(listener_ticks) $(cpu_ticks "$MARIADB_PID") $(cpu_ticks "$REDIS_PID") $(redis_counters)" > "$WORK/$1.after"
+  batches "$FIRST_PORT" > "$WORK/$1.batches-after"
+}
+LISTENER_RUNS=()
+for count in $COUNTS; do
+  connections=$((64 / count))
+  listeners=$(( count > 1 ? count - 1 : 1 ))
+  LISTENER_RUNS+=("$connections:$listeners")
+  echo "== listeners: one instance takes every post ($connections connections), $listeners more only receive; then without them"
+  start_instances $((listeners + 1))
+  wrk -t2 -c"$connections" -d2s -s scripts/wrk/post_event.lua "http://127.0.0.1:$FIRST_PORT" > /dev/null
+  listener_run "with-listeners-$connections" "$connections"
+  # The same run without the listeners: Redis then has one subscriber, and the batches are as
+  # large as before, so the difference is what the further subscribers cost Redis.
+  for pid in "${PIDS[@]:1}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  PIDS=("${PIDS[0]}")
+  listener_run "alone-$connections" "$connections"
+  stop_all
+done
+python3 - "$WORK" "$(getconf CLK_TCK)" "${LISTENER_RUNS[@]}" > "${OUT%.jsonl}-listener.json" <<'PY'
 import json, sys
 work, hz = sys.argv[1], int(sys.argv[2])
 sys.path.insert(0, work)
@@ -268,13 +302,21 @@ from scale_costs import acked_of, per_event
 def run(name):
     acked = acked_of(open(f"{work}/{name}.txt").read())
     before, after = (list(map(int, open(f"{work}/{name}.{end}").read().split())) for end in ("before", "after"))
-    return {"acked": acked, **per_event(before, after, acked, ("posting_instance", "listener", "mariadb", "redis"), hz)}
-print(json.dumps({"with_listener": run("with-listener"), "alone": run("alone")}))
+    (b0, e0), (b1, e1) = (map(int, open(f"{work}/{name}.batches-{end}").read().split()) for end in ("before", "after"))
+    return {"acked": acked, "mean_batch_rows": round((e1 - e0) / max(b1 - b0, 1), 1),
+            **per_event(before, after, acked, ("posting_instance", "listeners", "mariadb", "redis"), hz)}
+runs = []
+for spec in sys.argv[3:]:
+    connections, listeners = map(int, spec.split(":"))
+    runs.append({"connections": connections, "listeners": listeners,
+                 "with_listeners": run(f"with-listeners-{connections}"), "alone": run(f"alone-{connections}")})
+print(json.dumps({"runs": runs}))
 PY
 python3 -c '
 import json, sys
-r = json.load(open(sys.argv[1]))
-for name, run in r.items():
-    c = run["cpu_us_per_event"]
-    print("%s: %d events; CPU µs per event: posting instance %s, listener %s, MariaDB %s, Redis %s; Redis %.0f bytes out per event" % (name, run["acked"], c["posting_instance"], c["listener"], c["mariadb"], c["redis"], run["redis_per_event"]["bytes_out"]))
+for pair in json.load(open(sys.argv[1]))["runs"]:
+    for name in ("with_listeners", "alone"):
+        run = pair[name]
+        c = run["cpu_us_per_event"]
+        print("%d connections, %s (%d): %d events, batches of %.1f rows; CPU µs per event: posting instance %s, listeners %s, MariaDB %s, Redis %s; Redis %.0f bytes out per event" % (pair["connections"], name, pair["listeners"], run["acked"], run["mean_batch_rows"], c["posting_instance"], c["listeners"], c["mariadb"], c["redis"], run["redis_per_event"]["bytes_out"]))
 ' "${OUT%.jsonl}-listener.json"

@@ -385,49 +385,84 @@ if ! SKIP_BUILD=1 DURATION="$DURATION" SCALE_OUT="$WORK/scale.jsonl" bash script
   : > "$WORK/scale.jsonl"
   echo '{"failed": true}' > "$WORK/scale-listener.json"
 fi
-SCALE=$(python3 - "$WORK/scale.jsonl" <<'PY'
+SCALE=$(python3 - "$WORK/scale.jsonl" "$WORK/scale-listener.json" <<'PY'
 import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
+listener = json.load(open(sys.argv[2]))
 if not rows:
     print("Not measured in this run: `scripts/bench-scale.sh` failed (its output is in the run's log).")
     sys.exit(0)
-print("| instances | ingest req/s (p99 ms) | stored, acknowledged | mean batch rows | CPU µs per event: instances, MariaDB, Redis, HAProxy (sum) | Redis per event: commands, bytes in, bytes out | fan-out: delivered of expected, missing, duplicates | fan-out p99 ms | instances' CPU ms per 1,000 deliveries | Redis bytes out per fan-out event |")
+print("| instances (worker threads each) | ingest req/s (p99 ms) | stored, acknowledged | mean batch rows | CPU µs per event: instances, MariaDB, Redis, HAProxy (sum) | Redis per event: commands, bytes in, bytes out | fan-out: delivered of expected, missing, duplicates | fan-out p99 ms | instances' CPU ms per 1,000 deliveries | Redis bytes out per fan-out event |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 for row in rows:
     i, f = row["ingest"], row["fanout"]
     c, r, run = i["cpu_us_per_event"], i["redis_per_event"], f["run"]
     total = sum(c.values())
-    print(f"| {row['instances']} | {i['req_per_s']:.0f} ({i['p99_ms']:.2f}) | {i['stored']}, {i['acked']} | {i['mean_batch_rows']:.1f} | {c['vigil']:.1f}, {c['mariadb']:.1f}, {c['redis']:.1f}, {c['haproxy']:.1f} ({total:.1f}) | {r['commands']:.2f}, {r['bytes_in']:.0f}, {r['bytes_out']:.0f} | {run['delivered']} of {run['expected_deliveries']}, {run['missing']}, {run['duplicates']} (stored {f['stored']} of {run['events_acked']} acknowledged) | {run['latency_ms']['p99']:.1f} | {run['server_cpu_ms_per_1000_deliveries'] or 0:.2f} | {f['redis_per_event']['bytes_out']:.0f} |")
+    print(f"| {row['instances']} ({row['worker_threads']}) | {i['req_per_s']:.0f} ({i['p99_ms']:.2f}) | {i['stored']}, {i['acked']} | {i['mean_batch_rows']:.1f} | {c['vigil']:.1f}, {c['mariadb']:.1f}, {c['redis']:.1f}, {c['haproxy']:.1f} ({total:.1f}) | {r['commands']:.2f}, {r['bytes_in']:.0f}, {r['bytes_out']:.0f} | {run['delivered']} of {run['expected_deliveries']}, {run['missing']}, {run['duplicates']} (stored {f['stored']} of {run['events_acked']} acknowledged) | {run['latency_ms']['p99']:.1f} | {run['server_cpu_ms_per_1000_deliveries'] or 0:.2f} | {f['redis_per_event']['bytes_out']:.0f} |")
 controls = [row for row in rows if row.get("control")]
 if controls:
+    pairs = {pair["connections"]: pair for pair in listener.get("runs", [])}
     print()
-    print("Each count against one instance at about the same batch size (64/N connections through HAProxy), CPU µs per event:")
+    print("Each count against one instance at about the same batch size (64/N connections through HAProxy), CPU µs per event, and in brackets what the model expects beyond it: N − 1 further instances reading every event, and Redis sending it to them, as the listener runs below measured them at the same connections:")
     print()
-    print("| instances | their mean batch rows | their CPU: instances, MariaDB, Redis | one instance, connections | its mean batch rows | its CPU: instance, MariaDB, Redis | the instances' CPU beyond it |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| instances | their mean batch rows | their CPU: instances, MariaDB, Redis | one instance, connections | its mean batch rows | its CPU: instance, MariaDB, Redis | the instances' CPU beyond it (model) | Redis's CPU beyond it (model) | Redis socket writes per event: theirs, its (the listener run's) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in controls:
-        i, k = row["ingest"], row["control"]
+        n, i, k = row["instances"], row["ingest"], row["control"]
         c, kc = i["cpu_us_per_event"], k["cpu_us_per_event"]
-        print(f"| {row['instances']} | {i['mean_batch_rows']:.1f} | {c['vigil']:.1f}, {c['mariadb']:.1f}, {c['redis']:.1f} | 1, {k['connections']} | {k['mean_batch_rows']:.1f} | {kc['vigil']:.1f}, {kc['mariadb']:.1f}, {kc['redis']:.1f} | {c['vigil'] - kc['vigil']:+.1f} |")
+        pair = pairs.get(k["connections"])
+        if pair and pair["listeners"] == n - 1:
+            listeners_us = pair["with_listeners"]["cpu_us_per_event"]["listeners"]
+            subscribers_us = pair["with_listeners"]["cpu_us_per_event"]["redis"] - pair["alone"]["cpu_us_per_event"]["redis"]
+            model = f"({listeners_us:+.1f})", f"({subscribers_us:+.1f})", f"({pair['with_listeners']['redis_per_event']['writes']:.2f})"
+        else:
+            model = "(n/a)", "(n/a)", "(n/a)"
+        print(f"| {n} | {i['mean_batch_rows']:.1f} | {c['vigil']:.1f}, {c['mariadb']:.1f}, {c['redis']:.1f} | 1, {k['connections']} | {k['mean_batch_rows']:.1f} | {kc['vigil']:.1f}, {kc['mariadb']:.1f}, {kc['redis']:.1f} | {c['vigil'] - kc['vigil']:+.1f} {model[0]} | {c['redis'] - kc['redis']:+.1f} {model[1]} | {i['redis_per_event']['writes']:.2f}, {k['redis_per_event']['writes']:.2f} {model[2]} |")
 PY
 )
-# The listener run and the one-instance row: what each further instance costs per event.
-read -r LISTENER_US REDIS_SUB_US REDIS_SUB_BYTES LISTENER_TEXT < <(python3 - "$WORK/scale-listener.json" <<'PY'
+# The listener runs: what each further instance costs per event. The unit costs take the pair
+# at 64 connections, whose batches are one instance's under the full load.
+read -r LISTENER_US REDIS_SUB_US REDIS_SUB_BYTES < <(python3 - "$WORK/scale-listener.json" <<'PY'
 import json, sys
 runs = json.load(open(sys.argv[1]))
-if runs.get("failed"):
-    print("n/a n/a n/a The listener run was not measured (scripts/bench-scale.sh failed).")
+pair = next((pair for pair in runs.get("runs", []) if pair["connections"] == 64), None)
+if pair is None:
+    print("n/a n/a n/a")
     sys.exit(0)
-both, alone = runs["with_listener"], runs["alone"]
-c, a = both["cpu_us_per_event"], alone["cpu_us_per_event"]
-sub_us = c["redis"] - a["redis"]
-sub_bytes = both["redis_per_event"]["bytes_out"] - alone["redis_per_event"]["bytes_out"]
-text = (f"One instance taking every post straight (no HAProxy) with one more instance that takes none, then "
-        f"without it ({both['acked']} and {alone['acked']} events): the listener spent **{c['listener']} µs** per event; "
-        f"Redis {c['redis']} µs per event with two subscribers against {a['redis']} with one, and sent "
-        f"{both['redis_per_event']['bytes_out']:.0f} bytes per event against {alone['redis_per_event']['bytes_out']:.0f}; "
-        f"the posting instance {c['posting_instance']} against {a['posting_instance']} µs, MariaDB {c['mariadb']} against {a['mariadb']}.")
-print(c["listener"], f"{sub_us:.2f}", f"{sub_bytes:.0f}", text)
+both, alone, n = pair["with_listeners"], pair["alone"], pair["listeners"]
+sub_us = (both["cpu_us_per_event"]["redis"] - alone["cpu_us_per_event"]["redis"]) / n
+sub_bytes = (both["redis_per_event"]["bytes_out"] - alone["redis_per_event"]["bytes_out"]) / n
+print(f"{both['cpu_us_per_event']['listeners'] / n:.2f}", f"{sub_us:.2f}", f"{sub_bytes:.0f}")
+PY
+)
+# Redis's CPU per event for each further instance that also posts, from the largest count
+# against its control: the instances stacked on these CPUs, each publishing its own batches.
+REDIS_STACKED_US=$(python3 - "$WORK/scale.jsonl" <<'PY'
+import json, sys
+rows = [row for row in map(json.loads, open(sys.argv[1])) if row.get("control")]
+if not rows:
+    print("n/a")
+    sys.exit(0)
+row = max(rows, key=lambda row: row["instances"])
+extra = row["ingest"]["cpu_us_per_event"]["redis"] - row["control"]["cpu_us_per_event"]["redis"]
+print(f"{extra / (row['instances'] - 1):.2f}")
+PY
+)
+REDIS_STACKED_COUNT=$(python3 -c 'import json, sys; print(max([json.loads(line)["instances"] for line in open(sys.argv[1])] or [0]))' "$WORK/scale.jsonl")
+LISTENER_TEXT=$(python3 - "$WORK/scale-listener.json" <<'PY'
+import json, sys
+runs = json.load(open(sys.argv[1]))
+if not runs.get("runs"):
+    print("The listener runs were not measured (scripts/bench-scale.sh failed).")
+    sys.exit(0)
+print("The listener runs: one instance taking every post straight (no HAProxy) with N − 1 more instances that take none (one for N = 1), then without them, at each count's share of the 64 connections. The listeners' CPU per event is what the further instances cost for reading every event; Redis's CPU per event with them against without is what the further subscribers cost it. The 64-connection run gives the unit costs above.")
+print()
+print("| connections | listeners | mean batch rows | events (with, without) | listeners' CPU µs per event | per listener | Redis CPU µs per event (with, without) | Redis bytes out per event (with, without) | posting instance CPU µs per event (with, without) | MariaDB (with, without) |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+for pair in runs["runs"]:
+    w, a, n = pair["with_listeners"], pair["alone"], pair["listeners"]
+    wc, ac = w["cpu_us_per_event"], a["cpu_us_per_event"]
+    print(f"| {pair['connections']} | {n} | {w['mean_batch_rows']:.1f} | {w['acked']}, {a['acked']} | {wc['listeners']:.2f} | **{wc['listeners'] / n:.2f}** | {wc['redis']:.2f}, {ac['redis']:.2f} | {w['redis_per_event']['bytes_out']:.0f}, {a['redis_per_event']['bytes_out']:.0f} | {wc['posting_instance']:.1f}, {ac['posting_instance']:.1f} | {wc['mariadb']:.1f}, {ac['mariadb']:.1f} |")
 PY
 )
 log "index costs (scripts/bench-indexes.sh)"
@@ -534,6 +569,7 @@ number as ms per 1,000 events.
 | Vigil CPU per event on each further instance, posts or none (its subscription, bridge and hub) | \`vigil_us_per_event_received\` | $LISTENER_US µs |
 | Redis CPU per event for each further subscribed instance | \`redis_us_per_event_per_subscriber\` | $REDIS_SUB_US µs |
 | Redis bytes out per event for each further subscribed instance | \`redis_bytes_out_per_event_per_subscriber\` | $REDIS_SUB_BYTES B |
+| Redis CPU per event for each further instance that also posts, $REDIS_STACKED_COUNT instances stacked on these CPUs (*Several instances*) | \`redis_us_per_event_per_posting_instance\` | $REDIS_STACKED_US µs |
 | server CPU per 1,000 WebSocket deliveries (1,000 clients × 1,000 events/s) | \`ws_ms_per_1000_deliveries\` | $FAN_CPU ms |
 | resident memory per idle WebSocket client ($IDLE_CONNECTIONS connections) | \`ws_idle_kib\` | $IDLE_KIB KiB |
 | single-event ingest, one instance, this machine | \`single_events_per_s\` | $SINGLE_RPS |
@@ -543,14 +579,16 @@ number as ms per 1,000 events.
 ## Several instances
 
 1, 2 and 4 full-mode instances sharing this MariaDB and Redis behind HAProxy (round-robin
-over HTTP), on the same $(nproc) CPUs (\`scripts/bench-scale.sh\`, ${DURATION} runs). Ingest is
+over HTTP), on the same $(nproc) CPUs (\`scripts/bench-scale.sh\`, ${DURATION} runs). Each of
+N instances runs CPUs/N HTTP worker threads (\`VIGIL_WORKER_THREADS\`, at least one), as
+instances stacked on one machine should: every run has as many worker threads as cores. Ingest is
 \`wrk -t2 -c64\` single-event POSTs through HAProxy; *stored* may exceed *acknowledged* by
 the POSTs still in flight when wrk stopped. Fan-out posts through HAProxy at 500 events/s to
 1,000 \`/ws\` clients spread over the instances (each client on one instance): every event
 must reach every client of every instance, once. Every instance subscribes to \`events:new\`,
 so Redis sends each event once per instance, and every instance reads every event: Redis's
 bytes out and CPU per event, and the instances' CPU per event, grow with the count (the
-listener run below measures by how much per instance). At a fixed total rate each instance also forms smaller batches, and a
+listener runs below measure by how much per instance). At a fixed total rate each instance also forms smaller batches, and a
 batch's commit, round trips and wake-ups are then shared by fewer events (*mean batch rows*);
 the second table sets each count against one instance forming batches of about the same size,
 which separates the two.

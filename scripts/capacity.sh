@@ -95,6 +95,13 @@ answer = {
     "database_cores": events * costs["mariadb_us_per" + suffix] / 1e6,
     "redis_cores": events * (costs["redis_us_per" + suffix]
                              + subscribers * costs["redis_us_per_event_per_subscriber"]) / 1e6,
+    # With the instances each publishing their own batches, Redis's CPU per further instance
+    # was measured higher than one publisher's further subscribers cost it (docs/scaling.md,
+    # "Several instances on one machine"): the model's figure is the floor, this the ceiling.
+    "redis_cores_posting_instances": None if "redis_us_per_event_per_posting_instance" not in costs else
+        events * (costs["redis_us_per" + suffix]
+                  + subscribers * max(costs["redis_us_per_event_per_subscriber"],
+                                      costs["redis_us_per_event_per_posting_instance"])) / 1e6,
     "redis_ingress_mib_per_s": events * costs["redis_bytes_in_per_event"] / 2**20,
     "redis_egress_mib_per_s": events * (costs["redis_bytes_out_per_event"]
                                         + subscribers * costs["redis_bytes_out_per_event_per_subscriber"]) / 2**20,
@@ -105,6 +112,8 @@ if vigil_cores / instances > budget:
     warnings.append("each instance reads every event, and at this rate that alone fills an instance's budget: partition sites over separate deployments (docs/scaling.md)")
 if answer["redis_cores"] > 0.5:
     warnings.append("Redis executes commands on one thread: past half a core, shard pub/sub by site (Redis Cluster, SPUBLISH) or give sites their own Redis")
+elif (answer["redis_cores_posting_instances"] or 0) > 0.5:
+    warnings.append("Redis may pass half a core with every instance posting (the higher figure): measure it under your load, and shard pub/sub by site (Redis Cluster, SPUBLISH) or give sites their own Redis if it does")
 if answer["redis_egress_mib_per_s"] > 100:
     warnings.append("Redis sends every event to every instance: past ~100 MiB/s of egress, partition instances by site so each receives only its sites' events")
 if answer["database_cores"] > 8:
@@ -128,6 +137,9 @@ rows = [
     ("Redis", f"{answer['redis_cores']:.2f} CPU, in {answer['redis_ingress_mib_per_s']:.1f} MiB/s, out {answer['redis_egress_mib_per_s']:.1f} MiB/s",
      f"events × ({costs['redis_us_per' + suffix]:g} + {subscribers} × {costs['redis_us_per_event_per_subscriber']:g}) µs; out = events × ({costs['redis_bytes_out_per_event']:g} + {subscribers} × {costs['redis_bytes_out_per_event_per_subscriber']:g}) B"),
 ]
+if answer["redis_cores_posting_instances"] is not None:
+    rows.append(("", f"up to {answer['redis_cores_posting_instances']:.2f} CPU with every instance posting",
+                 f"events × ({costs['redis_us_per' + suffix]:g} + {subscribers} × {costs['redis_us_per_event_per_posting_instance']:g}) µs, as measured with instances stacked on one machine"))
 width = max(len(name) for name, _, _ in rows)
 for name, value, formula in rows:
     print(f"{name:<{width}}  {value}")

@@ -7,10 +7,12 @@ log() { printf '\n==> %s\n' "$*"; }
 # A process's CPU time in clock ticks: user + system (fields 14 and 15 of /proc/PID/stat,
 # counted after the parenthesised command name).
 cpu_ticks() { awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$1/stat"; }
-# Redis's work so far (INFO stats): "commands_processed bytes_in bytes_out".
+# Redis's work so far (INFO stats): "commands_processed bytes_in bytes_out reads writes", the
+# last two the reads from and writes to client sockets its event loop made.
 redis_counters() {
   redis-cli -h 127.0.0.1 INFO stats | tr -d '\r' | awk -F: '/^total_commands_processed:/ {c = $2}
-    /^total_net_input_bytes:/ {i = $2} /^total_net_output_bytes:/ {o = $2} END {print c, i, o}'
+    /^total_net_input_bytes:/ {i = $2} /^total_net_output_bytes:/ {o = $2}
+    /^total_reads_processed:/ {r = $2} /^total_writes_processed:/ {w = $2} END {print c, i, o, r + 0, w + 0}'
 }
 
 as_root() {

@@ -59,6 +59,8 @@ fn every_dashboard_seeing_every_event() {
     close(&a["database_cores"], 0.2);
     close(&a["redis_cores"], 0.13);
     close(&a["redis_egress_mib_per_s"], 8_600_000.0 / 1_048_576.0);
+    // The ceiling, with each further instance posting: 10,000 × (5 + 2 × 10) µs.
+    close(&a["redis_cores_posting_instances"], 0.25);
     assert_eq!(a["warnings"], serde_json::json!([]));
 }
 
@@ -98,6 +100,61 @@ fn gateways_posting_bulks_use_the_bulk_costs() {
     close(&a["vigil_cores"], 0.1 + 20_000.0 * 2e-6);
     close(&a["database_cores"], 0.4);
     close(&a["redis_cores"], 20_000.0 * (1.0 + 4.0) / 1e6);
+    close(
+        &a["redis_cores_posting_instances"],
+        20_000.0 * (1.0 + 10.0) / 1e6,
+    );
+}
+
+#[test]
+fn redis_past_half_a_core_only_with_every_instance_posting_is_a_warning_of_its_own() {
+    // 40,000 events/s, no dashboards: 2 instances ((0.8 + 0.08) / 2 CPU each). Redis by the
+    // model: 40,000 × (5 + 4) µs = 0.36 CPU; with the further instance posting too:
+    // 40,000 × (5 + 10) µs = 0.6, past half a core.
+    let a = answer(&["--sensors", "40000"]);
+    assert_eq!(a["instances"], 2);
+    close(&a["redis_cores"], 0.36);
+    close(&a["redis_cores_posting_instances"], 0.6);
+    let warnings = a["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0]
+            .as_str()
+            .unwrap()
+            .contains("every instance posting")
+    );
+}
+
+#[test]
+fn a_page_without_the_posting_instances_cost_answers_without_the_ceiling() {
+    // Pages written before that measurement still answer, from the model alone.
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/capacity-benchmarks.md");
+    let page: String = std::fs::read_to_string(fixture)
+        .unwrap()
+        .lines()
+        .filter(|line| !line.contains("redis_us_per_event_per_posting_instance"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let older =
+        std::env::temp_dir().join(format!("vigil-capacity-older-{}.md", std::process::id()));
+    std::fs::write(&older, page).unwrap();
+    let output = capacity(&[
+        "--benchmarks",
+        older.to_str().unwrap(),
+        "--json",
+        "--sensors",
+        "40000",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::fs::remove_file(&older).unwrap();
+    let a: Value = serde_json::from_slice(&output.stdout).unwrap();
+    close(&a["redis_cores"], 0.36);
+    assert!(a["redis_cores_posting_instances"].is_null());
+    assert_eq!(a["warnings"], serde_json::json!([]));
 }
 
 #[test]
