@@ -191,4 +191,5 @@ fn the_repositorys_benchmarks_carry_every_unit_cost() {
     );
     assert!(text.contains("Vigil instances"), "{text}");
     assert!(text.contains("unit costs from"), "{text}");
+    assert!(text.contains("with every instance posting"), "{text}");
 }
