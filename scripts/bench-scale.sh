@@ -67,8 +67,8 @@ command -v haproxy >/dev/null 2>&1 || apt_install haproxy
 [ "${SKIP_BUILD:-0}" = 1 ] || cargo build --release --locked -p vigil-server -p vigil-loadtest --bin vigil --bin fanout
 
 WORK=$(mktemp -d -t vigil-scale.XXXXXX)
-# What every run's summary needs, in one place: a wrk run's acknowledged requests, and costs
-# per event from counters taken around it (four processes' CPU ticks, then Redis's commands,
+# What every run's summary needs, in one place: a wrk run's acknowledged requests, the mean
+# batch from two batches() readings, and costs per event from counters taken around it (four processes' CPU ticks, then Redis's commands,
 # bytes in, bytes out, socket reads and socket writes, as counters() and listener_run() write
 # them).
 cat > "$WORK/scale_costs.py" <<'PY'
@@ -77,6 +77,10 @@ import re
 def acked_of(text):
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
     return int(re.search(r"(\d+) requests in", text).group(1)) - (int(bad.group(1)) if bad else 0)
+
+def mean_batch_rows(before, after):
+    (b0, e0), (b1, e1) = (map(int, text.split()) for text in (before, after))
+    return round((e1 - e0) / max(b1 - b0, 1), 1)
 
 def per_event(before, after, events, processes, hz):
     d = [b - a for a, b in zip(before, after)]
@@ -201,8 +205,7 @@ for count in $COUNTS; do
 import json, os, re, sys
 count, wrk_file, work = int(sys.argv[1]), sys.argv[2], sys.argv[13]
 sys.path.insert(0, work)
-from scale_costs import acked_of, per_event
-(b0, e0), (b1, e1) = (map(int, text.split()) for text in sys.argv[11:13])
+from scale_costs import acked_of, mean_batch_rows, per_event
 before, after = (list(map(int, text.split())) for text in sys.argv[3:5])
 rows = int(sys.argv[5])
 fan = json.loads(sys.argv[6])
@@ -221,7 +224,7 @@ ingest = {
     "acked": acked,
     "stored": rows,
     "unanswered_stored": rows - acked,
-    "mean_batch_rows": round((e1 - e0) / max(b1 - b0, 1), 1),
+    "mean_batch_rows": mean_batch_rows(*sys.argv[11:13]),
     **costs(before, after, acked),
 }
 fanout = {
@@ -231,14 +234,13 @@ fanout = {
 }
 control = None
 if os.path.exists(f"{work}/control.txt"):
-    read = lambda name: list(map(int, open(f"{work}/control.{name}").read().split()))
-    control_acked = acked_of(open(f"{work}/control.txt").read())
-    (cb0, ce0), (cb1, ce1) = read("batches-before"), read("batches-after")
+    read = lambda name: open(f"{work}/control.{name}").read()
+    control_acked = acked_of(read("txt"))
     control = {
         "connections": 64 // count,
         "acked": control_acked,
-        "mean_batch_rows": round((ce1 - ce0) / max(cb1 - cb0, 1), 1),
-        **costs(read("before"), read("after"), control_acked),
+        "mean_batch_rows": mean_batch_rows(read("batches-before"), read("batches-after")),
+        **costs(*(list(map(int, read(end).split())) for end in ("before", "after")), control_acked),
     }
 print(json.dumps({"instances": count, "worker_threads": int(sys.argv[14]), "ingest": ingest, "fanout": fanout, "control": control}))
 PY
@@ -271,11 +273,14 @@ listener_ticks() {
   for pid in "${PIDS[@]:1}"; do sum=$((sum + $(cpu_ticks "$pid"))); done
   echo "$sum"
 }
+listener_counters() {
+  echo "$(cpu_ticks "${PIDS[0]}") $(listener_ticks) $(cpu_ticks "$MARIADB_PID") $(cpu_ticks "$REDIS_PID") $(redis_counters)"
+}
 listener_run() {
   batches "$FIRST_PORT" > "$WORK/$1.batches-before"
-  echo "$(cpu_ticks "${PIDS[0]}") $(listener_ticks) $(cpu_ticks "$MARIADB_PID") $(cpu_ticks "$REDIS_PID") $(redis_counters)" > "$WORK/$1.before"
+  listener_counters > "$WORK/$1.before"
   wrk -t2 -c"$2" -d"$DURATION" -s scripts/wrk/post_event.lua "http://127.0.0.1:$FIRST_PORT" > "$WORK/$1.txt"
-  echo "$(cpu_ticks "${PIDS[0]}") $(listener_ticks) $(cpu_ticks "$MARIADB_PID") $(cpu_ticks "$REDIS_PID") $(redis_counters)" > "$WORK/$1.after"
+  listener_counters > "$WORK/$1.after"
   batches "$FIRST_PORT" > "$WORK/$1.batches-after"
 }
 LISTENER_RUNS=()
@@ -298,18 +303,26 @@ python3 - "$WORK" "$(getconf CLK_TCK)" "${LISTENER_RUNS[@]}" > "${OUT%.jsonl}-li
 import json, sys
 work, hz = sys.argv[1], int(sys.argv[2])
 sys.path.insert(0, work)
-from scale_costs import acked_of, per_event
+from scale_costs import acked_of, mean_batch_rows, per_event
 def run(name):
-    acked = acked_of(open(f"{work}/{name}.txt").read())
-    before, after = (list(map(int, open(f"{work}/{name}.{end}").read().split())) for end in ("before", "after"))
-    (b0, e0), (b1, e1) = (map(int, open(f"{work}/{name}.batches-{end}").read().split()) for end in ("before", "after"))
-    return {"acked": acked, "mean_batch_rows": round((e1 - e0) / max(b1 - b0, 1), 1),
+    read = lambda end: open(f"{work}/{name}.{end}").read()
+    acked = acked_of(read("txt"))
+    before, after = (list(map(int, read(end).split())) for end in ("before", "after"))
+    return {"acked": acked, "mean_batch_rows": mean_batch_rows(read("batches-before"), read("batches-after")),
             **per_event(before, after, acked, ("posting_instance", "listeners", "mariadb", "redis"), hz)}
 runs = []
 for spec in sys.argv[3:]:
     connections, listeners = map(int, spec.split(":"))
+    both, alone = run(f"with-listeners-{connections}"), run(f"alone-{connections}")
+    # What the further instances added, together: the listeners' own CPU, and Redis's CPU and
+    # bytes out with them against without.
+    added = {
+        "listeners_us": both["cpu_us_per_event"]["listeners"],
+        "redis_us": round(both["cpu_us_per_event"]["redis"] - alone["cpu_us_per_event"]["redis"], 2),
+        "redis_bytes_out": round(both["redis_per_event"]["bytes_out"] - alone["redis_per_event"]["bytes_out"], 1),
+    }
     runs.append({"connections": connections, "listeners": listeners,
-                 "with_listeners": run(f"with-listeners-{connections}"), "alone": run(f"alone-{connections}")})
+                 "with_listeners": both, "alone": alone, "added_per_event": added})
 print(json.dumps({"runs": runs}))
 PY
 python3 -c '

@@ -412,9 +412,8 @@ if controls:
         c, kc = i["cpu_us_per_event"], k["cpu_us_per_event"]
         pair = pairs.get(k["connections"])
         if pair and pair["listeners"] == n - 1:
-            listeners_us = pair["with_listeners"]["cpu_us_per_event"]["listeners"]
-            subscribers_us = pair["with_listeners"]["cpu_us_per_event"]["redis"] - pair["alone"]["cpu_us_per_event"]["redis"]
-            model = f"({listeners_us:+.1f})", f"({subscribers_us:+.1f})", f"({pair['with_listeners']['redis_per_event']['writes']:.2f})"
+            added = pair["added_per_event"]
+            model = f"({added['listeners_us']:+.1f})", f"({added['redis_us']:+.1f})", f"({pair['with_listeners']['redis_per_event']['writes']:.2f})"
         else:
             model = "(n/a)", "(n/a)", "(n/a)"
         print(f"| {n} | {i['mean_batch_rows']:.1f} | {c['vigil']:.1f}, {c['mariadb']:.1f}, {c['redis']:.1f} | 1, {k['connections']} | {k['mean_batch_rows']:.1f} | {kc['vigil']:.1f}, {kc['mariadb']:.1f}, {kc['redis']:.1f} | {c['vigil'] - kc['vigil']:+.1f} {model[0]} | {c['redis'] - kc['redis']:+.1f} {model[1]} | {i['redis_per_event']['writes']:.2f}, {k['redis_per_event']['writes']:.2f} {model[2]} |")
@@ -429,26 +428,23 @@ pair = next((pair for pair in runs.get("runs", []) if pair["connections"] == 64)
 if pair is None:
     print("n/a n/a n/a")
     sys.exit(0)
-both, alone, n = pair["with_listeners"], pair["alone"], pair["listeners"]
-sub_us = (both["cpu_us_per_event"]["redis"] - alone["cpu_us_per_event"]["redis"]) / n
-sub_bytes = (both["redis_per_event"]["bytes_out"] - alone["redis_per_event"]["bytes_out"]) / n
-print(f"{both['cpu_us_per_event']['listeners'] / n:.2f}", f"{sub_us:.2f}", f"{sub_bytes:.0f}")
+added, n = pair["added_per_event"], pair["listeners"]
+print(f"{added['listeners_us'] / n:.2f}", f"{added['redis_us'] / n:.2f}", f"{added['redis_bytes_out'] / n:.0f}")
 PY
 )
 # Redis's CPU per event for each further instance that also posts, from the largest count
 # against its control: the instances stacked on these CPUs, each publishing its own batches.
-REDIS_STACKED_US=$(python3 - "$WORK/scale.jsonl" <<'PY'
+read -r REDIS_STACKED_COUNT REDIS_STACKED_US < <(python3 - "$WORK/scale.jsonl" <<'PY'
 import json, sys
 rows = [row for row in map(json.loads, open(sys.argv[1])) if row.get("control")]
 if not rows:
-    print("n/a")
+    print("0 n/a")
     sys.exit(0)
 row = max(rows, key=lambda row: row["instances"])
 extra = row["ingest"]["cpu_us_per_event"]["redis"] - row["control"]["cpu_us_per_event"]["redis"]
-print(f"{extra / (row['instances'] - 1):.2f}")
+print(row["instances"], f"{extra / (row['instances'] - 1):.2f}")
 PY
 )
-REDIS_STACKED_COUNT=$(python3 -c 'import json, sys; print(max([json.loads(line)["instances"] for line in open(sys.argv[1])] or [0]))' "$WORK/scale.jsonl")
 LISTENER_TEXT=$(python3 - "$WORK/scale-listener.json" <<'PY'
 import json, sys
 runs = json.load(open(sys.argv[1]))
