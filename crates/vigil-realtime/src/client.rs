@@ -31,10 +31,10 @@
 //! A write that cannot finish (the client stopped reading) is bounded: by the idle limit
 //! normally, and by [`CLOSE_GRACE`] once the client is being closed.
 
-use std::future::Future;
 use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -372,17 +372,32 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
     /// Writes `frames` within `limit`; once the client is being closed (slow consumer or
     /// shutdown), within [`CLOSE_GRACE`] from then. A write is never abandoned half-way and
     /// then followed by another frame: an `Err` ends the connection.
-    fn write_bounded<'s>(
-        &'s mut self,
-        frames: &'s [Bytes],
-        limit: Duration,
-    ) -> Pin<Box<impl Future<Output = Result<(), ()>> + 's>> {
-        // Boxed: a write's state (up to MAX_FRAMES_PER_WRITE slices, its timers) exists only
-        // while it runs, instead of sizing every client's task, idle ones included.
-        Box::pin(self.write_within(frames, limit))
+    ///
+    /// A client that keeps up has room in its socket buffer, so its frames usually go out at
+    /// once: that write is made here, with no timer and no allocation. Only the rest of a write
+    /// the socket could not take at once waits, under the deadline.
+    async fn write_bounded(&mut self, frames: &[Bytes], limit: Duration) -> Result<(), ()> {
+        let mut progress = WriteProgress::default();
+        let at_once = std::future::poll_fn(|cx| {
+            Poll::Ready(poll_write_frames(&mut self.sink, frames, &mut progress, cx))
+        })
+        .await;
+        match at_once {
+            Poll::Ready(written) => written.map_err(|_| ()),
+            // Boxed: a waiting write's state (its timers) exists only while it waits,
+            // instead of sizing every client's task, idle ones included.
+            Poll::Pending => Box::pin(self.finish_within(frames, progress, limit)).await,
+        }
     }
 
-    async fn write_within(&mut self, frames: &[Bytes], limit: Duration) -> Result<(), ()> {
+    /// Writes what is left of `frames` after `progress` within `limit` (see
+    /// [`Writer::write_bounded`]).
+    async fn finish_within(
+        &mut self,
+        frames: &[Bytes],
+        mut progress: WriteProgress,
+        limit: Duration,
+    ) -> Result<(), ()> {
         let mut deadline = Instant::now() + limit;
         let (kick, shutdown) = (&self.kick, &self.shutdown);
         let closing = async {
@@ -391,7 +406,9 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
                 () = shutdown.cancelled() => {}
             }
         };
-        let write = write_frames(&mut self.sink, frames);
+        let sink = &mut self.sink;
+        let write =
+            std::future::poll_fn(|cx| poll_write_frames(&mut *sink, frames, &mut progress, cx));
         tokio::pin!(closing, write);
         let mut grace_started = false;
         loop {
@@ -407,42 +424,58 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
     }
 }
 
+/// How far a write of frames got: the frames written whole, then the bytes written of the next.
+#[derive(Debug, Default, Clone, Copy)]
+struct WriteProgress {
+    index: usize,
+    offset: usize,
+}
+
+/// Writes whole frames with vectored writes, then flushes, resuming from `progress`.
+fn poll_write_frames<W: AsyncWrite + Unpin>(
+    sink: &mut W,
+    frames: &[Bytes],
+    progress: &mut WriteProgress,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<()>> {
+    while progress.index < frames.len() {
+        let mut slices = [IoSlice::new(&[]); MAX_FRAMES_PER_WRITE];
+        let mut count = 0;
+        for (position, frame) in frames[progress.index..]
+            .iter()
+            .take(MAX_FRAMES_PER_WRITE)
+            .enumerate()
+        {
+            let start = if position == 0 { progress.offset } else { 0 };
+            slices[count] = IoSlice::new(&frame[start..]);
+            count += 1;
+        }
+        let mut written = ready!(Pin::new(&mut *sink).poll_write_vectored(cx, &slices[..count]))?;
+        if written == 0 {
+            return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+        }
+        while written > 0 {
+            let left = frames[progress.index].len() - progress.offset;
+            if written >= left {
+                written -= left;
+                progress.index += 1;
+                progress.offset = 0;
+            } else {
+                progress.offset += written;
+                written = 0;
+            }
+        }
+    }
+    Pin::new(sink).poll_flush(cx)
+}
+
 /// Writes whole frames with vectored writes, then flushes.
 async fn write_frames<W: AsyncWrite + Unpin>(
     sink: &mut W,
     frames: &[Bytes],
 ) -> std::io::Result<()> {
-    let mut index = 0;
-    let mut offset = 0;
-    while index < frames.len() {
-        let mut slices = [IoSlice::new(&[]); MAX_FRAMES_PER_WRITE];
-        let mut count = 0;
-        for (position, frame) in frames[index..]
-            .iter()
-            .take(MAX_FRAMES_PER_WRITE)
-            .enumerate()
-        {
-            let start = if position == 0 { offset } else { 0 };
-            slices[count] = IoSlice::new(&frame[start..]);
-            count += 1;
-        }
-        let mut written = sink.write_vectored(&slices[..count]).await?;
-        if written == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        while written > 0 {
-            let left = frames[index].len() - offset;
-            if written >= left {
-                written -= left;
-                index += 1;
-                offset = 0;
-            } else {
-                offset += written;
-                written = 0;
-            }
-        }
-    }
-    sink.flush().await
+    let mut progress = WriteProgress::default();
+    std::future::poll_fn(|cx| poll_write_frames(sink, frames, &mut progress, cx)).await
 }
 
 /// An unmasked control frame (payload at most 125 bytes).
