@@ -6,7 +6,9 @@
 # 2. highest rate: 1,000 clients at rising rates until a run misses an event or its p99
 #    passes 50 ms; the last rate that passed is reported;
 # 3. many clients: 10,000 clients at rising rates until a run misses an event or its p99
-#    passes 100 ms (a million deliveries a second is 100 events/s);
+#    passes 100 ms (a million deliveries a second is 100 events/s); then the same sweep
+#    against `bare_fanout` (benches/), the floor: a server that only writes each event's
+#    frame to every client's socket, with no store, cache, queue or task per client;
 # 4. the wires: 1,000 WebSocket clients against 1,000 Server-Sent Events clients
 #    (/api/events/stream) at 500 events/s, alternating, WIRE_ROUNDS rounds each;
 # 5. the console: 1,000 /ws clients at 500 events/s, WIRE_ROUNDS rounds of three runs: no
@@ -19,10 +21,11 @@
 # Every run reports the server's CPU time per 1,000 deliveries (from /proc/PID/stat).
 #
 # Usage: bash scripts/bench-fanout.sh            (writes target/bench/fanout.jsonl, the
-#        10,000-client runs to target/bench/fanout-10k.jsonl, and the highest passing rates
-#        to target/bench/fanout-verdict.json)
-# Settings: PORT (3950), RATES ("500 750 1000 1250 1500 2000"), DURATION (10s),
-# RATES_10K ("50 100 150 200 300"), CLIENTS_10K (10000), IDLE_CONNECTIONS (10000),
+#        10,000-client runs to target/bench/fanout-10k.jsonl, bare_fanout's to
+#        target/bench/fanout-10k-bare.jsonl, and the highest passing rates to
+#        target/bench/fanout-verdict.json)
+# Settings: PORT (3950; bare_fanout listens on PORT+1), RATES ("500 750 1000 1250 1500 2000"), DURATION (10s),
+# RATES_10K ("1 10 50 100 150 200 300"), CLIENTS_10K (10000), IDLE_CONNECTIONS (10000),
 # WIRE_ROUNDS (3; the wire and console runs go to target/bench/fanout-wires.jsonl),
 # CONSOLE_CPU_PERCENT (25: the browser's CPU cap in the console runs),
 # FANOUT_OUT (target/bench/fanout.jsonl), SKIP_BUILD=1 (binaries already built, as
@@ -36,11 +39,12 @@ RATES=${RATES:-"500 750 1000 1250 1500 2000"}
 DURATION=${DURATION:-10s}
 DB=vigil_bench_fanout
 PREFIX=benchfanout
-RATES_10K=${RATES_10K:-"50 100 150 200 300"}
+RATES_10K=${RATES_10K:-"1 10 50 100 150 200 300"}
 CLIENTS_10K=${CLIENTS_10K:-10000}
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
 OUT=${FANOUT_OUT:-target/bench/fanout.jsonl}
 OUT_10K=${OUT%.jsonl}-10k.jsonl
+OUT_10K_BARE=${OUT%.jsonl}-10k-bare.jsonl
 OUT_WIRES=${OUT%.jsonl}-wires.jsonl
 WIRE_ROUNDS=${WIRE_ROUNDS:-3}
 CONSOLE_CPU_PERCENT=${CONSOLE_CPU_PERCENT:-25}
@@ -49,12 +53,18 @@ BIN=${CARGO_TARGET_DIR:-target}/release
 mkdir -p "$(dirname "$OUT")"
 : > "$OUT"
 : > "$OUT_10K"
+: > "$OUT_10K_BARE"
 : > "$OUT_WIRES"
 
-[ "${SKIP_BUILD:-0}" = 1 ] || cargo build --release --locked -p vigil-server -p vigil-loadtest
+[ "${SKIP_BUILD:-0}" = 1 ] || cargo build --release --locked -p vigil-server -p vigil-loadtest \
+  -p vigil-benches --bin vigil --bin fanout --bin bare_fanout
 mariadb -uroot -e "DROP DATABASE IF EXISTS $DB; CREATE DATABASE $DB"
 
 PID=
+# The server the fan-out runs measure: Vigil, or bare_fanout for the floor.
+TARGET_PORT=$PORT
+TARGET_PID=
+BARE_PID=
 CONSOLE_PID=
 CONSOLE_PROFILE=
 BURNER_PID=
@@ -69,6 +79,7 @@ start_vigil() {
   VIGIL_WS_MAX_CLIENTS=20000 VIGIL_WS_MAX_CLIENTS_PER_ADDR=20000 RUST_LOG=warn \
     "$BIN/vigil" --addr 127.0.0.1:$PORT &
   PID=$!
+  TARGET_PID=$PID
   wait_healthy "127.0.0.1:$PORT"
 }
 stop_vigil() {
@@ -96,12 +107,13 @@ cleanup() {
   [ -z "$CONSOLE_CGROUP" ] || rmdir "$CONSOLE_CGROUP" 2>/dev/null || true
   [ -z "$CONSOLE_ACCT" ] || rmdir "$CONSOLE_ACCT" 2>/dev/null || true
   stop_vigil
+  if [ -n "$BARE_PID" ]; then kill "$BARE_PID" 2>/dev/null || true; wait "$BARE_PID" 2>/dev/null || true; fi
   redis-cli -h 127.0.0.1 DEL "$PREFIX:events:recent" "$PREFIX:events:recent:gap" >/dev/null || true
   mariadb -uroot -e "DROP DATABASE IF EXISTS $DB" || true
 }
 trap cleanup EXIT
 
-fanout() { "$BIN/fanout" --host "http://127.0.0.1:$PORT" --server-pid "$PID" --json "$@"; }
+fanout() { "$BIN/fanout" --host "http://127.0.0.1:$TARGET_PORT" --server-pid "$TARGET_PID" --json "$@"; }
 field() { python3 -c "import json,sys; r=json.loads(sys.argv[1]); print(eval(sys.argv[2], {}, r))" "$1" "$2"; }
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); $(date -u +%FT%TZ)"
@@ -139,9 +151,20 @@ echo "== highest rate with every event delivered and p99 < 100 ms ($CLIENTS_10K 
 # shellcheck disable=SC2086
 verdict_10k=$(sweep "$CLIENTS_10K" 100 "$OUT_10K" $RATES_10K)
 echo "$verdict_10k"
+
+echo "== the floor: the same sweep against bare_fanout"
+"$BIN/bare_fanout" "127.0.0.1:$((PORT + 1))" 2>>"${OUT%.jsonl}-bare.log" &
+BARE_PID=$!
+TARGET_PORT=$((PORT + 1)) TARGET_PID=$BARE_PID
+wait_healthy "127.0.0.1:$TARGET_PORT"
+# shellcheck disable=SC2086
+verdict_10k_bare=$(sweep "$CLIENTS_10K" 100 "$OUT_10K_BARE" $RATES_10K)
+echo "$verdict_10k_bare"
+kill "$BARE_PID"; wait "$BARE_PID" 2>/dev/null || true; BARE_PID=
+TARGET_PORT=$PORT TARGET_PID=$PID
 # The verdict, for scripts/bench.sh: the rates (as in RATES and RATES_10K) of the last run
 # that passed and of the run that failed (null when none did).
-echo "{\"clients_1000\":$verdict_1k,\"clients_10000\":$verdict_10k}" > "$VERDICT"
+echo "{\"clients_1000\":$verdict_1k,\"clients_10000\":$verdict_10k,\"bare_10000\":$verdict_10k_bare}" > "$VERDICT"
 
 # side_cpu_ns: the CPU time (ns) used so far by whatever runs in the console's cgroups.
 side_cpu_ns() { if [ -n "$CONSOLE_ACCT" ]; then cat "$CONSOLE_ACCT/cpuacct.usage"; else echo 0; fi; }

@@ -25,7 +25,9 @@
 #   WebSocket fan-out (scripts/bench-fanout.sh, its own server on port 3950):
 #     7. 1,000 clients × 500 and × 1,000 events/s, then rising rates until a run misses an
 #        event or its p99 passes 50 ms; 10,000 clients at rising rates until p99 passes
-#        100 ms; server CPU per 1,000 deliveries; RSS per idle connection at 10,000;
+#        100 ms, and the same against `bare_fanout` (benches/: only writes each event's frame
+#        to every client's socket), the floor; server CPU per 1,000 deliveries; RSS per idle
+#        connection at 10,000;
 #   several instances (scripts/bench-scale.sh, ports 3971… and HAProxy on 3980):
 #     1, 2 and 4 full-mode instances behind HAProxy sharing MariaDB and Redis: single-event
 #     ingest and fan-out with clients on every instance, CPU and Redis work per event, loss;
@@ -42,7 +44,7 @@
 #   STEPS ("10 20 30 40 50 60 70 80 90 100")   rate steps, % of the measured peak
 #   FANOUT_DURATION (10s)   each fan-out run
 #   FANOUT_RATES ("1000 1250 1500 2000")   rising fan-out rates, until one fails
-#   FANOUT_RATES_10K ("50 100 150 200 300")  the same with 10,000 clients
+#   FANOUT_RATES_10K ("1 10 50 100 150 200 300")  the same with 10,000 clients
 #   IDLE_CONNECTIONS (10000)
 #   INDEX_ROUNDS (3), INDEX_SECONDS (8)   rounds and seconds per table of the index costs
 #   BENCH_OUT (BENCHMARKS.md), BENCH_DIR (target/bench: raw outputs, goose reports)
@@ -59,7 +61,7 @@ STEP_DURATION=${STEP_DURATION:-10s}
 STEPS=${STEPS:-"10 20 30 40 50 60 70 80 90 100"}
 FANOUT_DURATION=${FANOUT_DURATION:-10s}
 FANOUT_RATES=${FANOUT_RATES:-"1000 1250 1500 2000"}
-FANOUT_RATES_10K=${FANOUT_RATES_10K:-"50 100 150 200 300"}
+FANOUT_RATES_10K=${FANOUT_RATES_10K:-"1 10 50 100 150 200 300"}
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
 OUT=${BENCH_OUT:-BENCHMARKS.md}
 WORK=${BENCH_DIR:-target/bench}
@@ -80,7 +82,7 @@ command -v haproxy >/dev/null 2>&1 || apt_install haproxy
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 [ "${SKIP_BUILD:-0}" = 1 ] || cargo build --release --locked -p vigil-server -p vigil-loadtest -p vigil-benches \
   --bin vigil --bin fanout --bin vigil-load --bin plot-latency --bin sample_bulk --bin raw_insert \
-  --bin bare_hyper
+  --bin bare_hyper --bin bare_fanout
 
 PID=
 DATA_DIR=
@@ -298,12 +300,12 @@ FAN_1000=$(fan 1)
 # which passed (its verdict file); this only words it.
 FAN_LAST=$(( ${#FANOUT[@]} - 1 ))
 FAN_CPU=$(json "${FANOUT[1]}" '"%.2f" % server_cpu_ms_per_1000_deliveries')
-# fan_best CLIENTS: the sweep's verdict (bench-fanout.sh decides which runs passed) in words;
-# the sweep's runs on standard input.
+# fan_best SWEEP: the verdict of a sweep (clients_1000, clients_10000, or bare_10000 for the
+# floor; bench-fanout.sh decides which runs passed) in words; the sweep's runs on standard input.
 fan_best() {
   python3 -c "
 import json, sys
-verdict = json.load(open('$WORK/fanout-verdict.json'))['clients_$1']
+verdict = json.load(open('$WORK/fanout-verdict.json'))['$1']
 runs = {round(r['rate']): r for r in map(json.loads, sys.stdin)}
 best, failing = verdict['highest_passing'], verdict['first_failing']
 text = ('none of the rates tried' if best is None else
@@ -311,11 +313,19 @@ text = ('none of the rates tried' if best is None else
 if failing is None:
     text += ' (the highest rate tried)'
 else:
-    text += '; %d events/s: p99 %.1f ms, %d missing' % (failing, runs[failing]['latency_ms']['p99'], runs[failing]['missing'])
+    run = runs[failing]
+    # What one event's fan-out to every client costs, server and measurer: on shared cores the
+    # last deliveries of an event come about that long after the first, at any rate.
+    events = run['rate'] * run['duration_s']
+    text += ('; %d events/s: p99 %.1f ms, %d missing; one event to all %s clients took %.0f ms of server CPU and %.0f ms of the measurer\'s' %
+             (failing, run['latency_ms']['p99'], run['missing'], '{:,}'.format(run['clients']),
+              run['server_cpu_ms_per_1000_deliveries'] * run['clients'] / 1000,
+              run['cpu_s'] * 1000 / events))
 print(text)"
 }
-FAN_BEST=$(printf '%s\n' "${FANOUT[@]:1:FAN_LAST-1}" | fan_best 1000)
-FAN_BEST_10K=$(fan_best 10000 < "$WORK/fanout-10k.jsonl")
+FAN_BEST=$(printf '%s\n' "${FANOUT[@]:1:FAN_LAST-1}" | fan_best clients_1000)
+FAN_BEST_10K=$(fan_best clients_10000 < "$WORK/fanout-10k.jsonl")
+FAN_BEST_10K_BARE=$(fan_best bare_10000 < "$WORK/fanout-10k-bare.jsonl")
 FAN_10K_RATE=$(python3 -c "import json; print(json.load(open('$WORK/fanout-verdict.json'))['clients_10000']['highest_passing'] or 0)")
 FAN_1000_P99=$(json "${FANOUT[1]}" '"%.1f" % latency_ms["p99"]')
 IDLE_KIB=$(json "${FANOUT[FAN_LAST]}" '"%.1f" % kib_per_connection')
@@ -512,6 +522,7 @@ IDLE_CONNECTIONS=$IDLE_CONNECTIONS. The reference settings are the defaults (15s
 | WebSocket fan-out, 1,000 clients × 1,000 events/s × $FANOUT_DURATION | $FAN_1000 | \`fanout --clients 1000 --rate 1000 --duration $FANOUT_DURATION\` |
 | highest rate at which 1,000 clients get every event with p99 < 50 ms (rates tried: $FANOUT_RATES) | $FAN_BEST | \`RATES="$FANOUT_RATES" bash scripts/bench-fanout.sh\` |
 | highest rate at which 10,000 clients get every event with p99 < 100 ms (rates tried: $FANOUT_RATES_10K) | $FAN_BEST_10K | \`RATES_10K="$FANOUT_RATES_10K" bash scripts/bench-fanout.sh\` |
+| baseline: the same with \`bare_fanout\`, a server that only writes each event's frame to every client's socket (no store, cache, queue or task per client) | $FAN_BEST_10K_BARE | \`bare_fanout\`, the same sweep |
 | resident memory per idle WebSocket connection | **$IDLE** | \`fanout --idle $IDLE_CONNECTIONS --settle 3s\` on a fresh server |
 
 Raw outputs: \`$WORK/\` (wrk texts, goose HTML/JSON reports, fanout JSON lines, the CSV below).
@@ -526,7 +537,7 @@ Each target beside its reference, both measured in this run.
 | server CPU per acknowledged event ≤ 25 µs, Vigil's own ≤ 8 µs (from \`/proc/PID/stat\` around the single-event run) | **$CPU_SERVER µs**: Vigil $CPU_VIGIL, MariaDB $CPU_MARIADB, Redis $CPU_REDIS; the machine was $SINGLE_IDLE % idle, $SINGLE_STEAL % stolen by the hypervisor | bare hyper: $CPU_BARE µs per request | $(verdict "$CPU_SERVER <= 25 and $CPU_VIGIL <= 8" "f'{$CPU_SERVER - 25:+.1f} µs in all, Vigil {$CPU_VIGIL - 8:+.1f} µs'") |
 | bulk ingest ≥ 100 % of raw one-connection INSERTs | **$BULK_SHARE %** ($BULK_EPS events/s) | \`raw_insert\`: $RAW rows/s | $(verdict "$BULK_SHARE >= 100" "f'{100 - $BULK_SHARE} points short'") |
 | 1,000 clients × 1,000 events/s, every event, p99 ≤ 50 ms | p99 **$FAN_1000_P99 ms**, server CPU $FAN_CPU ms per 1,000 deliveries | — | $(verdict "$FAN_1000_P99 <= 50" "f'p99 {$FAN_1000_P99 - 50:.1f} ms over'") |
-| 10,000 clients get every event with p99 < 100 ms at ≥ 100 events/s | $FAN_BEST_10K | — | $(verdict "$FAN_10K_RATE >= 100") |
+| 10,000 clients get every event with p99 < 100 ms at ≥ 100 events/s | $FAN_BEST_10K | \`bare_fanout\`, only writes each event's frame to every client's socket: $FAN_BEST_10K_BARE | $(verdict "$FAN_10K_RATE >= 100") |
 | ≤ 12 KiB resident memory per idle WebSocket at $IDLE_CONNECTIONS connections | **$IDLE_KIB KiB** | — | $(verdict "$IDLE_KIB <= 12") |
 
 ## Live clients: WebSocket, Server-Sent Events and the console
