@@ -317,10 +317,12 @@ else:
     # What one event's fan-out to every client costs, server and measurer: on shared cores the
     # last deliveries of an event come about that long after the first, at any rate.
     events = run['rate'] * run['duration_s']
-    text += ('; %d events/s: p99 %.1f ms, %d missing; one event to all %s clients took %.0f ms of server CPU and %.0f ms of the measurer\'s' %
-             (failing, run['latency_ms']['p99'], run['missing'], '{:,}'.format(run['clients']),
-              run['server_cpu_ms_per_1000_deliveries'] * run['clients'] / 1000,
+    text += ('; %d event%s/s: p99 %.1f ms, %d missing; one event to all %s clients took %.1f ms of server CPU and %.1f ms of the measurer\'s' %
+             (failing, '' if failing == 1 else 's', run['latency_ms']['p99'], run['missing'], '{:,}'.format(run['clients_connected']),
+              (run['server_cpu_ms_per_1000_deliveries'] or 0) * run['clients_connected'] / 1000,
               run['cpu_s'] * 1000 / events))
+    if run['clients_connected'] < run['clients']:
+        text += ' (only %d of %d clients connected)' % (run['clients_connected'], run['clients'])
 print(text)"
 }
 FAN_BEST=$(printf '%s\n' "${FANOUT[@]:1:FAN_LAST-1}" | fan_best clients_1000)

@@ -11,14 +11,17 @@
 //!   waits in that client's buffer for the shard's next frame or its next flush tick, so the
 //!   floor needs no queue per client, and no task but the one that reads (and ignores) what
 //!   the client sends, to see it go. A client that went, whose buffer passes
-//!   [`MAX_PENDING_BYTES`], or whose write fails, is dropped.
+//!   [`MAX_PENDING_BYTES`], or whose write fails, is dropped and its socket shut.
+//!
+//! It does not raise its open-files limit: `scripts/bench-fanout.sh` does, for the measurer
+//! and both servers.
 //!
 //! Usage: `bare_fanout ADDR`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -39,38 +42,47 @@ const FLUSH_TICK: Duration = Duration::from_millis(5);
 
 /// What a shard is handed: a new client, or a frame for all of its clients.
 enum ShardWork {
-    Join(Arc<TcpStream>, Arc<AtomicBool>),
+    Join(Arc<Seat>),
     Frame(Bytes),
 }
 
-/// One connected client of a shard.
+/// A client from its upgrade request on. It joins its shard before the upgrade is answered,
+/// as a client joins Vigil's hub, since the measurer posts as soon as every upgrade is: frames
+/// wait in its buffer until its socket is there.
+#[derive(Default)]
+struct Seat {
+    stream: OnceLock<Arc<TcpStream>>,
+    /// Set when the client went, or its upgrade failed.
+    gone: AtomicBool,
+}
+
+/// One client of a shard.
 struct Client {
-    stream: Arc<TcpStream>,
+    seat: Arc<Seat>,
     /// Bytes its socket has not taken yet.
     pending: Vec<u8>,
-    /// Set by the client's reader when the client has gone.
-    gone: Arc<AtomicBool>,
 }
 
 impl Client {
     /// Writes `frame` after whatever is pending, without waiting; `false` when the client must
     /// be dropped.
     fn send(&mut self, frame: &[u8]) -> bool {
-        if self.gone.load(Ordering::Relaxed) {
+        if self.seat.gone.load(Ordering::Relaxed) {
             return false;
         }
-        if self.pending.is_empty() {
-            match self.stream.try_write(frame) {
+        match self.seat.stream.get() {
+            Some(stream) if self.pending.is_empty() => match stream.try_write(frame) {
                 Ok(written) => self.pending.extend_from_slice(&frame[written..]),
                 Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
                     self.pending.extend_from_slice(frame);
                 }
                 Err(_) => return false,
-            }
-        } else {
-            self.pending.extend_from_slice(frame);
-            if !self.flush() {
-                return false;
+            },
+            _ => {
+                self.pending.extend_from_slice(frame);
+                if !self.flush() {
+                    return false;
+                }
             }
         }
         self.pending.len() <= MAX_PENDING_BYTES
@@ -78,12 +90,31 @@ impl Client {
 
     /// Writes what is pending, without waiting; `false` when the client must be dropped.
     fn flush(&mut self) -> bool {
-        match self.stream.try_write(&self.pending) {
+        if self.seat.gone.load(Ordering::Relaxed) {
+            return false;
+        }
+        let Some(stream) = self.seat.stream.get() else {
+            return true;
+        };
+        if self.pending.is_empty() {
+            return true;
+        }
+        match stream.try_write(&self.pending) {
             Ok(written) => {
                 self.pending.drain(..written);
                 true
             }
             Err(error) => error.kind() == std::io::ErrorKind::WouldBlock,
+        }
+    }
+}
+
+impl Drop for Client {
+    /// Shuts the socket, so that the client's reader sees it end and lets go of it.
+    fn drop(&mut self) {
+        self.seat.gone.store(true, Ordering::Relaxed);
+        if let Some(stream) = self.seat.stream.get() {
+            let _ = socket2::SockRef::from(&**stream).shutdown(std::net::Shutdown::Both);
         }
     }
 }
@@ -97,17 +128,14 @@ async fn run_shard(mut work: mpsc::UnboundedReceiver<ShardWork>, connected: Arc<
         let before = clients.len();
         tokio::select! {
             next = work.recv() => match next {
-                Some(ShardWork::Join(stream, gone)) => clients.push(Client {
-                    stream,
+                Some(ShardWork::Join(seat)) => clients.push(Client {
+                    seat,
                     pending: Vec::new(),
-                    gone,
                 }),
                 Some(ShardWork::Frame(frame)) => clients.retain_mut(|client| client.send(&frame)),
                 None => return,
             },
-            _ = tick.tick() => clients.retain_mut(|client| {
-                !client.gone.load(Ordering::Relaxed) && (client.pending.is_empty() || client.flush())
-            }),
+            _ = tick.tick() => clients.retain_mut(Client::flush),
         }
         if clients.len() < before {
             connected.fetch_sub(before - clients.len(), Ordering::Relaxed);
@@ -124,27 +152,13 @@ struct Fanout {
 }
 
 impl Fanout {
-    /// Hands the client to a shard, and reads (and ignores) what it sends until it goes: its
-    /// shard then drops it, closing the socket.
-    async fn join(&self, stream: TcpStream) {
-        let stream = Arc::new(stream);
-        let gone = Arc::new(AtomicBool::new(false));
+    /// Gives a new client a seat in a shard.
+    fn join(&self) -> Arc<Seat> {
+        let seat = Arc::new(Seat::default());
         let shard = self.next_shard.fetch_add(1, Ordering::Relaxed) % self.shards.len();
         self.connected.fetch_add(1, Ordering::Relaxed);
-        let _ = self.shards[shard].send(ShardWork::Join(Arc::clone(&stream), Arc::clone(&gone)));
-        let mut ignored = [0u8; 256];
-        loop {
-            if stream.readable().await.is_err() {
-                break;
-            }
-            match stream.try_read(&mut ignored) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(_) => break,
-            }
-        }
-        gone.store(true, Ordering::Relaxed);
+        let _ = self.shards[shard].send(ShardWork::Join(Arc::clone(&seat)));
+        seat
     }
 
     /// Gives the event object `body` an id and hands its frame to every shard; the id.
@@ -159,6 +173,26 @@ impl Fanout {
         }
         Some(id)
     }
+}
+
+/// Seats the upgraded socket, then reads (and ignores) what the client sends until it goes
+/// or its shard drops it.
+async fn seat_client(seat: Arc<Seat>, stream: TcpStream) {
+    let stream = Arc::new(stream);
+    let _ = seat.stream.set(Arc::clone(&stream));
+    let mut ignored = [0u8; 256];
+    while !seat.gone.load(Ordering::Relaxed) {
+        if stream.readable().await.is_err() {
+            break;
+        }
+        match stream.try_read(&mut ignored) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => break,
+        }
+    }
+    seat.gone.store(true, Ordering::Relaxed);
 }
 
 /// An unmasked WebSocket text frame holding `payload`.
@@ -195,13 +229,18 @@ async fn serve(fanout: Arc<Fanout>, mut request: Request<Incoming>) -> Answer {
                 Ok(upgrade) => upgrade,
                 Err(error) => return answer(StatusCode::BAD_REQUEST, error.to_string()),
             };
+            let seat = fanout.join();
             tokio::spawn(async move {
-                let Ok(socket) = upgrading.await else {
-                    return;
+                let upgraded = match upgrading.await {
+                    Ok(socket) => socket.into_inner().into_inner(),
+                    Err(_) => {
+                        seat.gone.store(true, Ordering::Relaxed);
+                        return;
+                    }
                 };
-                let upgraded = socket.into_inner().into_inner();
-                if let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() {
-                    fanout.join(parts.io.into_inner()).await;
+                match upgraded.downcast::<TokioIo<TcpStream>>() {
+                    Ok(parts) => seat_client(seat, parts.io.into_inner()).await,
+                    Err(_) => seat.gone.store(true, Ordering::Relaxed),
                 }
             });
             response.map(|body: Empty<Bytes>| body.boxed())
