@@ -25,7 +25,8 @@
 #        target/bench/fanout-10k-bare.jsonl, and the highest passing rates to
 #        target/bench/fanout-verdict.json)
 # Settings: PORT (3950; bare_fanout listens on PORT+1), RATES ("500 750 1000 1250 1500 2000"), DURATION (10s),
-# RATES_10K ("1 10 50 100 150 200 300"), CLIENTS_10K (10000), IDLE_CONNECTIONS (10000),
+# RATES_10K ("1 10 50 100 150 200 300"), CLIENTS_10K (10000), COMPARE_UP_TO_10K (50: the
+# 10,000-client rates run against both servers even after a run failed), IDLE_CONNECTIONS (10000),
 # WIRE_ROUNDS (3; the wire and console runs go to target/bench/fanout-wires.jsonl),
 # CONSOLE_CPU_PERCENT (25: the browser's CPU cap in the console runs),
 # FANOUT_OUT (target/bench/fanout.jsonl), SKIP_BUILD=1 (binaries already built, as
@@ -44,6 +45,7 @@ DB=vigil_bench_fanout
 PREFIX=benchfanout
 RATES_10K=${RATES_10K:-"1 10 50 100 150 200 300"}
 CLIENTS_10K=${CLIENTS_10K:-10000}
+COMPARE_UP_TO_10K=${COMPARE_UP_TO_10K:-50}
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
 OUT=${FANOUT_OUT:-target/bench/fanout.jsonl}
 OUT_10K=${OUT%.jsonl}-10k.jsonl
@@ -131,15 +133,19 @@ field "$ref" '"delivered %d/%d, missing %d, duplicates %d, p50 %.1f ms, p99 %.1f
 
 # sweep CLIENTS P99_LIMIT_MS OUT RATES...: runs at rising rates until one misses an event or
 # passes the p99 limit; prints `{"highest_passing":R,"first_failing":R}` (null when none).
+# With SWEEP_ON_TO=R, the rates up to R are run even after a failure (for comparing two
+# servers rate by rate); the verdict still ends at the first failure.
 sweep() {
   local clients=$1 limit=$2 out=$3 best=null failing=null rate run ok
   shift 3
   for rate in "$@"; do
+    if [ "$failing" != null ] && [ "$rate" -gt "${SWEEP_ON_TO:-0}" ]; then break; fi
     run=$(fanout --clients "$clients" --rate "$rate" --duration "$DURATION")
     echo "$run" >> "$out"
     field "$run" '"%d events/s: missing %d, p99 %.1f ms, %d deliveries/s, server CPU %.1f ms per 1,000 deliveries" % ('"$rate"', missing, latency_ms["p99"], deliveries_per_s, server_cpu_ms_per_1000_deliveries or 0)' >&2
+    [ "$failing" = null ] || continue
     ok=$(field "$run" 'clients_connected == '"$clients"' and missing == 0 and duplicates == 0 and latency_ms["p99"] < '"$limit")
-    if [ "$ok" != True ]; then failing=$rate; break; fi
+    if [ "$ok" != True ]; then failing=$rate; continue; fi
     best=$rate
   done
   echo "{\"highest_passing\":$best,\"first_failing\":$failing}"
@@ -152,7 +158,7 @@ echo "$verdict_1k"
 
 echo "== highest rate with every event delivered and p99 < 100 ms ($CLIENTS_10K clients)"
 # shellcheck disable=SC2086
-verdict_10k=$(sweep "$CLIENTS_10K" 100 "$OUT_10K" $RATES_10K)
+verdict_10k=$(SWEEP_ON_TO=$COMPARE_UP_TO_10K sweep "$CLIENTS_10K" 100 "$OUT_10K" $RATES_10K)
 echo "$verdict_10k"
 
 echo "== the floor: the same sweep against bare_fanout"
@@ -161,7 +167,7 @@ BARE_PID=$!
 TARGET_PORT=$((PORT + 1)) TARGET_PID=$BARE_PID
 wait_healthy "127.0.0.1:$TARGET_PORT"
 # shellcheck disable=SC2086
-verdict_10k_bare=$(sweep "$CLIENTS_10K" 100 "$OUT_10K_BARE" $RATES_10K)
+verdict_10k_bare=$(SWEEP_ON_TO=$COMPARE_UP_TO_10K sweep "$CLIENTS_10K" 100 "$OUT_10K_BARE" $RATES_10K)
 echo "$verdict_10k_bare"
 kill "$BARE_PID" 2>/dev/null || true; wait "$BARE_PID" 2>/dev/null || true; BARE_PID=
 TARGET_PORT=$PORT TARGET_PID=$PID

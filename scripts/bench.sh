@@ -328,6 +328,24 @@ print(text)"
 FAN_BEST=$(printf '%s\n' "${FANOUT[@]:1:FAN_LAST-1}" | fan_best clients_1000)
 FAN_BEST_10K=$(fan_best clients_10000 < "$WORK/fanout-10k.jsonl")
 FAN_BEST_10K_BARE=$(fan_best bare_10000 < "$WORK/fanout-10k-bare.jsonl")
+# Each rate both servers ran with 10,000 clients, side by side.
+FLOOR_TABLE=$(python3 - "$WORK/fanout-10k.jsonl" "$WORK/fanout-10k-bare.jsonl" <<'PY'
+import json, sys
+def runs(path):
+    return {round(r['rate']): r for r in map(json.loads, open(path))}
+vigil, bare = runs(sys.argv[1]), runs(sys.argv[2])
+def cell(r):
+    if r is None:
+        return '—'
+    return 'p50 %.1f, p99 %.1f; %.1f; %d of %d' % (
+        r['latency_ms']['p50'], r['latency_ms']['p99'],
+        r['server_cpu_ms_per_1000_deliveries'] or 0, r['missing'], r['expected_deliveries'])
+print('| events/s | Vigil: latency ms; server CPU ms per 1,000 deliveries; missing | `bare_fanout`: the same |')
+print('| --- | --- | --- |')
+for rate in sorted(set(vigil) & set(bare)):
+    print('| %d | %s | %s |' % (rate, cell(vigil.get(rate)), cell(bare.get(rate))))
+PY
+)
 FAN_10K_RATE=$(python3 -c "import json; print(json.load(open('$WORK/fanout-verdict.json'))['clients_10000']['highest_passing'] or 0)")
 FAN_1000_P99=$(json "${FANOUT[1]}" '"%.1f" % latency_ms["p99"]')
 IDLE_KIB=$(json "${FANOUT[FAN_LAST]}" '"%.1f" % kib_per_connection')
@@ -556,6 +574,16 @@ just used (*beside them*): the console against that run is what the console itse
 server; the console against the quiet run adds what a browser on the server's cores costs.
 
 $WIRES
+
+### 10,000 clients beside the floor
+
+Each rate both servers ran in the 10,000-client sweep (one $FANOUT_DURATION run each): Vigil, and
+\`bare_fanout\`, a server that only writes each event's frame to every client's socket. At low
+rates each event goes to each client in a socket write of its own, and the cost of that write
+bounds the latency of every server; at higher rates Vigil's writers carry the frames that queued
+meanwhile in one write, which the floor does not.
+
+$FLOOR_TABLE
 
 ## Unit costs
 
