@@ -68,9 +68,9 @@ command -v haproxy >/dev/null 2>&1 || apt_install haproxy
 
 WORK=$(mktemp -d -t vigil-scale.XXXXXX)
 # What every run's summary needs, in one place: a wrk run's acknowledged requests, the mean
-# batch from two batches() readings, and costs per event from counters taken around it (four processes' CPU ticks, then Redis's commands,
-# bytes in, bytes out, socket reads and socket writes, as counters() and listener_run() write
-# them).
+# batch from two batches() readings, and costs per event from counters taken around it (four
+# processes' CPU ticks, then Redis's commands, bytes in, bytes out, socket reads and socket
+# writes, as counters() and listener_run() write them).
 cat > "$WORK/scale_costs.py" <<'PY'
 import re
 
