@@ -46,7 +46,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::event::{Wire, put_length, text_frame};
-use crate::hub::{Hub, Registration};
+use crate::hub::{Hub, HubEnding, Registration};
 use crate::protocol::{self, MessageRules, Violation};
 use crate::reader::{FrameReader, ReadError};
 use crate::resume::{ReplayOutcome, ReplaySeam, Resume};
@@ -105,13 +105,7 @@ pub fn spawn(
     resume: Option<Resume>,
     guard: impl Send + 'static,
 ) {
-    let served = serve(
-        upgrade,
-        registration,
-        resume,
-        hub.settings().ping_interval,
-        hub.shutdown_token(),
-    );
+    let served = serve(upgrade, registration, resume, hub.settings().ping_interval);
     hub.spawn(async move {
         served.await;
         drop(guard);
@@ -124,7 +118,6 @@ async fn serve(
     mut registration: Registration,
     resume: Option<Resume>,
     ping_interval: Duration,
-    shutdown: CancellationToken,
 ) {
     let socket = match upgrade.await {
         Ok(socket) => socket,
@@ -148,7 +141,6 @@ async fn serve(
         sink: write,
         control: control_signal,
         kick: registration.kick.clone(),
-        shutdown,
         ping_interval,
         last_heard_ms: &last_heard_ms,
         started,
@@ -164,7 +156,7 @@ async fn serve(
         {
             return;
         }
-        writer.run(&mut registration.frames).await;
+        writer.run(&mut registration).await;
     };
     tokio::select! {
         () = reading => {}
@@ -219,8 +211,8 @@ fn refuse(violation: Violation) -> Control {
 struct Writer<'a, W> {
     sink: W,
     control: watch::Receiver<Option<Control>>,
+    /// The hub's one signal to go: slow consumer or shutdown ([`Registration::ending`]).
     kick: CancellationToken,
-    shutdown: CancellationToken,
     ping_interval: Duration,
     last_heard_ms: &'a AtomicU64,
     started: Instant,
@@ -254,29 +246,30 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
         self.seam.skip_replayed(Wire::WebSocket, batch);
     }
 
-    async fn run(&mut self, frames: &mut mpsc::Receiver<Bytes>) {
+    async fn run(&mut self, registration: &mut Registration) {
         let idle_limit = self.ping_interval * IDLE_INTERVALS;
         // Allocated at the first frame to send: an idle client holds no batch.
         let mut batch: Vec<Bytes> = Vec::new();
         let mut ping =
             tokio::time::interval_at(Instant::now() + self.ping_interval, self.ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Waited on across iterations: registered with their tokens once, not once per wake-up
-        // (the shutdown token is shared by every client, so that would contend on its lock).
+        // Waited on across iterations: registered with its token once, not once per wake-up.
         let kicked = self.kick.clone().cancelled_owned();
-        let shutting_down = self.shutdown.clone().cancelled_owned();
-        tokio::pin!(kicked, shutting_down);
+        tokio::pin!(kicked);
         let ending = loop {
+            let frames = &mut registration.frames;
             tokio::select! {
                 biased;
-                () = &mut kicked => break Ending::SlowConsumer,
-                () = &mut shutting_down => {
-                    // Deliver what was already queued, then say goodbye.
-                    break match self.flush_queued(frames, &mut batch).await {
-                        Ok(()) => Ending::Shutdown,
-                        Err(()) => Ending::Broken,
-                    };
-                }
+                () = &mut kicked => match registration.ending() {
+                    Some(HubEnding::Shutdown) => {
+                        // Deliver what was already queued, then say goodbye.
+                        break match self.flush_queued(&mut registration.frames, &mut batch).await {
+                            Ok(()) => Ending::Shutdown,
+                            Err(()) => Ending::Broken,
+                        };
+                    }
+                    Some(HubEnding::SlowConsumer) | None => break Ending::SlowConsumer,
+                },
                 changed = self.control.changed() => match changed.ok().and_then(|()| self.control.borrow_and_update().clone()) {
                     Some(Control::Pong(payload)) => {
                         let frame = control_frame(OPCODE_PONG, &payload);
@@ -399,13 +392,7 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
         limit: Duration,
     ) -> Result<(), ()> {
         let mut deadline = Instant::now() + limit;
-        let (kick, shutdown) = (&self.kick, &self.shutdown);
-        let closing = async {
-            tokio::select! {
-                () = kick.cancelled() => {}
-                () = shutdown.cancelled() => {}
-            }
-        };
+        let closing = self.kick.cancelled();
         let sink = &mut self.sink;
         let write =
             std::future::poll_fn(|cx| poll_write_frames(&mut *sink, frames, &mut progress, cx));

@@ -264,7 +264,8 @@ struct ClientSlot {
     wire: Wire,
     /// The client's bounded frame queue.
     frames: mpsc::Sender<Bytes>,
-    /// Cancelled when the client is dropped as a slow consumer.
+    /// Cancelled when the client is dropped as a slow consumer, and with the hub's shutdown
+    /// token (it is its child): see [`Registration::ending`].
     kick: CancellationToken,
     /// The part of its wait budget the client has spent, in ms, as of `charged_at_ms`; at
     /// [`SLOW_CONSUMER_GRACE`] it is waited for no more.
@@ -296,8 +297,18 @@ pub struct Registration {
     id: u64,
     /// Frames the hub queued for this client, in event order.
     pub(crate) frames: mpsc::Receiver<Bytes>,
-    /// Cancelled when the hub dropped this client as a slow consumer.
+    /// Cancelled when the hub dropped this client as a slow consumer or shuts down: the one
+    /// signal a socket task waits on besides its frames ([`Registration::ending`] says which).
     pub(crate) kick: CancellationToken,
+}
+
+/// Why the hub told a client to go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HubEnding {
+    /// Its queue overflowed; it is out of the hub already.
+    SlowConsumer,
+    /// The server is shutting down; its queued frames are still to be sent.
+    Shutdown,
 }
 
 impl Registration {
@@ -316,6 +327,21 @@ impl Registration {
     /// The hub this client belongs to.
     pub(crate) fn hub(&self) -> Hub {
         self.hub.clone()
+    }
+
+    /// Why the hub told this client to go, once `kick` is cancelled (`None` before). A slow
+    /// consumer is taken out of the map when it is kicked, and nothing else takes a client
+    /// out while its registration lives; so a kicked client still in the map was kicked by
+    /// the shutdown. Slow wins when both happened, as its queue cannot be flushed.
+    pub(crate) fn ending(&self) -> Option<HubEnding> {
+        if !self.kick.is_cancelled() {
+            return None;
+        }
+        if self.hub.read_clients().contains_key(&self.id) {
+            Some(HubEnding::Shutdown)
+        } else {
+            Some(HubEnding::SlowConsumer)
+        }
     }
 }
 
@@ -393,7 +419,9 @@ impl Hub {
             return Err(RegisterError::ShuttingDown);
         }
         let (sender, frames) = mpsc::channel(self.inner.settings.client_queue.max(1));
-        let kick = CancellationToken::new();
+        // One token per client for both reasons to go: each wake-up of a socket task polls it,
+        // and a token shared by every client would be a lock both workers take per wake-up.
+        let kick = self.inner.shutdown.child_token();
         let id = self.inner.next_client_id.fetch_add(1, Ordering::Relaxed);
         let missed = {
             let mut clients = self.write_clients();
@@ -624,7 +652,6 @@ impl Hub {
                     match client.frames.try_send(frame.clone()) {
                         Ok(()) => queued += 1,
                         Err(TrySendError::Full(_)) => {
-                            client.kick.cancel();
                             overflowed.push(id);
                             break;
                         }
@@ -637,19 +664,26 @@ impl Hub {
         stats.frames_queued.fetch_add(queued, Ordering::Relaxed);
         if !overflowed.is_empty() {
             let mut clients = self.write_clients();
+            let mut dropped = 0;
             for id in &overflowed {
-                self.take_out(&mut clients, *id);
+                // Told to go once out of the map, which is how its task tells this from the
+                // shutdown (`Registration::ending`); a source fanning out at the same time may
+                // have found it full too, and dropped it first.
+                if let Some(client) = self.take_out(&mut clients, *id) {
+                    client.kick.cancel();
+                    dropped += 1;
+                }
             }
             self.counted(&clients);
             drop(clients);
-            stats
-                .slow_consumers
-                .fetch_add(overflowed.len() as u64, Ordering::Relaxed);
-            tracing::warn!(
-                clients = overflowed.len(),
-                queue = self.inner.settings.client_queue,
-                "realtime clients fell a full queue behind; closing them (slow consumer)"
-            );
+            if dropped > 0 {
+                stats.slow_consumers.fetch_add(dropped, Ordering::Relaxed);
+                tracing::warn!(
+                    clients = dropped,
+                    queue = self.inner.settings.client_queue,
+                    "realtime clients fell a full queue behind; closing them (slow consumer)"
+                );
+            }
         }
     }
 
@@ -689,13 +723,12 @@ impl Hub {
     }
 
     /// Removes a client from the map (under its write lock), keeping the SSE count.
-    fn take_out(&self, clients: &mut HashMap<u64, ClientSlot>, id: u64) {
-        if clients
-            .remove(&id)
-            .is_some_and(|client| client.wire == Wire::Sse)
-        {
+    fn take_out(&self, clients: &mut HashMap<u64, ClientSlot>, id: u64) -> Option<ClientSlot> {
+        let client = clients.remove(&id)?;
+        if client.wire == Wire::Sse {
             self.inner.sse_count.fetch_sub(1, Ordering::AcqRel);
         }
+        Some(client)
     }
 
     /// Updates the count kept beside the map, under its write lock.

@@ -32,7 +32,7 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 use vigil_store::StoredEvent;
 
 use crate::event::{Wire, sse_message, sse_named};
-use crate::hub::{Hub, Registration};
+use crate::hub::{Hub, HubEnding, Registration};
 use crate::resume::{ReplayOutcome, ReplaySeam, Resume};
 
 /// How long a browser waits before reconnecting after the stream ends (the `retry:` field).
@@ -59,8 +59,8 @@ pub struct SseStream {
     keep_alive_every: Duration,
     /// Nothing was sent since the keep-alive timer last fired.
     quiet: bool,
+    /// The hub's one signal to go: slow consumer or shutdown (`Registration::ending`).
     kicked: Pin<Box<WaitForCancellationFutureOwned>>,
-    shutting_down: Pin<Box<WaitForCancellationFutureOwned>>,
     /// Set once the closing message is queued: nothing follows it.
     ended: bool,
     /// Held while the stream lives (e.g. the client address's connection slot).
@@ -84,7 +84,6 @@ impl SseStream {
         let retry = format!("retry: {}\n\n", RECONNECT_AFTER.as_millis());
         SseStream {
             kicked: Box::pin(registration.kick.clone().cancelled_owned()),
-            shutting_down: Box::pin(hub.shutdown_token().cancelled_owned()),
             registration,
             replaying,
             seam: ReplaySeam::default(),
@@ -108,10 +107,10 @@ impl SseStream {
                 return Poll::Ready(None);
             }
             if self.kicked.as_mut().poll(context).is_ready() {
-                self.close("slow consumer");
-                continue;
-            }
-            if self.shutting_down.as_mut().poll(context).is_ready() {
+                if self.registration.ending() != Some(HubEnding::Shutdown) {
+                    self.close("slow consumer");
+                    continue;
+                }
                 if self.replaying.take().is_none() {
                     // Deliver what was already queued, then say goodbye.
                     while let Ok(frame) = self.registration.frames.try_recv() {
