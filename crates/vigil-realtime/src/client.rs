@@ -41,13 +41,14 @@ use bytes::{BufMut, Bytes, BytesMut};
 use fastwebsockets::OpCode;
 use fastwebsockets::upgrade::UpgradeFut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::event::{Wire, put_length, text_frame};
 use crate::hub::{Hub, HubEnding, Registration};
 use crate::protocol::{self, MessageRules, Violation};
+use crate::queue::FrameReceiver;
 use crate::reader::{FrameReader, ReadError};
 use crate::resume::{ReplayOutcome, ReplaySeam, Resume};
 
@@ -312,14 +313,14 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
     /// Writes every frame still queued (bounded by [`CLOSE_GRACE`] per write).
     async fn flush_queued(
         &mut self,
-        frames: &mut mpsc::Receiver<Bytes>,
+        frames: &mut FrameReceiver,
         batch: &mut Vec<Bytes>,
     ) -> Result<(), ()> {
         loop {
             while batch.len() < MAX_FRAMES_PER_WRITE {
                 match frames.try_recv() {
-                    Ok(frame) => batch.push(frame),
-                    Err(_) => break,
+                    Some(frame) => batch.push(frame),
+                    None => break,
                 }
             }
             if batch.is_empty() {

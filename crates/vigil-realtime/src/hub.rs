@@ -5,8 +5,9 @@
 //!
 //! Each event's frame is built once per wire ([`HubEvent`]) and shared (`Bytes`) by every
 //! client it goes to. Clients live in one `RwLock`ed map that the feeder (the Redis bridge, or the
-//! in-process feed without Redis) reads once per run of events: a read lock and one `try_send`
-//! per matching client and event; registration and removal take the write lock briefly.
+//! in-process feed without Redis) reads once per run of events: a read lock, and one push of
+//! the run's matching frames per client (the `queue` module); registration and removal take the
+//! write lock briefly.
 //!
 //! **Slow-consumer policy.** Every client has a bounded queue of frames
 //! (`VIGIL_WS_CLIENT_QUEUE`). Sources hand the hub events in slices of at most a quarter of a
@@ -42,7 +43,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -51,6 +51,7 @@ use vigil_core::CommitSink;
 use vigil_core::EventFilter;
 
 use crate::event::{HubEvent, Wire};
+use crate::queue::{FrameReceiver, FrameSender, Pushed, frame_queue};
 
 /// Committed batches the in-process feed holds for the hub task; past it batches are dropped
 /// and counted (the database keeps them; backfill will recover them).
@@ -263,7 +264,7 @@ struct ClientSlot {
     /// Which of an event's frames the client is sent.
     wire: Wire,
     /// The client's bounded frame queue.
-    frames: mpsc::Sender<Bytes>,
+    frames: FrameSender,
     /// Cancelled when the client is dropped as a slow consumer, and with the hub's shutdown
     /// token (it is its child): see [`Registration::ending`].
     kick: CancellationToken,
@@ -296,7 +297,7 @@ pub struct Registration {
     hub: Hub,
     id: u64,
     /// Frames the hub queued for this client, in event order.
-    pub(crate) frames: mpsc::Receiver<Bytes>,
+    pub(crate) frames: FrameReceiver,
     /// Cancelled when the hub dropped this client as a slow consumer or shuts down: the one
     /// signal a socket task waits on besides its frames ([`Registration::ending`] says which).
     pub(crate) kick: CancellationToken,
@@ -321,7 +322,7 @@ impl Registration {
     /// empty. Socket tasks await their frames instead; this is for in-process consumers
     /// (the fan-out bench, tests).
     pub fn try_next_frame(&mut self) -> Option<Bytes> {
-        self.frames.try_recv().ok()
+        self.frames.try_recv()
     }
 
     /// The hub this client belongs to.
@@ -418,7 +419,7 @@ impl Hub {
         if self.inner.shutdown.is_cancelled() {
             return Err(RegisterError::ShuttingDown);
         }
-        let (sender, frames) = mpsc::channel(self.inner.settings.client_queue.max(1));
+        let (sender, frames) = frame_queue(self.inner.settings.client_queue);
         // One token per client for both reasons to go: each wake-up of a socket task polls it,
         // and a token shared by every client would be a lock both workers take per wake-up.
         let kick = self.inner.shutdown.child_token();
@@ -560,7 +561,7 @@ impl Hub {
         let now_ms = self.inner.started.elapsed().as_millis() as u64;
         let mut least = self.inner.settings.client_queue.max(1);
         for client in self.read_clients().values() {
-            let room = client.frames.capacity();
+            let room = client.frames.room();
             if room >= frames && room >= least {
                 // Not short of room, and not the least: nothing to charge or to count.
                 continue;
@@ -640,24 +641,24 @@ impl Hub {
         let mut queued = 0u64;
         {
             let clients = self.read_clients();
-            // Client by client: all of a run's frames are in a client's queue before its task,
-            // woken by the first, runs on the other worker; it writes them at once.
+            // Client by client, all of a run's frames under one lock of its queue: they are all
+            // there before its task, woken by the push, runs on the other worker and writes
+            // them at once.
             for (&id, client) in clients.iter() {
-                for event in events.iter().filter(|event| client.wants(event)) {
-                    // An SSE client that joined after the event was taken in: not its event
-                    // (a resuming one replays it, from the log).
-                    let Some(frame) = event.frame_for(client.wire) else {
-                        continue;
-                    };
-                    match client.frames.try_send(frame.clone()) {
-                        Ok(()) => queued += 1,
-                        Err(TrySendError::Full(_)) => {
-                            overflowed.push(id);
-                            break;
-                        }
-                        // The socket task ended; its registration is leaving the map.
-                        Err(TrySendError::Closed(_)) => break,
+                // An SSE client that joined after the event was taken in: not its event (a
+                // resuming one replays it, from the log).
+                let frames = events
+                    .iter()
+                    .filter(|event| client.wants(event))
+                    .filter_map(|event| event.frame_for(client.wire).cloned());
+                match client.frames.push(frames) {
+                    Pushed::All(count) => queued += count as u64,
+                    Pushed::Full(count) => {
+                        queued += count as u64;
+                        overflowed.push(id);
                     }
+                    // The socket task ended; its registration is leaving the map.
+                    Pushed::Closed => {}
                 }
             }
         }
@@ -855,7 +856,7 @@ mod tests {
 
     fn drain(registration: &mut Registration) -> Vec<Bytes> {
         let mut frames = Vec::new();
-        while let Ok(frame) = registration.frames.try_recv() {
+        while let Some(frame) = registration.frames.try_recv() {
             frames.push(frame);
         }
         frames

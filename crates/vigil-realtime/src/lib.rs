@@ -12,13 +12,14 @@
 //! batcher ── publisher ──▶ Redis channel ──▶ Bridge (one subscription per instance) ─┐
 //!    └──── LocalFeed (no REDIS_URL: this instance's commits only) ───────────────────┤
 //!                                                                                    ▼
-//!                         Hub: frame built once, try_send to each matching client's queue
+//!                         Hub: frame built once, pushed to each matching client's queue
 //!                                                                                    ▼
 //!                         client task per socket: reader + writer (pings, idle, close)
 //! ```
 //!
 //! - [`event`]: reading an event's id and filter fields from its JSON prefix, building its frame;
-//! - [`hub`]: clients, filters, fan-out and the slow-consumer policy;
+//! - [`hub`]: clients, filters, fan-out and the slow-consumer policy; `queue`: a client's
+//!   bounded frame queue, between the hub and the client's task;
 //! - [`bridge`]: the Redis subscription (on the primary Sentinel names, when configured),
 //!   reconnecting with back-off and asking for backfills, every poll interval while it is down;
 //! - [`backfill`]: re-reading from the database what the live feed lost;
@@ -36,6 +37,7 @@ pub mod client;
 pub mod event;
 pub mod hub;
 pub mod protocol;
+mod queue;
 pub mod reader;
 pub mod resume;
 pub mod sse;

@@ -113,7 +113,7 @@ impl SseStream {
                 }
                 if self.replaying.take().is_none() {
                     // Deliver what was already queued, then say goodbye.
-                    while let Ok(frame) = self.registration.frames.try_recv() {
+                    while let Some(frame) = self.registration.frames.try_recv() {
                         self.batch.push(frame);
                     }
                     self.queue_batch();
