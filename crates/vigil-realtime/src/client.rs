@@ -258,7 +258,6 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
         let kicked = self.kick.clone().cancelled_owned();
         tokio::pin!(kicked);
         let ending = loop {
-            let frames = &mut registration.frames;
             tokio::select! {
                 biased;
                 () = &mut kicked => match registration.ending() {
@@ -282,7 +281,7 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
                     Some(Control::Refuse(code, reason)) => break Ending::Refused(code, reason),
                     Some(Control::Gone) | None => break Ending::Broken,
                 },
-                received = frames.recv_many(&mut batch, MAX_FRAMES_PER_WRITE) => {
+                received = registration.frames.recv_many(&mut batch, MAX_FRAMES_PER_WRITE) => {
                     if received == 0 {
                         // The hub let go of this client: it was dropped as too slow.
                         break Ending::SlowConsumer;
